@@ -1,0 +1,45 @@
+"""What every job script shares: argument parsing of ``--config FILE key=value ...``, the error
+boundary (a clear one-paragraph message and exit code 2, no traceback, for the mistakes a user
+can fix), and the final one-line JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from distrec.config import ConfigError
+from distrec.progress import set_quiet
+from distrec.storage import DataError
+
+__all__ = ["job_parser", "run_job", "UserError"]
+
+
+class UserError(RuntimeError):
+    """A mistake the user can fix (wrong setting for this machine, unreachable cluster, ...)."""
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=0.05")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for CI and log files)")
+    return parser
+
+
+def run_job(main: Callable[[], dict[str, Any]], *, quiet: bool = False) -> int:
+    """Run a job body; print its summary as the last line (JSON) and map user errors to exit 2."""
+    set_quiet(quiet)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = main()
+    except (DataError, ConfigError, UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, default=str), flush=True)
+    return 0

@@ -1,0 +1,297 @@
+"""MovieLens 100K, 1M, 10M, 20M and 25M in their GroupLens release formats.
+
+- 100K: ``u.data`` (tab: user, item, rating, unix time), the official folds ``u1..u5`` and
+  ``ua``/``ub`` (``uN.base`` / ``uN.test``), ``u.item`` (pipe-separated, latin-1) or the
+  ``items.tsv`` atomic-file variant, ``u.user`` or ``users.tsv``.
+- 1M and 10M: ``ratings.dat`` (``user::item::rating::time``), ``movies.dat``
+  (``id::Title (year)::Genre|Genre``), 1M also ``users.dat``.
+- 20M and 25M: ``ratings.csv`` (header ``userId,movieId,rating,timestamp``), ``movies.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from distrec.data.metadata import items_table, split_title_year
+from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
+from distrec.data.schema import TEST, TRAIN, RatingChunk
+from distrec.data.source import Source
+from distrec.data.textparse import Field, TextFormat, bad_line, parse_delimited
+from distrec.storage.manifest import DataError
+
+__all__ = ["SPECS", "read_rating_file", "RATING_FIELDS"]
+
+RATING_FIELDS = (Field("user", "int"), Field("item", "int"), Field("rating", "float"), Field("ts", "int"))
+U_DATA = TextFormat(b"\t", RATING_FIELDS, "tab-separated user id, item id, rating, unix timestamp")
+RATINGS_DAT = TextFormat(b"::", RATING_FIELDS, "'::'-separated UserID, MovieID, Rating, Timestamp")
+RATINGS_CSV = TextFormat(
+    b",",
+    RATING_FIELDS,
+    "comma-separated userId, movieId, rating, timestamp after a header line",
+    header=("userId", "movieId", "rating", "timestamp"),
+)
+ML100K_GENRES = (
+    "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "
+    "Film-Noir Horror Musical Mystery Romance Sci-Fi Thriller War Western"
+).split()
+ML100K_FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+GROUPLENS = "https://files.grouplens.org/datasets/movielens"
+
+
+def read_rating_file(source: Source, name: str, fmt: TextFormat) -> Iterator[RatingChunk]:
+    """Rating chunks (raw ids) from one file in a user/item/rating/time format."""
+    label = source.label(name)
+    with source.open(name) as f:
+        for line, table in parse_delimited(f, label, fmt):
+            yield RatingChunk(
+                user=table.column("user").to_numpy(),
+                item=table.column("item").to_numpy(),
+                rating=table.column("rating").to_numpy().astype(np.float32),
+                ts=table.column("ts").to_numpy(),
+                where=lambda r, line=line: f"{label}, line {line + r}",
+            )
+
+
+# -- 100K ---------------------------------------------------------------------------------------
+def _pair_keys(chunk: RatingChunk) -> np.ndarray:
+    return chunk.user.astype(np.int64) * (1 << 32) + chunk.item.astype(np.int64)
+
+
+def _fold_codes(source: Source, fold: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (user, item) keys of a fold's test file and its base file."""
+    keys = []
+    for part in ("test", "base"):
+        name = f"{fold}.{part}"
+        if not source.has(name):
+            raise DataError(f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {name} is missing")
+        keys.append(np.sort(np.concatenate([_pair_keys(c) for c in read_rating_file(source, name, U_DATA)])))
+    return keys[0], keys[1]
+
+
+def _read_100k(source: Source | None, options: ReadOptions) -> Parsed:
+    assert source is not None
+    folds = {fold: _fold_codes(source, fold) for fold in options.splits}
+
+    def chunks() -> Iterator[RatingChunk]:
+        for chunk in read_rating_file(source, "u.data", U_DATA):
+            keys = _pair_keys(chunk)
+            for fold, (test, base) in folds.items():
+                in_test = _member(keys, test)
+                missing = ~in_test & ~_member(keys, base)
+                if missing.any():
+                    r = int(np.flatnonzero(missing)[0])
+                    raise DataError(f"{chunk.where(r)}: rating is in neither {fold}.base nor {fold}.test")  # type: ignore[misc]
+                chunk.splits[fold] = np.where(in_test, TEST, TRAIN).astype(np.int8)
+            yield chunk
+
+    return Parsed(chunks=chunks(), items=lambda: _items_100k(source), users=lambda: _users_100k(source))
+
+
+def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(sorted_keys, keys).clip(0, max(len(sorted_keys) - 1, 0))
+    return sorted_keys[pos] == keys if len(sorted_keys) else np.zeros(len(keys), bool)
+
+
+def _lines(source: Source, name: str, encoding: str) -> Iterator[tuple[int, str]]:
+    with source.open(name) as f:
+        text = io.TextIOWrapper(f, encoding=encoding, newline="")
+        for lineno, line in enumerate(text, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
+
+
+def _items_100k(source: Source) -> pa.Table | None:
+    if source.has("u.item"):
+        label = source.label("u.item")
+        raw, title, year, genres = [], [], [], []
+        for lineno, line in _lines(source, "u.item", "latin-1"):
+            parts = line.split("|")
+            if len(parts) != 5 + len(ML100K_GENRES):
+                raise bad_line(label, lineno, f"expected {5 + len(ML100K_GENRES)} '|'-separated fields, got {len(parts)}")
+            try:
+                raw.append(int(parts[0]))
+            except ValueError:
+                raise bad_line(label, lineno, f"movie id {parts[0]!r} is not an integer") from None
+            t, y = split_title_year(parts[1])
+            if y is None and parts[2][-4:].isdigit():
+                y = int(parts[2][-4:])
+            title.append(t)
+            year.append(y)
+            genres.append([g for g, flag in zip(ML100K_GENRES, parts[5:]) if flag == "1"])
+        return items_table(raw, title, year, genres)
+    if source.has("items.tsv"):
+        return _items_atomic(source, "items.tsv")
+    return None
+
+
+def _items_atomic(source: Source, name: str) -> pa.Table:
+    """The tab-separated atomic-file variant: ``item_id:token movie_title:token_seq release_year:token class:token_seq``."""
+    label = source.label(name)
+    rows = list(_lines(source, name, "utf-8"))
+    if not rows:
+        raise DataError(f"{label}: empty file")
+    header = [h.split(":")[0] for h in rows[0][1].split("\t")]
+    need = {"item_id", "movie_title"}
+    if not need <= set(header):
+        raise bad_line(label, 1, f"expected a header with item_id and movie_title, got {rows[0][1]!r}")
+    col = {h: i for i, h in enumerate(header)}
+    raw, title, year, genres = [], [], [], []
+    for lineno, line in rows[1:]:
+        parts = line.split("\t")
+        if len(parts) != len(header):
+            raise bad_line(label, lineno, f"expected {len(header)} tab-separated fields, got {len(parts)}")
+        try:
+            raw.append(int(parts[col["item_id"]]))
+        except ValueError:
+            raise bad_line(label, lineno, f"item_id {parts[col['item_id']]!r} is not an integer") from None
+        title.append(parts[col["movie_title"]])
+        y = parts[col["release_year"]] if "release_year" in col else ""
+        year.append(int(y) if y.isdigit() else None)
+        genres.append(parts[col["class"]].split() if "class" in col else [])
+    return items_table(raw, title, year, genres)
+
+
+def _users_100k(source: Source) -> pa.Table | None:
+    if source.has("u.user"):
+        return _users_delimited(source, "u.user", "|", ("age", "gender", "occupation", "zip_code"), "latin-1")
+    if source.has("users.tsv"):
+        return _users_delimited(source, "users.tsv", "\t", ("age", "gender", "occupation", "zip_code"), "utf-8", header=True)
+    return None
+
+
+def _users_delimited(
+    source: Source, name: str, sep: str, fields: tuple[str, ...], encoding: str, header: bool = False
+) -> pa.Table:
+    label = source.label(name)
+    columns: dict[str, list] = {"raw": [], **{f: [] for f in fields}}
+    for lineno, line in _lines(source, name, encoding):
+        if header and lineno == 1:
+            continue
+        parts = line.split(sep)
+        if len(parts) != 1 + len(fields):
+            raise bad_line(label, lineno, f"expected {1 + len(fields)} {sep!r}-separated fields, got {len(parts)}")
+        try:
+            columns["raw"].append(int(parts[0]))
+        except ValueError:
+            raise bad_line(label, lineno, f"user id {parts[0]!r} is not an integer") from None
+        for f, v in zip(fields, parts[1:]):
+            columns[f].append(v)
+    return pa.table({k: pa.array(v, pa.int64() if k == "raw" else pa.string()) for k, v in columns.items()})
+
+
+# -- 1M / 10M / 20M / 25M ----------------------------------------------------------------------
+def read_movies_dat(source: Source, encoding: str) -> pa.Table | None:
+    if not source.has("movies.dat"):
+        return None
+    label = source.label("movies.dat")
+    raw, title, year, genres = [], [], [], []
+    for lineno, line in _lines(source, "movies.dat", encoding):
+        parts = line.split("::")
+        if len(parts) != 3:
+            raise bad_line(label, lineno, f"expected MovieID::Title::Genres, got {line[:200]!r}")
+        try:
+            raw.append(int(parts[0]))
+        except ValueError:
+            raise bad_line(label, lineno, f"MovieID {parts[0]!r} is not an integer") from None
+        t, y = split_title_year(parts[1])
+        title.append(t)
+        year.append(y)
+        genres.append([g for g in parts[2].split("|") if g and g != "(no genres listed)"])
+    return items_table(raw, title, year, genres)
+
+
+def _movies_csv(source: Source) -> pa.Table | None:
+    if not source.has("movies.csv"):
+        return None
+    label = source.label("movies.csv")
+    raw, title, year, genres = [], [], [], []
+    with source.open("movies.csv") as f:
+        reader = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
+        header = next(reader, None)
+        if header != ["movieId", "title", "genres"]:
+            raise bad_line(label, 1, f"expected the header 'movieId,title,genres', got {header!r}")
+        for parts in reader:
+            lineno = reader.line_num
+            if not parts:
+                continue
+            if len(parts) != 3:
+                raise bad_line(label, lineno, f"expected 3 comma-separated fields (movieId, title, genres), got {len(parts)}")
+            try:
+                raw.append(int(parts[0]))
+            except ValueError:
+                raise bad_line(label, lineno, f"movieId {parts[0]!r} is not an integer") from None
+            t, y = split_title_year(parts[1])
+            title.append(t)
+            year.append(y)
+            genres.append([g for g in parts[2].split("|") if g and g != "(no genres listed)"])
+    return items_table(raw, title, year, genres)
+
+
+def _reader(ratings: str, fmt: TextFormat, items, users=None):
+    def read(source: Source | None, options: ReadOptions) -> Parsed:
+        assert source is not None
+        return Parsed(
+            chunks=read_rating_file(source, ratings, fmt),
+            items=lambda: items(source),
+            users=(lambda: users(source)) if users else (lambda: None),
+        )
+
+    return read
+
+
+def _users_1m(source: Source) -> pa.Table | None:
+    if not source.has("users.dat"):
+        return None
+    return _users_delimited(source, "users.dat", "::", ("gender", "age", "occupation", "zip_code"), "latin-1")
+
+
+SPECS = [
+    DatasetSpec(
+        name="ml-100k",
+        title="MovieLens 100K",
+        urls=(f"{GROUPLENS}/ml-100k.zip",),
+        read=_read_100k,
+        rating_range=(1, 5),
+        expected=(943, 1682, 100_000),
+        official_splits=ML100K_FOLDS,
+        default_split="u1",
+    ),
+    DatasetSpec(
+        name="ml-1m",
+        title="MovieLens 1M",
+        urls=(f"{GROUPLENS}/ml-1m.zip",),
+        read=_reader("ratings.dat", RATINGS_DAT, lambda s: read_movies_dat(s, "latin-1"), _users_1m),
+        rating_range=(1, 5),
+        expected=(6040, 3706, 1_000_209),
+    ),
+    DatasetSpec(
+        name="ml-10m",
+        title="MovieLens 10M",
+        urls=(f"{GROUPLENS}/ml-10m.zip",),
+        read=_reader("ratings.dat", RATINGS_DAT, lambda s: read_movies_dat(s, "utf-8")),
+        rating_range=(0.5, 5),
+        expected=(69_878, 10_677, 10_000_054),
+    ),
+    DatasetSpec(
+        name="ml-20m",
+        title="MovieLens 20M",
+        urls=(f"{GROUPLENS}/ml-20m.zip",),
+        read=_reader("ratings.csv", RATINGS_CSV, _movies_csv),
+        rating_range=(0.5, 5),
+        expected=(138_493, 26_744, 20_000_263),
+    ),
+    DatasetSpec(
+        name="ml-25m",
+        title="MovieLens 25M",
+        urls=(f"{GROUPLENS}/ml-25m.zip",),
+        read=_reader("ratings.csv", RATINGS_CSV, _movies_csv),
+        rating_range=(0.5, 5),
+        expected=(162_541, 59_047, 25_000_095),
+    ),
+]

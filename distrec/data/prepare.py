@@ -1,0 +1,272 @@
+"""Raw files (any source in the registry) → a committed, sharded interaction dataset.
+
+Pass 1 streams the parser's chunks: ratings are range-checked (errors name file and line), raw
+ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill. Splits the
+source defines itself (ML-100K folds, the ∞-AE index, Netflix probe) arrive with the chunks;
+splits computed from the data (per-user ratio, leave-last-out, temporal) need every user's rows,
+so pass 2 computes them from the ``user``/``ts`` columns kept in memory (16 bytes a rating) and
+rewrites each shard with the new columns. Id maps and metadata follow, and the manifest last.
+Any error leaves no manifest, and the writer removes what it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from distrec.data.idmap import IdMap
+from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
+from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
+from distrec.data.source import Source, default_cache_dir, download
+from distrec.data.splits import SplitSpec, compute_split, parse_split, split_counts
+from distrec.progress import progress
+from distrec.resources import Stopwatch, peak_rss_mb
+from distrec.storage import DataError, DirectoryWriter
+
+__all__ = ["PrepareConfig", "prepare_dataset"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareConfig:
+    """What ``jobs/prepare.py`` does; the same fields in YAML (``--config``) or as flags."""
+
+    dataset: str  # a registry name (see README)
+    out: str  # output URI
+    source: str | None = None  # path or URI of downloaded files; None = official download
+    splits: list[str] = field(default_factory=list)  # empty = the dataset's default split
+    like: str | None = None
+    sizes: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    rows_per_shard: int = 4_000_000
+    row_group_size: int = 1 << 18
+    verify_counts: bool = True
+    cache_dir: str | None = None
+
+
+def _open_source(spec: DatasetSpec, req: PrepareConfig) -> Source | None:
+    if not spec.needs_source:
+        if req.source:
+            raise DataError(f"{spec.name}: takes no --source (it is generated)")
+        return None
+    if req.source:
+        return Source(req.source)
+    if not spec.urls:
+        raise DataError(
+            f"{spec.name}: there is no public download URL; obtain {spec.how_to_get or 'the files'} "
+            "and pass their location with --source PATH"
+        )
+    cache = req.cache_dir or default_cache_dir()
+    return Source([download(url, f"{cache}/{spec.name}") for url in spec.urls])
+
+
+class _ShardBuffer:
+    """Collects encoded rows and writes a shard each time ``rows_per_shard`` rows are in."""
+
+    def __init__(self, writer: DirectoryWriter, req: PrepareConfig) -> None:
+        self.writer, self.req = writer, req
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.parts: list[str] = []
+
+    def add(self, table: pa.Table) -> None:
+        while table.num_rows:
+            take = min(table.num_rows, self.req.rows_per_shard - self.pending_rows)
+            self.pending.append(table.slice(0, take))
+            self.pending_rows += take
+            table = table.slice(take)
+            if self.pending_rows == self.req.rows_per_shard:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending_rows:
+            return
+        name = f"part-{len(self.parts):05d}.parquet"
+        table = pa.concat_tables(self.pending).combine_chunks()
+        self.writer.write_table(name, table, row_group_size=self.req.row_group_size)
+        self.parts.append(name)
+        self.pending, self.pending_rows = [], 0
+
+
+def _check_ratings(spec: DatasetSpec, chunk: RatingChunk) -> None:
+    r = chunk.rating
+    bad = ~np.isfinite(r)
+    if spec.rating_range is not None:
+        lo, hi = spec.rating_range
+        bad |= (r < lo) | (r > hi)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        where = chunk.where(row) if chunk.where else f"row {row}"
+        scale = f"{spec.rating_range[0]:g} to {spec.rating_range[1]:g}" if spec.rating_range else "a finite number"
+        raise DataError(f"{where}: rating {r[row]:g} is outside {spec.title}'s scale ({scale})")
+
+
+def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
+    """Prepare ``req.dataset`` into ``req.out``; returns the summary also stored in the manifest."""
+    clock = Stopwatch()
+    spec = get_dataset(req.dataset)
+    specs = [parse_split(s, spec.official_splits) for s in (req.splits or [spec.default_split])]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise DataError(f"splits {req.splits}: each split kind may be recorded once")
+    official = tuple(s.name for s in specs if s.kind == "official")
+    computed = [s for s in specs if s.kind != "official"]
+    if req.rows_per_shard <= 0 or req.row_group_size <= 0:
+        raise DataError("rows_per_shard and row_group_size must be positive")
+
+    source = _open_source(spec, req)
+    parsed = spec.read(source, ReadOptions(splits=official, seed=req.seed, like=req.like, sizes=req.sizes))
+    users, items = IdMap(), IdMap()
+    stats = _Stats()
+    keep_user: list[np.ndarray] = []
+    keep_ts: list[np.ndarray] = []
+    has_ts = True
+    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION) as writer:
+        shards = _ShardBuffer(writer, req)
+        with progress(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
+            for chunk in parsed.chunks:
+                _check_ratings(spec, chunk)
+                table = _encode(chunk, users, items, official)
+                has_ts &= chunk.ts is not None
+                stats.add(chunk)
+                if computed:
+                    keep_user.append(table.column("user").to_numpy().astype(np.int32))
+                    keep_ts.append(table.column("ts").to_numpy(zero_copy_only=False) if chunk.ts is not None else np.zeros(0))
+                shards.add(table)
+                bar.update(len(chunk))
+        shards.flush()
+        counts = {"users": len(users), "items": len(items), "ratings": stats.rows}
+        _check_counts(spec, counts, req)
+        split_meta = {s.name: {"spec": s.text, "counts": stats.official_counts.get(s.name)} for s in specs if s.kind == "official"}
+        if computed:
+            user = np.concatenate(keep_user)
+            ts = np.concatenate(keep_ts) if has_ts else None
+            del keep_user, keep_ts
+            codes = {s.name: compute_split(s, user, ts, seed=req.seed) for s in computed}
+            for s in computed:
+                split_meta[s.name] = {"spec": s.text, "counts": split_counts(codes[s.name])}
+            _add_split_columns(writer, shards.parts, codes, req)
+        writer.write_table("ids/user.parquet", users.to_table())
+        writer.write_table("ids/item.parquet", items.to_table())
+        extra = _write_metadata(writer, parsed, users, items)
+        summary = {
+            "dataset": spec.name,
+            "title": spec.title,
+            "source": req.source or (list(spec.urls) if spec.urls else None),
+            **counts,
+            "density": stats.rows / max(counts["users"] * counts["items"], 1),
+            "rating": stats.summary(),
+            "ts": stats.ts_summary() if has_ts else None,
+            "splits": split_meta,
+            "default_split": specs[0].name,
+            "shards": len(shards.parts),
+            "rows_per_shard": req.rows_per_shard,
+            "row_group_size": req.row_group_size,
+            **extra,
+            **parsed.meta,
+        }
+        summary["wall_s"] = round(clock.seconds(), 3)
+        summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        writer.commit(summary)
+    return summary
+
+
+def _encode(chunk: RatingChunk, users: IdMap, items: IdMap, official: tuple[str, ...]) -> pa.Table:
+    n = len(chunk)
+    columns = {
+        "user": pa.array(users.encode(chunk.user)),
+        "item": pa.array(items.encode(chunk.item)),
+        "rating": pa.array(chunk.rating.astype(np.float32, copy=False)),
+        "ts": pa.array(chunk.ts.astype(np.int64, copy=False)) if chunk.ts is not None else pa.nulls(n, pa.int64()),
+    }
+    for name in official:
+        if name not in chunk.splits:
+            raise DataError(f"the parser did not decode the official split {name!r}")
+        columns[split_column(name)] = pa.array(chunk.splits[name].astype(np.int8, copy=False))
+    return pa.table(columns, schema=interaction_schema(list(official)))
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.rows = 0
+        self.sum = self.sumsq = 0.0
+        self.lo, self.hi = np.inf, -np.inf
+        self.ts_lo, self.ts_hi = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        self.official_counts: dict[str, dict[str, int]] = {}
+
+    def add(self, chunk: RatingChunk) -> None:
+        r = chunk.rating.astype(np.float64)
+        self.rows += len(r)
+        self.sum += float(r.sum())
+        self.sumsq += float((r * r).sum())
+        if len(r):
+            self.lo, self.hi = min(self.lo, float(r.min())), max(self.hi, float(r.max()))
+        if chunk.ts is not None and len(chunk.ts):
+            self.ts_lo, self.ts_hi = min(self.ts_lo, int(chunk.ts.min())), max(self.ts_hi, int(chunk.ts.max()))
+        for name, codes in chunk.splits.items():
+            got = split_counts(codes)
+            acc = self.official_counts.setdefault(name, dict.fromkeys(got, 0))
+            for k, v in got.items():
+                acc[k] += v
+
+    def summary(self) -> dict[str, float]:
+        mean = self.sum / max(self.rows, 1)
+        return {"min": self.lo, "max": self.hi, "mean": mean, "std": max(self.sumsq / max(self.rows, 1) - mean**2, 0.0) ** 0.5}
+
+    def ts_summary(self) -> dict[str, int]:
+        return {"min": self.ts_lo, "max": self.ts_hi}
+
+
+def _check_counts(spec: DatasetSpec, counts: dict[str, int], req: PrepareConfig) -> None:
+    if counts["ratings"] == 0:
+        raise DataError(f"{spec.name}: the source holds no ratings")
+    if not (req.verify_counts and spec.expected):
+        return
+    want = dict(zip(("users", "items", "ratings"), spec.expected))
+    if counts != want:
+        raise DataError(
+            f"{spec.name}: parsed {counts['users']:,} users, {counts['items']:,} items, {counts['ratings']:,} ratings; "
+            f"the official release has {want['users']:,}, {want['items']:,}, {want['ratings']:,}. The source is "
+            "incomplete or another version; pass --no-verify to accept it as it is"
+        )
+
+
+def _add_split_columns(writer: DirectoryWriter, parts: list[str], codes: dict[str, np.ndarray], req: PrepareConfig) -> None:
+    """Pass 2: rewrite each shard with the computed split columns appended."""
+    import pyarrow.parquet as pq
+
+    offset = 0
+    with progress(total=len(parts), desc="write splits", unit="shards") as bar:
+        for name in parts:
+            path = f"{writer.root}/{name}"
+            table = pq.read_table(pa.BufferReader(writer.fs.cat_file(path)))
+            n = table.num_rows
+            for split, c in codes.items():
+                table = table.append_column(pa.field(split_column(split), pa.int8(), nullable=False), pa.array(c[offset : offset + n]))
+            writer.write_table(name, table, row_group_size=req.row_group_size)
+            offset += n
+            bar.update(1)
+
+
+def _write_metadata(writer: DirectoryWriter, parsed: Parsed, users: IdMap, items: IdMap) -> dict[str, Any]:
+    """``items.parquet``/``users.parquet`` keyed by dense index; entities never rated are dropped."""
+    extra: dict[str, Any] = {}
+    for kind, table, ids in (("items", parsed.items(), items), ("users", parsed.users(), users)):
+        if table is None:
+            extra[f"has_{kind}"] = False
+            continue
+        index = ids.lookup(table.column("raw").to_numpy(zero_copy_only=False))
+        known = index >= 0
+        order = np.argsort(index[known], kind="stable")
+        joined = table.filter(pa.array(known)).take(pa.array(order))
+        joined = joined.add_column(0, "item" if kind == "items" else "user", pa.array(index[known][order]))
+        writer.write_table(f"{kind}.parquet", joined)
+        extra[f"has_{kind}"] = True
+        extra[f"{kind}_with_metadata"] = joined.num_rows
+        extra[f"{kind}_without_metadata"] = len(ids) - joined.num_rows
+    return extra

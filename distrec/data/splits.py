@@ -1,0 +1,132 @@
+"""Train/validation/test splits, computed once at preparation and stored as int8 columns.
+
+Split specs (``--split`` on prepare, recorded in the manifest, chosen by ``data.split=NAME``):
+
+- ``random:0.8/0.1/0.1`` (name ``random``): each rating independently, global ratios.
+- ``user-ratio:0.8/0.1/0.1`` (name ``user_ratio``): per user, a random 80/10/10 of their ratings,
+  at least one test rating per user (the ∞-AE / Distill-CF protocol).
+- ``leave-last-out`` (name ``leave_last_out``): per user, the latest rating is test and the one
+  before it validation (ties broken by file order); users with one rating keep it in train.
+- ``temporal:0.8/0.1`` (name ``temporal``): global time cut; the earliest 80 % of ratings train,
+  the next 10 % validation, the rest test.
+- the dataset's own split by name (``u1``…``u5``, ``ua``, ``ub`` for ML-100K, ``probe`` for
+  Netflix, ``official`` for Douban and the ∞-AE index), decided by the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from distrec.data.schema import DROPPED, TEST, TRAIN, VAL
+from distrec.storage.manifest import DataError
+
+__all__ = ["SplitSpec", "parse_split", "compute_split", "split_counts", "COMPUTED"]
+
+COMPUTED = ("random", "user-ratio", "leave-last-out", "temporal")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    kind: str  # one of COMPUTED, or "official"
+    name: str  # column suffix and the name used by data.split
+    ratios: tuple[float, ...] = ()
+    text: str = ""
+
+
+def parse_split(text: str, official: tuple[str, ...]) -> SplitSpec:
+    """Parse a ``--split`` spec; ``official`` lists the dataset's own split names."""
+    kind, _, args = text.strip().partition(":")
+    if kind in official:
+        if args:
+            raise DataError(f"split {text!r}: the official split {kind!r} takes no arguments")
+        return SplitSpec(kind="official", name=kind, text=text)
+    if kind not in COMPUTED:
+        choices = ", ".join(list(COMPUTED) + list(official))
+        raise DataError(f"unknown split {text!r}; choose one of: {choices}")
+    defaults = {"random": "0.8/0.1/0.1", "user-ratio": "0.8/0.1/0.1", "temporal": "0.8/0.1", "leave-last-out": ""}
+    args = args or defaults[kind]
+    try:
+        ratios = tuple(float(x) for x in args.split("/")) if args else ()
+    except ValueError:
+        raise DataError(f"split {text!r}: ratios must be numbers separated by '/'") from None
+    want = {"random": 3, "user-ratio": 3, "temporal": 2, "leave-last-out": 0}[kind]
+    if len(ratios) != want or any(r < 0 for r in ratios):
+        raise DataError(f"split {text!r}: expected {want} non-negative ratios separated by '/'")
+    if want == 3 and abs(sum(ratios) - 1.0) > 1e-6:
+        raise DataError(f"split {text!r}: train/val/test ratios must sum to 1, got {sum(ratios):g}")
+    if want == 2 and sum(ratios) >= 1.0:
+        raise DataError(f"split {text!r}: train and val fractions must leave room for test")
+    return SplitSpec(kind=kind, name=kind.replace("-", "_"), ratios=ratios, text=f"{kind}:{args}" if args else kind)
+
+
+def compute_split(spec: SplitSpec, user: np.ndarray, ts: np.ndarray | None, *, seed: int) -> np.ndarray:
+    """int8 codes [N] (TRAIN/VAL/TEST) for rows given their dense ``user`` [N] and ``ts`` [N]."""
+    n = len(user)
+    rng = np.random.default_rng([seed, 7919])
+    if spec.kind == "random":
+        u = rng.random(n)
+        train, val, _ = spec.ratios
+        return np.where(u < train, TRAIN, np.where(u < train + val, VAL, TEST)).astype(np.int8)
+    if spec.kind == "temporal":
+        if ts is None:
+            raise DataError(f"split {spec.text!r} needs timestamps and this dataset has none")
+        order = np.argsort(ts, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        train, val = spec.ratios
+        return np.where(rank < train * n, TRAIN, np.where(rank < (train + val) * n, VAL, TEST)).astype(np.int8)
+    if spec.kind == "user-ratio":
+        return _per_user(user, rng.random(n), spec.ratios)
+    if spec.kind == "leave-last-out":
+        if ts is None:
+            raise DataError(f"split {spec.text!r} needs timestamps and this dataset has none")
+        return _leave_last_out(user, ts)
+    raise ValueError(f"split {spec.text!r} is decided by the parser, not computed")
+
+
+def _group_rank(user: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: its 0-based rank within its user when ordered by ``key`` (then row order), and
+    the user's number of rows."""
+    order = np.lexsort((np.arange(len(user)), key, user))
+    sorted_users = user[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    sizes = np.diff(np.r_[starts, len(user)])
+    rank_sorted = np.arange(len(user)) - np.repeat(starts, sizes)
+    rank = np.empty(len(user), dtype=np.int64)
+    rank[order] = rank_sorted
+    count = np.empty(len(user), dtype=np.int64)
+    count[order] = np.repeat(sizes, sizes)
+    return rank, count
+
+
+def _per_user(user: np.ndarray, key: np.ndarray, ratios: tuple[float, ...]) -> np.ndarray:
+    _, val_r, test_r = ratios
+    rank, count = _group_rank(user, key)
+    n_test = np.maximum(1, np.floor(count * test_r + 0.5)).astype(np.int64)
+    n_val = np.floor(count * val_r + 0.5).astype(np.int64)
+    # Keep at least one training rating: small users give up validation first, then test.
+    n_val = np.minimum(n_val, np.maximum(count - n_test - 1, 0))
+    n_test = np.minimum(n_test, np.maximum(count - 1, 0))
+    codes = np.full(len(user), TRAIN, dtype=np.int8)
+    codes[rank >= count - n_test] = TEST
+    codes[(rank >= count - n_test - n_val) & (rank < count - n_test)] = VAL
+    return codes
+
+
+def _leave_last_out(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    rank, count = _group_rank(user, ts)
+    codes = np.full(len(user), TRAIN, dtype=np.int8)
+    codes[(rank == count - 1) & (count >= 2)] = TEST
+    codes[(rank == count - 2) & (count >= 3)] = VAL
+    return codes
+
+
+def split_counts(codes: np.ndarray) -> dict[str, int]:
+    return {
+        "train": int((codes == TRAIN).sum()),
+        "val": int((codes == VAL).sum()),
+        "test": int((codes == TEST).sum()),
+        "dropped": int((codes == DROPPED).sum()),
+    }

@@ -1,0 +1,18 @@
+"""Storage: fsspec URIs, atomic directory commits (manifest last), verified reads."""
+
+from distrec.storage.commit import DirectoryWriter
+from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
+from distrec.storage.reader import StoredDirectory
+from distrec.storage.uri import filesystem, is_local, join
+
+__all__ = [
+    "MANIFEST",
+    "DataError",
+    "DirectoryWriter",
+    "FileEntry",
+    "Manifest",
+    "StoredDirectory",
+    "filesystem",
+    "is_local",
+    "join",
+]

@@ -1,0 +1,137 @@
+"""Reading a committed directory: only what its manifest lists, each file checked on read.
+
+Opening checks that the manifest exists, has the expected kind and schema version, and that
+every listed file is present with its recorded size (``verify="size"``, cheap) or content hash
+(``verify="sha256"``, reads everything). Every later ``read_bytes`` checks size and sha256 of the
+bytes it returns, so a shard that changed after the check is still caught before it is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any, Literal, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distrec.storage.commit import LOCK
+from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
+from distrec.storage.uri import filesystem, join
+
+__all__ = ["StoredDirectory", "Verify"]
+
+Verify = Literal["none", "size", "sha256"]
+
+
+class StoredDirectory:
+    """A committed directory of files (dataset, embedding table, codes) opened for reading."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        kind: str | Sequence[str] | None = None,
+        schema_version: int | None = None,
+        verify: Verify = "size",
+    ) -> None:
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = filesystem(self.uri)
+        self.manifest = self._load_manifest()
+        kinds = [kind] if isinstance(kind, str) else list(kind or [])
+        if kinds and self.manifest.kind not in kinds:
+            raise DataError(f"{self.uri}: holds {self.manifest.kind!r} data, expected {' or '.join(kinds)}")
+        if schema_version is not None and self.manifest.schema_version != schema_version:
+            raise DataError(
+                f"{join(self.uri, MANIFEST)}: schema version {self.manifest.schema_version}, this distrec reads "
+                f"version {schema_version}; re-create it with this version's jobs"
+            )
+        if verify != "none":
+            self.verify(full=verify == "sha256")
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.manifest.meta
+
+    def _load_manifest(self) -> Manifest:
+        path = f"{self.root}/{MANIFEST}"
+        try:
+            text = self.fs.cat_file(path).decode()
+        except FileNotFoundError:
+            if not self.fs.exists(self.root):
+                raise DataError(f"{self.uri}: no such directory") from None
+            writing = self.fs.exists(f"{self.root}/{LOCK}")
+            why = (
+                "a writer is still writing it, or was killed before it finished"
+                if writing
+                else "it is incomplete or was never committed"
+            )
+            raise DataError(
+                f"{self.uri}: no {MANIFEST}, so it is not a committed distrec directory ({why}); "
+                "re-run the job that writes it"
+            ) from None
+        except UnicodeDecodeError:
+            raise DataError(f"{join(self.uri, MANIFEST)}: not UTF-8 JSON") from None
+        return Manifest.from_json(text, where=join(self.uri, MANIFEST))
+
+    def verify(self, *, full: bool = False) -> None:
+        """Check every listed file exists with its recorded size (and sha256 when ``full``)."""
+        for entry in self.manifest.files:
+            if full:
+                self.read_bytes(entry.path)
+                continue
+            try:
+                size = self.fs.size(f"{self.root}/{entry.path}")
+            except FileNotFoundError:
+                raise DataError(f"{join(self.uri, entry.path)}: listed in the manifest but missing") from None
+            if size != entry.bytes:
+                raise DataError(
+                    f"{join(self.uri, entry.path)}: {size} bytes, the manifest says {entry.bytes}; "
+                    "the file was truncated or changed after it was written"
+                )
+
+    def entry(self, path: str) -> FileEntry:
+        try:
+            return self.manifest.entry(path)
+        except KeyError:
+            raise DataError(f"{self.uri}: the manifest lists no file {path!r}") from None
+
+    def read_bytes(self, path: str) -> bytes:
+        """The file's bytes, after checking their size and sha256 against the manifest."""
+        entry = self.entry(path)
+        try:
+            data = self.fs.cat_file(f"{self.root}/{path}")
+        except FileNotFoundError:
+            raise DataError(f"{join(self.uri, path)}: listed in the manifest but missing") from None
+        if len(data) != entry.bytes:
+            raise DataError(
+                f"{join(self.uri, path)}: {len(data)} bytes, the manifest says {entry.bytes}; "
+                "the file was truncated or changed after it was written"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.sha256:
+            raise DataError(
+                f"{join(self.uri, path)}: sha256 {digest[:12]}… does not match the manifest's "
+                f"{entry.sha256[:12]}…; the file is corrupt or changed after it was written"
+            )
+        return data
+
+    def parquet(self, path: str) -> pq.ParquetFile:
+        data = self.read_bytes(path)
+        try:
+            return pq.ParquetFile(pa.BufferReader(data))
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{join(self.uri, path)}: not a readable Parquet file ({e})") from None
+
+    def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
+        try:
+            return self.parquet(path).read(columns=list(columns) if columns is not None else None)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{join(self.uri, path)}: cannot read columns {columns}: {e}") from None
+
+    def read_json(self, path: str) -> Any:
+        try:
+            return json.load(io.BytesIO(self.read_bytes(path)))
+        except ValueError as e:
+            raise DataError(f"{join(self.uri, path)}: not valid JSON ({e})") from None

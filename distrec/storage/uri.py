@@ -1,0 +1,56 @@
+"""Every path in distrec is an fsspec URI: ``/local/path``, ``file://``, ``s3://bucket/prefix``, ``memory://``.
+
+S3 endpoint and credentials come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, profiles, instance roles); nothing is hard-coded.
+Requests to object storage are retried with exponential backoff by botocore's ``standard`` mode
+(``DISTREC_S3_MAX_ATTEMPTS`` attempts, default 8) so a flaky store does not fail a job.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+__all__ = ["filesystem", "join", "is_local", "storage_options"]
+
+
+def storage_options(uri: str) -> dict[str, Any]:
+    """Options for the filesystem that serves ``uri`` (only S3 needs any)."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    attempts = int(os.environ.get("DISTREC_S3_MAX_ATTEMPTS", "8"))
+    options: dict[str, Any] = {
+        # botocore's standard retry mode backs off exponentially on throttling, 5xx and dropped
+        # connections; s3fs retries its own I/O errors on top.
+        "config_kwargs": {
+            "retries": {"max_attempts": attempts, "mode": "standard"},
+            "connect_timeout": 10,
+            "read_timeout": 60,
+        },
+        "retries": attempts,
+        # A listing cached from before a writer finished would hide its manifest.
+        "use_listings_cache": False,
+    }
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return options
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem serving ``uri`` and the path inside it (fresh instance, no stale caches)."""
+    fs, path = url_to_fs(uri, skip_instance_cache=True, **storage_options(uri))
+    return fs, path.rstrip("/") or path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI without touching its scheme (``s3://b/x`` + ``y`` → ``s3://b/x/y``)."""
+    return posixpath.join(uri.rstrip("/"), *parts)
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
