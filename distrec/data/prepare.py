@@ -12,6 +12,7 @@ Any error leaves no manifest, and the writer removes what it wrote.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ class PrepareConfig:
     sizes: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     rows_per_shard: int = 4_000_000
-    row_group_size: int = 1 << 18
+    row_group_size: int = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
     verify_counts: bool = True
     cache_dir: str | None = None
 
@@ -116,11 +117,13 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
         raise DataError(f"splits {req.splits}: each split kind may be recorded once")
     official = tuple(s.name for s in specs if s.kind == "official")
     computed = [s for s in specs if s.kind != "official"]
-    if req.rows_per_shard <= 0 or req.row_group_size <= 0:
-        raise DataError("rows_per_shard and row_group_size must be positive")
+    if req.rows_per_shard <= 0 or req.row_group_size < 0:
+        raise DataError("rows_per_shard must be positive and row_group_size non-negative")
 
     source = _open_source(spec, req)
     parsed = spec.read(source, ReadOptions(splits=official, seed=req.seed, like=req.like, sizes=req.sizes))
+    if not req.row_group_size:
+        req.row_group_size = _auto_row_group_size(parsed.expected_rows or (spec.expected[2] if spec.expected else None))
     users, items = IdMap(), IdMap()
     stats = _Stats()
     keep_user: list[np.ndarray] = []
@@ -174,6 +177,14 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
         summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
         writer.commit(summary)
     return summary
+
+
+def _auto_row_group_size(expected_rows: int | None) -> int:
+    """Row groups are what workers divide among themselves (see dataset.py): small enough that
+    even ML-100K gives each of many workers an even share, large enough to read efficiently."""
+    if not expected_rows:
+        return 65536
+    return int(min(65536, max(1024, 2 ** round(math.log2(expected_rows / 128)))))
 
 
 def _encode(chunk: RatingChunk, users: IdMap, items: IdMap, official: tuple[str, ...]) -> pa.Table:

@@ -33,10 +33,12 @@ class ReadOptions:
 class Parsed:
     """A parser's output: rating chunks (streamed) and metadata tables keyed by ``raw`` id.
 
-    ``meta`` may be filled while ``chunks`` is consumed (the synthetic noise floor, say).
+    ``meta`` may be filled while ``chunks`` is consumed (the synthetic noise floor, say);
+    ``expected_rows`` (when known up front) sizes the row groups.
     """
 
     chunks: Iterator[RatingChunk]
+    expected_rows: int | None = None
     items: Callable[[], pa.Table | None] = lambda: None
     users: Callable[[], pa.Table | None] = lambda: None
     meta: dict = field(default_factory=dict)

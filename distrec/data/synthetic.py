@@ -213,6 +213,7 @@ def _read(source, options: ReadOptions) -> Parsed:
     meta: dict = {"like": options.like, "seed": options.seed}
     return Parsed(
         chunks=_generate(shape, planted, options.seed, meta),
+        expected_rows=shape.ratings,
         items=lambda: _items(shape, planted, options.seed),
         meta=meta,
     )

@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 
 def table_to_parquet_bytes(table: pa.Table, *, row_group_size: int | None = None) -> bytes:
+    """Parquet with a CRC per page, so readers of single row groups (ranged reads, no whole-file
+    sha256) still detect corrupt bytes."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=row_group_size, compression="snappy")
+    pq.write_table(table, sink, row_group_size=row_group_size, compression="snappy", write_page_checksum=True)
     return sink.getvalue().to_pybytes()
 
 

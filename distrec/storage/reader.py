@@ -118,11 +118,30 @@ class StoredDirectory:
         return data
 
     def parquet(self, path: str) -> pq.ParquetFile:
+        """The whole file, checked against its sha256, opened as Parquet."""
         data = self.read_bytes(path)
         try:
-            return pq.ParquetFile(pa.BufferReader(data))
+            return pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{join(self.uri, path)}: not a readable Parquet file ({e})") from None
+
+    def read_row_groups(self, path: str, groups: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """Some row groups of a Parquet file by ranged reads (only their bytes travel).
+
+        The whole-file sha256 cannot be checked on part of a file; the size is checked against the
+        manifest and every page against the CRC written with it."""
+        entry = self.entry(path)
+        full = join(self.uri, path)
+        try:
+            with self.fs.open(f"{self.root}/{path}", "rb", block_size=1 << 22) as f:
+                if f.size != entry.bytes:
+                    raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
+                pf = pq.ParquetFile(f, page_checksum_verification=True)
+                return pf.read_row_groups(list(groups), columns=list(columns))
+        except FileNotFoundError:
+            raise DataError(f"{full}: listed in the manifest but missing") from None
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{full}: corrupt or unreadable Parquet ({e})") from None
 
     def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
         try:

@@ -3,7 +3,8 @@
 S3 endpoint and credentials come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, profiles, instance roles); nothing is hard-coded.
 Requests to object storage are retried with exponential backoff by botocore's ``standard`` mode
-(``DISTREC_S3_MAX_ATTEMPTS`` attempts, default 8) so a flaky store does not fail a job.
+(``DISTREC_S3_MAX_ATTEMPTS`` attempts, default 8) so a flaky store does not fail a job;
+s3fs retries its own I/O errors on top of that.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join", "is_local", "storage_options"]
+__all__ = ["filesystem", "join", "is_local", "storage_options", "write_text", "read_text"]
 
 
 def storage_options(uri: str) -> dict[str, Any]:
@@ -25,13 +26,12 @@ def storage_options(uri: str) -> dict[str, Any]:
     attempts = int(os.environ.get("DISTREC_S3_MAX_ATTEMPTS", "8"))
     options: dict[str, Any] = {
         # botocore's standard retry mode backs off exponentially on throttling, 5xx and dropped
-        # connections; s3fs retries its own I/O errors on top.
+        # connections.
         "config_kwargs": {
             "retries": {"max_attempts": attempts, "mode": "standard"},
             "connect_timeout": 10,
             "read_timeout": 60,
         },
-        "retries": attempts,
         # A listing cached from before a writer finished would hide its manifest.
         "use_listings_cache": False,
     }
@@ -54,3 +54,17 @@ def join(uri: str, *parts: str) -> str:
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a small text file (a report, metrics.json) in one request."""
+    fs, path = filesystem(uri)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, text.encode())
+
+
+def read_text(uri: str) -> str:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path).decode()

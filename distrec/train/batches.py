@@ -1,0 +1,66 @@
+"""Fixed-shape batches over a worker's slice, in lockstep with the other workers.
+
+Every sharded forward is a collective (TorchRec all-to-alls the lookups), so all workers must
+run the same number of steps even when their slices differ in size. Each epoch the workers
+agree on the largest step count; a worker whose rows run out pads its last batches with rows
+of weight 0, which add nothing to the loss, the gradients or the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torchrec import KeyedJaggedTensor
+
+from distrec.data.dataset import Interactions
+from distrec.models.tables import ids_to_kjt
+
+__all__ = ["Batch", "agreed_steps", "rating_batches"]
+
+
+@dataclass
+class Batch:
+    user: torch.Tensor  # int64 [B]
+    item: torch.Tensor  # int64 [B]
+    rating: torch.Tensor  # float32 [B]
+    weight: torch.Tensor  # float32 [B]: 1 for real rows, 0 for padding
+    kjt: KeyedJaggedTensor  # features "user" and "item", one id each
+
+    @property
+    def real_rows(self) -> int:
+        return int(self.weight.sum())
+
+
+def agreed_steps(local_rows: int, batch_size: int) -> int:
+    """The number of steps every worker runs: enough for the largest slice."""
+    steps = torch.tensor([math.ceil(local_rows / batch_size)], dtype=torch.int64)
+    if dist.is_initialized():
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    return int(steps)
+
+
+def rating_batches(
+    data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None
+) -> Iterator[Batch]:
+    """``steps`` batches of exactly ``batch_size`` rows; shuffled when ``rng`` is given."""
+    n = len(data)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    user = torch.from_numpy(data.user)
+    item = torch.from_numpy(data.item)
+    rating = torch.from_numpy(data.rating)
+    for step in range(steps):
+        idx = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
+        real = len(idx)
+        if real < batch_size:  # pad with row 0 (or id 0 if this worker has no rows) at weight 0
+            idx = torch.cat([idx, torch.zeros(batch_size - real, dtype=idx.dtype)])
+        weight = torch.zeros(batch_size)
+        weight[:real] = 1.0
+        u = user[idx] if n else torch.zeros(batch_size, dtype=torch.int64)
+        i = item[idx] if n else torch.zeros(batch_size, dtype=torch.int64)
+        r = rating[idx] if n else torch.zeros(batch_size)
+        yield Batch(user=u, item=i, rating=r, weight=weight, kjt=ids_to_kjt({"user": u, "item": i}))

@@ -1,0 +1,97 @@
+"""Checkpoints: the sharded model and fused optimizer state through torch.distributed.checkpoint.
+
+Each worker saves its shards into its own local directory; Ray Train uploads every worker's
+directory into the same checkpoint folder in the run's storage, which then holds a complete
+DCP checkpoint (``.metadata`` from rank 0, ``__<rank>_0.distcp`` from each worker), the dense
+optimizer state (``dense_optim.pt``, identical on every worker, saved by rank 0) and
+``progress.json`` (epoch, history, early-stopping state).
+
+Nothing read back is unpickled freely: DCP's ``.metadata`` goes through an unpickler that only
+builds DCP's own metadata classes and torch dtypes/sizes, and ``dense_optim.pt`` is read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+
+from distrec.storage import DataError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "PROGRESS"]
+
+PROGRESS = "progress.json"
+DENSE = "dense_optim.pt"
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Builds only the classes a DCP ``.metadata`` file is made of."""
+
+    _MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+
+    def find_class(self, module: str, name: str) -> Any:
+        harmless = {
+            ("collections", "OrderedDict"),
+            ("torch", "Size"),
+            ("torch.serialization", "_get_layout"),  # layout name -> torch.layout
+            ("pathlib", "PosixPath"),  # the checkpoint id recorded in StorageMeta
+        }
+        if module in self._MODULES or (module, name) in harmless:
+            return super().find_class(module, name)
+        if module == "torch":
+            value = getattr(torch, name, None)
+            if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
+                return value
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            raise pickle.UnpicklingError("tensors are not allowed in checkpoint metadata")
+        raise pickle.UnpicklingError(f"checkpoint metadata may not contain {module}.{name}")
+
+
+class _SafeReader(FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = os.path.join(str(self.path), ".metadata")
+        try:
+            with open(path, "rb") as f:
+                metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError) as e:
+            raise DataError(f"{path}: refused checkpoint metadata ({e})") from None
+        if not isinstance(metadata, Metadata):
+            raise DataError(f"{path}: not a torch.distributed.checkpoint metadata file")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def save_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer, progress: dict) -> None:
+    """Every worker calls this with its own (local, empty) ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
+    dcp.save(state, checkpoint_id=directory)
+    if dist.get_rank() == 0:
+        torch.save(dense_opt.state_dict(), os.path.join(directory, DENSE))
+        with open(os.path.join(directory, PROGRESS), "w") as f:
+            json.dump(progress, f)
+
+
+def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
+    """Restore model, fused and dense optimizer state in place; returns the saved progress."""
+    for name in (".metadata", DENSE, PROGRESS):
+        if not os.path.exists(os.path.join(directory, name)):
+            raise DataError(f"{directory}: checkpoint is missing {name}")
+    state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
+    dcp.load(state, storage_reader=_SafeReader(directory))
+    dmp.load_state_dict(state["model"])
+    dmp.fused_optimizer.load_state_dict(state["fused"])
+    dense_opt.load_state_dict(torch.load(os.path.join(directory, DENSE), weights_only=True))
+    with open(os.path.join(directory, PROGRESS)) as f:
+        return json.load(f)

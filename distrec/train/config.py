@@ -1,0 +1,113 @@
+"""The training job's config (``jobs/train.py``), one dataclass per YAML section.
+
+    data:     {path: URI, split: u1}
+    model:    {name: mf, dim: 64, ...}          # chosen by name from distrec.models
+    train:    {epochs: 20, batch_size: 8192, ...}
+    optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
+    sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
+    ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
+    output_dir: URI
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from distrec.models.registry import ModelConfig
+from distrec.storage.reader import Verify
+
+__all__ = [
+    "DataConfig",
+    "TrainLoopConfig",
+    "OptimConfig",
+    "ShardingConfig",
+    "RayConfig",
+    "TrainConfig",
+    "SHARDING_TYPES",
+    "CPU_SHARDING_TYPES",
+    "SPARSE_OPTIMIZERS",
+]
+
+SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel")
+CPU_SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel")
+SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+
+
+@dataclass
+class DataConfig:
+    path: str  # a prepared dataset (jobs/prepare.py output), any URI
+    split: str | None = None  # one of the dataset's recorded splits; None = its default
+    verify: Verify = "size"  # "sha256" reads every shard once more at start
+
+
+@dataclass
+class TrainLoopConfig:
+    epochs: int = 10
+    batch_size: int = 8192  # rows per worker per step; the global batch is this × num_workers
+    eval_batch_size: int = 65536
+    seed: int = 0
+    early_stopping_metric: str | None = None  # e.g. val_rmse; None = train all epochs
+    early_stopping_mode: Literal["min", "max"] = "min"
+    patience: int = 3
+    restore_best: bool = True  # test and export the best validation epoch, not the last
+    export_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("train.epochs, train.batch_size and train.eval_batch_size must be positive")
+        if self.patience < 1:
+            raise ValueError("train.patience must be at least 1")
+
+
+@dataclass
+class OptimConfig:
+    sparse: Literal["sgd", "adagrad", "rowwise_adagrad", "adam"] = "rowwise_adagrad"
+    sparse_lr: float = 0.05
+    dense: Literal["sgd", "adagrad", "adam"] = "adam"
+    dense_lr: float = 0.01
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.sparse_lr <= 0 or self.dense_lr <= 0:
+            raise ValueError("optim.sparse_lr and optim.dense_lr must be positive")
+
+
+@dataclass
+class ShardingConfig:
+    types: dict[str, str] = field(default_factory=dict)  # table -> sharding type the planner must use
+    memory_budget_gb: float | None = None  # per worker; None = the machine's memory
+
+    def __post_init__(self) -> None:
+        for table, kind in self.types.items():
+            if kind not in SHARDING_TYPES:
+                raise ValueError(f"sharding.types.{table}: {kind!r} is not one of {list(SHARDING_TYPES)}")
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1  # worker failures survived by restoring the last checkpoint
+    storage_path: str = "runs/ray"  # where Ray Train keeps checkpoints (any URI)
+    name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
+    checkpoints_to_keep: int = 2
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError("ray.num_workers must be at least 1")
+        if self.cpus_per_worker <= 0:
+            raise ValueError("ray.cpus_per_worker must be positive")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig
+    model: ModelConfig
+    output_dir: str
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)

@@ -1,0 +1,157 @@
+"""The driver side: check the config, connect to Ray, run a TorchTrainer, return metrics.json.
+
+The same call runs on a laptop (no address: an embedded local Ray with this machine's CPUs),
+against a cluster (``ray.address`` or ``$RAY_ADDRESS``), and inside ``ray job submit`` (the job
+driver is already connected). The run name is derived from ``output_dir`` unless given, so
+re-running the same command after the driver died resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from distrec.cli import UserError
+from distrec.config import from_dict, to_dict
+from distrec.data.dataset import InteractionDataset
+from distrec.storage import DataError, is_local, join, read_text
+from distrec.train.config import TrainConfig
+from distrec.train.sharding import fused_optimizer_class
+
+__all__ = ["fit", "connect_ray", "run_name", "check_config"]
+
+log = logging.getLogger(__name__)
+
+# Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries).
+_FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
+
+
+class RaySession:
+    """The loop's Session inside a Ray Train worker."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
+
+    @contextmanager
+    def latest_checkpoint(self) -> Iterator[str | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as directory:
+            yield directory
+
+
+def _ray_worker(payload: dict[str, Any]) -> None:
+    from distrec.train.loop import train_worker
+
+    cfg = from_dict(TrainConfig, payload["config"], source="train config")
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+    logging.basicConfig(level=logging.WARNING)
+    train_worker(cfg, RaySession())
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """``cfg.ray.name``, or a stable name from the output directory (same command → same run)."""
+    if cfg.ray.name:
+        return cfg.ray.name
+    tail = posixpath.basename(cfg.output_dir.rstrip("/")) or "run"
+    return f"{tail}-{hashlib.sha1(cfg.output_dir.encode()).hexdigest()[:8]}"
+
+
+def check_config(cfg: TrainConfig) -> InteractionDataset:
+    """Everything that can be checked before any worker starts."""
+    fused_optimizer_class(cfg.optim, torch.device("cuda" if cfg.ray.use_gpu else "cpu"))
+    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    split = dataset.resolve_split(cfg.data.split)
+    if dataset.split_counts(split)["train"] == 0:
+        raise DataError(f"{cfg.data.path}: split {split!r} has no training rows")
+    return dataset
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the given cluster, the one in $RAY_ADDRESS, or start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(
+                f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). Start one with "
+                "`ray start --head` (see cluster/README.md), or unset ray.address and RAY_ADDRESS to run on an "
+                "embedded local Ray"
+            ) from None
+        return
+    ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+
+
+def _check_resources(cfg: TrainConfig) -> None:
+    resources = ray.cluster_resources()
+    if cfg.ray.use_gpu and resources.get("GPU", 0) < cfg.ray.num_workers:
+        raise UserError(
+            f"ray.use_gpu=true asks for {cfg.ray.num_workers} GPU(s) but the cluster has {int(resources.get('GPU', 0))}. "
+            "Set ray.use_gpu=false to train on CPUs, or connect to a cluster with GPUs"
+        )
+    need = cfg.ray.num_workers * cfg.ray.cpus_per_worker
+    if resources.get("CPU", 0) < need:
+        raise UserError(
+            f"{cfg.ray.num_workers} worker(s) × {cfg.ray.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
+            f"{resources.get('CPU', 0):g}. Lower ray.num_workers or ray.cpus_per_worker"
+        )
+
+
+def _storage_path(path: str) -> str:
+    return os.path.abspath(path) if is_local(path) else path
+
+
+def fit(cfg: TrainConfig) -> dict[str, Any]:
+    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
+    check_config(cfg)
+    connect_ray(cfg.ray.address)
+    _check_resources(cfg)
+    env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"config": to_dict(cfg)},
+        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.ray.num_workers,
+            use_gpu=cfg.ray.use_gpu,
+            resources_per_worker={"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=run_name(cfg),
+            storage_path=_storage_path(cfg.ray.storage_path),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
+            worker_runtime_env={"env_vars": env} if env else None,
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        raise UserError(f"training failed: {_root_cause(e)}") from e
+    return json.loads(read_text(join(cfg.output_dir, "metrics.json")))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The worker's own error message, without Ray's wrapping."""
+    seen = error
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()
+    return text[-1] if text else repr(seen)

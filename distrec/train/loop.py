@@ -1,0 +1,235 @@
+"""The per-worker training loop, top to bottom:
+
+    data slice → unsharded model on meta → fused optimizer → plan → DMP → resume?
+    → epochs (train, validate, checkpoint + report, early stop) → best weights → test
+    → export embeddings → metrics.json
+
+It runs inside Ray Train workers (``RaySession``) and, for tests, in plain gloo processes
+(``LocalSession``); the loop itself only talks to a ``Session``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from distrec.config import to_yaml
+from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.eval.rating import RatingAccumulator
+from distrec.models.registry import ModelContext, build_model
+from distrec.resources import Stopwatch, peak_rss_mb
+from distrec.storage import join, write_text
+from distrec.train.batches import agreed_steps, rating_batches
+from distrec.train.checkpoint import load_checkpoint, save_checkpoint
+from distrec.train.config import OptimConfig, TrainConfig
+from distrec.train.export import export_tables
+from distrec.train.sharding import local_table_pieces, plan_text, shard_model
+
+__all__ = ["Session", "LocalSession", "train_worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """Where a worker reports metrics and checkpoints, and finds the one to resume from."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None: ...
+
+    def latest_checkpoint(self) -> Any: ...  # a context manager yielding a directory or None
+
+
+class LocalSession:
+    """Checkpoints in ``<root>/checkpoint_<epoch>``: every worker copies its files into the same
+    folder, as Ray Train does with the run's storage."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.reports: list[dict[str, Any]] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
+        target = os.path.join(self.root, f"checkpoint_{metrics['epoch']:05d}")
+        shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+        dist.barrier()
+        self.reports.append(metrics)
+
+    @contextmanager
+    def latest_checkpoint(self) -> Iterator[str | None]:
+        found = sorted(d for d in os.listdir(self.root) if d.startswith("checkpoint_")) if os.path.isdir(self.root) else []
+        yield os.path.join(self.root, found[-1]) if found else None
+
+
+def _dense_optimizer(dmp: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Everything the fused embedding optimizer does not own (dense layers, data-parallel tables)."""
+    params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
+    kinds = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
+    return kinds[cfg.dense](params, lr=cfg.dense_lr)
+
+
+def _global_mean(data: Interactions) -> float:
+    sums = torch.tensor([float(data.rating.astype(np.float64).sum()), float(len(data))], dtype=torch.float64)
+    dist.all_reduce(sums)
+    return float(sums[0] / sums[1]) if sums[1] > 0 else 0.0
+
+
+def _evaluate(dmp, data: Interactions, *, batch_size: int, prefix: str, clip: tuple[float, float]) -> dict[str, float]:
+    acc = RatingAccumulator()
+    steps = agreed_steps(len(data), batch_size)
+    with torch.no_grad():
+        for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=None):
+            pred, _ = dmp(batch.kjt)
+            acc.add(pred.clamp(*clip), batch.rating, batch.weight)
+    return acc.result(prefix)
+
+
+def _train_epoch(dmp, model, opt, data: Interactions, *, cfg: TrainConfig, epoch: int) -> dict[str, float]:
+    rank = dist.get_rank()
+    batch_size = cfg.train.batch_size
+    steps = agreed_steps(len(data), batch_size)
+    rng = np.random.default_rng([cfg.train.seed, epoch, rank])  # reproducible on resume, per worker
+    total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
+    clock = Stopwatch()
+    for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
+        pred, reg = dmp(batch.kjt, batch.user, batch.item)
+        loss = model.loss(pred, reg, batch.rating, batch.weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # embedding rows are updated inside backward (fused optimizer)
+        opt.step()
+        total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+    seconds = clock.seconds()
+    dist.all_reduce(total)
+    return {
+        "train_loss": float(total[0] / max(total[1], 1)),
+        "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
+        "epoch_s": seconds,
+    }
+
+
+def _snapshot(dmp, model) -> dict[str, torch.Tensor]:
+    """A copy of this worker's parameters (its table shards and the dense part)."""
+    out = {f"table/{t.name}/{r}/{c}": v.detach().clone() for t in model.tables for r, c, v in local_table_pieces(dmp, t.name, every_replica=True)}
+    out.update({f"dense/{n}": p.detach().clone() for n, p in in_backward_optimizer_filter(dmp.named_parameters())})
+    return out
+
+
+def _restore(dmp, model, snapshot: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for t in model.tables:
+            for r, c, v in local_table_pieces(dmp, t.name, every_replica=True):
+                v.copy_(snapshot[f"table/{t.name}/{r}/{c}"])
+        for n, p in in_backward_optimizer_filter(dmp.named_parameters()):
+            p.copy_(snapshot[f"dense/{n}"])
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
+    """One worker's whole run; returns the final metrics (identical on every worker)."""
+    clock = Stopwatch()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if cfg.ray.use_gpu else torch.device("cpu")
+    torch.manual_seed(cfg.train.seed)
+
+    # -- data: this worker's slice of each split part ------------------------------------
+    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    split = dataset.resolve_split(cfg.data.split)
+    train, val, test = (dataset.read(split=split, parts=[p], rank=rank, world=world) for p in ("train", "val", "test"))
+    rating = dataset.meta["rating"]
+    clip = (float(rating["min"]), float(rating["max"]))
+
+    # -- model: unsharded on meta, then sharded by the planner's plan --------------------
+    ctx = ModelContext(num_users=dataset.num_users, num_items=dataset.num_items, global_mean=_global_mean(train))
+    model = build_model(cfg.model, ctx, torch.device("meta"))
+    dmp, plan = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=device, seed=cfg.train.seed)
+    model = dmp.module  # the unwrapped model: its loss/export helpers and dense parameters
+    opt = _dense_optimizer(dmp, cfg.optim)
+    if rank == 0:
+        print(f"sharding plan ({world} worker(s)):\n{plan_text(plan)}", flush=True)
+        write_text(join(cfg.output_dir, "plan.txt"), plan_text(plan))
+        write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+
+    # -- resume ---------------------------------------------------------------------------
+    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0}
+    with session.latest_checkpoint() as ckpt:
+        if ckpt:
+            progress = load_checkpoint(ckpt, dmp=dmp, dense_opt=opt)
+            if rank == 0:
+                print(f"resumed from {ckpt} after epoch {progress['epoch']}", flush=True)
+    best_weights = None
+    watch = cfg.train.early_stopping_metric
+
+    # -- epochs ---------------------------------------------------------------------------
+    for epoch in range(progress["epoch"], cfg.train.epochs):
+        metrics: dict[str, Any] = {"epoch": epoch + 1}
+        metrics.update(_train_epoch(dmp, model, opt, train, cfg=cfg, epoch=epoch))
+        metrics.update(_evaluate(dmp, val, batch_size=cfg.train.eval_batch_size, prefix="val", clip=clip))
+        stop = False
+        if watch:
+            if watch not in metrics:
+                raise ValueError(f"train.early_stopping_metric={watch!r} is not among the metrics {sorted(metrics)}")
+            if _improved(metrics[watch], progress["best"], cfg.train.early_stopping_mode):
+                progress.update(best=metrics[watch], best_epoch=epoch + 1, bad_epochs=0)
+                best_weights = _snapshot(dmp, model) if cfg.train.restore_best else None
+            else:
+                progress["bad_epochs"] += 1
+                stop = progress["bad_epochs"] >= cfg.train.patience
+        progress["epoch"] = epoch + 1
+        progress["history"].append(metrics)
+        with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
+            save_checkpoint(tmp, dmp=dmp, dense_opt=opt, progress=progress)
+            session.report(metrics, tmp)
+        if rank == 0:
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+            print(f"epoch {epoch + 1}/{cfg.train.epochs} {shown}", flush=True)
+        if stop:
+            if rank == 0:
+                print(f"early stopping: {watch} has not improved for {cfg.train.patience} epoch(s)", flush=True)
+            break
+
+    # -- best weights, test, export -------------------------------------------------------
+    restored = False
+    if watch and cfg.train.restore_best and progress["best_epoch"] not in (None, progress["epoch"]):
+        if best_weights is not None:
+            _restore(dmp, model, best_weights)
+            restored = True
+        elif rank == 0:
+            log.warning("the best epoch came before this run resumed; testing the last epoch's weights")
+    final: dict[str, Any] = {
+        "epochs": progress["epoch"],
+        "best_epoch": progress["best_epoch"],
+        "restored_best": restored,
+        **(progress["history"][-1] if progress["history"] else {}),
+    }
+    final.pop("epoch", None)
+    final.update(_evaluate(dmp, test, batch_size=cfg.train.eval_batch_size, prefix="test", clip=clip))
+    if cfg.train.export_embeddings:
+        meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
+        final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
+    rss = torch.tensor([peak_rss_mb()], dtype=torch.float64)
+    dist.all_reduce(rss, op=dist.ReduceOp.MAX)
+    final.update(
+        num_workers=world,
+        peak_rss_mb_per_worker=float(rss),
+        wall_s=clock.seconds(),
+        noise_floor_rmse=dataset.meta.get("noise_floor_rmse"),
+    )
+    if rank == 0:
+        write_text(join(cfg.output_dir, "metrics.json"), json.dumps(_finite(final), indent=1))
+        write_text(join(cfg.output_dir, "history.json"), json.dumps(progress["history"], indent=1))
+    return final
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}

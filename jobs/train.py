@@ -1,0 +1,30 @@
+"""Train a model with Ray Train, its embedding tables sharded by TorchRec.
+
+Local (an embedded Ray on this machine):
+    python jobs/train.py --config configs/mf/ml-100k.yaml
+    python jobs/train.py --config configs/mf/ml-100k.yaml ray.num_workers=1 train.epochs=5
+On a cluster (see cluster/README.md):
+    ray job submit --working-dir . -- python jobs/train.py --config configs/mf/ml-25m.yaml
+
+Re-running the same command (same output_dir, or the same ray.name) resumes from the last
+checkpoint. Writes <output_dir>/metrics.json, plan.txt, config.yaml, history.json and
+<output_dir>/embeddings/<table>/; the last line printed is metrics.json on one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from distrec.cli import job_parser, run_job
+from distrec.config import load_config
+from distrec.train.config import TrainConfig
+from distrec.train.launch import fit
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser(__doc__).parse_args(argv)
+    return run_job(lambda: fit(load_config(TrainConfig, args.config, args.overrides)), quiet=args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Test helpers: run a function on N real gloo ranks (separate processes), tiny datasets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from typing import Any, Callable
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from distrec.data.prepare import PrepareConfig, prepare_dataset
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DISTREC_QUIET="1")
+    import torch
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        queue.put((rank, "ok", fn(*args)))
+    except BaseException:
+        queue.put((rank, "error", traceback.format_exc()))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable, world: int, *args: Any) -> list[Any]:
+    """``fn(*args)`` on ``world`` gloo ranks; returns each rank's result (rank order)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    port = free_port()
+    procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results: dict[int, Any] = {}
+    errors = []
+    for _ in procs:
+        rank, status, value = queue.get()
+        if status == "error":
+            errors.append(f"rank {rank}:\n{value}")
+        results[rank] = value
+        if errors:
+            break
+    for p in procs:
+        p.join(timeout=60 if not errors else 5)
+        if p.is_alive():
+            p.kill()
+    if errors:
+        raise AssertionError("\n".join(errors))
+    return [results[r] for r in range(world)]
+
+
+def tiny_synthetic(out: str, *, users: int = 300, items: int = 200, ratings: int = 20_000, seed: int = 0,
+                   split: str = "random:0.8/0.1/0.1", rows_per_shard: int = 6000) -> dict:
+    """A small planted dataset: several shards and row groups, so slices differ per worker."""
+    return prepare_dataset(
+        PrepareConfig(
+            dataset="synthetic",
+            out=out,
+            sizes={"users": users, "items": items, "ratings": ratings},
+            splits=[split],
+            seed=seed,
+            rows_per_shard=rows_per_shard,
+            row_group_size=1000,
+        )
+    )

@@ -1,0 +1,145 @@
+"""Directory commits and verified reads, on local disk, memory:// and S3 (moto over HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
+from distrec.storage.commit import LOCK
+
+
+def write_dir(uri: str, n_parts: int = 3, meta: dict | None = None):
+    with DirectoryWriter(uri, kind="test", schema_version=1) as w:
+        for i in range(n_parts):
+            w.write_table(f"part-{i:05d}.parquet", pa.table({"x": list(range(i * 10, i * 10 + 10))}))
+        w.write_table("ids/user.parquet", pa.table({"raw": [1, 2]}))
+        return w.commit(meta or {"n": n_parts})
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def uri(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "d")
+    if request.param == "memory":
+        return f"memory://distrec-{tmp_path.name}"
+    return request.getfixturevalue("s3_uri")
+
+
+def test_round_trip(uri):
+    manifest = write_dir(uri)
+    d = StoredDirectory(uri, kind="test", schema_version=1, verify="sha256")
+    assert d.meta == {"n": 3}
+    assert [f.path for f in d.manifest.files] == [f.path for f in manifest.files]
+    assert [f.path for f in manifest.files] == ["ids/user.parquet", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert d.read_table("part-00002.parquet").column("x").to_pylist() == list(range(20, 30))
+    assert all(f.rows in (10, 2) and f.bytes > 0 and len(f.sha256) == 64 for f in d.manifest.files)
+    fs, root = filesystem(uri)
+    assert not fs.exists(f"{root}/{LOCK}")
+
+
+def test_corrupted_shard_is_detected(uri):
+    write_dir(uri)
+    fs, root = filesystem(uri)
+    path = f"{root}/part-00001.parquet"
+    data = bytearray(fs.cat_file(path))
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes
+    fs.pipe_file(path, bytes(data))
+    d = StoredDirectory(uri, verify="size")  # sizes still agree
+    with pytest.raises(DataError, match=r"part-00001.parquet: sha256 .* does not match"):
+        d.read_table("part-00001.parquet")
+    with pytest.raises(DataError, match="part-00001.parquet: sha256"):
+        StoredDirectory(uri, verify="sha256")
+
+
+def test_truncated_and_missing_shards(tmp_path):
+    uri = str(tmp_path / "d")
+    write_dir(uri)
+    (tmp_path / "d" / "part-00000.parquet").write_bytes(b"PAR1")
+    with pytest.raises(DataError, match="part-00000.parquet: 4 bytes, the manifest says"):
+        StoredDirectory(uri)
+    (tmp_path / "d" / "part-00000.parquet").unlink()
+    with pytest.raises(DataError, match="part-00000.parquet: listed in the manifest but missing"):
+        StoredDirectory(uri)
+
+
+def test_no_manifest_means_not_committed(tmp_path):
+    uri = str(tmp_path / "d")
+    w = DirectoryWriter(uri, kind="test", schema_version=1)
+    w.begin()
+    w.write_table("part-00000.parquet", pa.table({"x": [1]}))
+    # the writer is "killed" here: files but no manifest
+    with pytest.raises(DataError, match="no _manifest.json.*still writing it, or was killed"):
+        StoredDirectory(uri)
+    with pytest.raises(DataError, match="no such directory"):
+        StoredDirectory(str(tmp_path / "never"))
+
+
+def test_error_inside_writer_leaves_nothing(tmp_path):
+    uri = str(tmp_path / "d")
+    with pytest.raises(RuntimeError):
+        with DirectoryWriter(uri, kind="test", schema_version=1) as w:
+            w.write_table("part-00000.parquet", pa.table({"x": [1]}))
+            raise RuntimeError("parser failed")
+    assert not (tmp_path / "d").exists()
+
+
+def test_rewrite_replaces_old_version_and_drops_stale_files(tmp_path):
+    uri = str(tmp_path / "d")
+    write_dir(uri, n_parts=3)
+    write_dir(uri, n_parts=1, meta={"n": 1})
+    d = StoredDirectory(uri, verify="sha256")
+    assert d.meta == {"n": 1}
+    assert sorted(p.name for p in (tmp_path / "d").glob("part-*")) == ["part-00000.parquet"]
+
+
+def test_second_writer_refuses_while_first_holds_lock(tmp_path):
+    uri = str(tmp_path / "d")
+    first = DirectoryWriter(uri, kind="test", schema_version=1)
+    first.begin()
+    with pytest.raises(DataError, match="another writer .* is writing this directory"):
+        DirectoryWriter(uri, kind="test", schema_version=1).begin()
+    first.write_table("part-00000.parquet", pa.table({"x": [1]}))
+    first.commit({})
+    write_dir(uri)  # free again once committed
+
+
+def test_stale_lock_of_dead_writer_is_taken_over(tmp_path):
+    uri = str(tmp_path / "d")
+    (tmp_path / "d").mkdir()
+    import socket
+
+    (tmp_path / "d" / LOCK).write_text(json.dumps({"token": "x", "pid": 2**22 + 12345, "host": socket.gethostname()}))
+    write_dir(uri)
+    assert StoredDirectory(uri).meta == {"n": 3}
+
+
+def test_wrong_kind_and_schema_version(tmp_path):
+    uri = str(tmp_path / "d")
+    write_dir(uri)
+    with pytest.raises(DataError, match="holds 'test' data, expected interactions"):
+        StoredDirectory(uri, kind="interactions")
+    with pytest.raises(DataError, match="schema version 1, this distrec reads version 2"):
+        StoredDirectory(uri, schema_version=2)
+
+
+@pytest.mark.parametrize("bad", ["../escape.parquet", "/etc/passwd", "a/../../b", "s3://other/x", "a\\b", ""])
+def test_manifest_paths_cannot_leave_the_directory(tmp_path, bad):
+    uri = str(tmp_path / "d")
+    write_dir(uri)
+    path = tmp_path / "d" / MANIFEST
+    raw = json.loads(path.read_text())
+    raw["files"][0]["path"] = bad
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="is not a plain relative path"):
+        StoredDirectory(uri)
+
+
+def test_garbage_manifest(tmp_path):
+    uri = str(tmp_path / "d")
+    write_dir(uri)
+    (tmp_path / "d" / MANIFEST).write_text("{not json")
+    with pytest.raises(DataError, match="not a valid distrec manifest"):
+        StoredDirectory(uri)
