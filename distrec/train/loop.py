@@ -100,7 +100,7 @@ def _train_epoch(dmp, model, opt, data: Interactions, *, cfg: TrainConfig, epoch
     total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
     clock = Stopwatch()
     for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
-        pred, reg = dmp(batch.kjt, batch.user, batch.item)
+        pred, reg = dmp(batch.kjt)
         loss = model.loss(pred, reg, batch.rating, batch.weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # embedding rows are updated inside backward (fused optimizer)
