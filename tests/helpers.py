@@ -21,6 +21,9 @@ def free_port() -> int:
 
 def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DISTREC_QUIET="1")
+    from distrec.logs import quiet_library_logs
+
+    quiet_library_logs()
     import torch
 
     torch.set_num_threads(1)

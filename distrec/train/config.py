@@ -27,11 +27,16 @@ __all__ = [
     "SHARDING_TYPES",
     "CPU_SHARDING_TYPES",
     "SPARSE_OPTIMIZERS",
+    "ADAM_ON_CPU",
 ]
 
 SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel")
 CPU_SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+ADAM_ON_CPU = (
+    "optim.sparse=adam: TorchRec's fused Adam runs only on GPUs. On CPU use optim.sparse=rowwise_adagrad "
+    "(the default), adagrad or sgd, or train on GPU workers with ray.use_gpu=true"
+)
 
 
 @dataclass
@@ -94,6 +99,7 @@ class RayConfig:
     storage_path: str = "runs/ray"  # where Ray Train keeps checkpoints (any URI)
     name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
     checkpoints_to_keep: int = 2
+    collective_timeout_s: int = 600  # a worker stuck this long in a collective fails the attempt (then retried)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:

@@ -13,21 +13,19 @@ import json
 import logging
 import os
 import posixpath
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import ray
 import ray.train
-import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distrec.cli import UserError
-from distrec.config import from_dict, to_dict
+from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError, is_local, join, read_text
-from distrec.train.config import TrainConfig
-from distrec.train.sharding import fused_optimizer_class
+from distrec.train.config import ADAM_ON_CPU, TrainConfig
+from distrec.train.worker import ray_worker
 
 __all__ = ["fit", "connect_ray", "run_name", "check_config"]
 
@@ -35,31 +33,6 @@ log = logging.getLogger(__name__)
 
 # Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries).
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
-
-
-class RaySession:
-    """The loop's Session inside a Ray Train worker."""
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
-
-    @contextmanager
-    def latest_checkpoint(self) -> Iterator[str | None]:
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as directory:
-            yield directory
-
-
-def _ray_worker(payload: dict[str, Any]) -> None:
-    from distrec.train.loop import train_worker
-
-    cfg = from_dict(TrainConfig, payload["config"], source="train config")
-    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-    logging.basicConfig(level=logging.WARNING)
-    train_worker(cfg, RaySession())
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -72,7 +45,8 @@ def run_name(cfg: TrainConfig) -> str:
 
 def check_config(cfg: TrainConfig) -> InteractionDataset:
     """Everything that can be checked before any worker starts."""
-    fused_optimizer_class(cfg.optim, torch.device("cuda" if cfg.ray.use_gpu else "cpu"))
+    if cfg.optim.sparse == "adam" and not cfg.ray.use_gpu:
+        raise UserError(ADAM_ON_CPU)
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
     if dataset.split_counts(split)["train"] == 0:
@@ -95,7 +69,12 @@ def connect_ray(address: str | None) -> None:
                 "embedded local Ray"
             ) from None
         return
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    # An embedded Ray serves this process only: its dashboard (Ray Train's state API needs it)
+    # listens on localhost alone, there is no spot-preemption watcher, and worker prints reach
+    # the console once (Train V2 would also copy them into its own log files).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    ray.init(dashboard_host="127.0.0.1", logging_level=logging.WARNING)
 
 
 def _check_resources(cfg: TrainConfig) -> None:
@@ -124,9 +103,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     _check_resources(cfg)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     trainer = TorchTrainer(
-        _ray_worker,
+        ray_worker,
         train_loop_config={"config": to_dict(cfg)},
-        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo", timeout_s=cfg.ray.collective_timeout_s),
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,

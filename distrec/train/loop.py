@@ -4,8 +4,8 @@
     → epochs (train, validate, checkpoint + report, early stop) → best weights → test
     → export embeddings → metrics.json
 
-It runs inside Ray Train workers (``RaySession``) and, for tests, in plain gloo processes
-(``LocalSession``); the loop itself only talks to a ``Session``.
+It runs inside Ray Train workers and, for tests, in plain gloo processes; the loop only talks
+to a ``Session`` (see session.py).
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import tempfile
-from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,39 +31,12 @@ from distrec.train.batches import agreed_steps, rating_batches
 from distrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, TrainConfig
 from distrec.train.export import export_tables
+from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 
-__all__ = ["Session", "LocalSession", "train_worker"]
+__all__ = ["train_worker"]
 
 log = logging.getLogger(__name__)
-
-
-class Session(Protocol):
-    """Where a worker reports metrics and checkpoints, and finds the one to resume from."""
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None: ...
-
-    def latest_checkpoint(self) -> Any: ...  # a context manager yielding a directory or None
-
-
-class LocalSession:
-    """Checkpoints in ``<root>/checkpoint_<epoch>``: every worker copies its files into the same
-    folder, as Ray Train does with the run's storage."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.reports: list[dict[str, Any]] = []
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
-        target = os.path.join(self.root, f"checkpoint_{metrics['epoch']:05d}")
-        shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
-        dist.barrier()
-        self.reports.append(metrics)
-
-    @contextmanager
-    def latest_checkpoint(self) -> Iterator[str | None]:
-        found = sorted(d for d in os.listdir(self.root) if d.startswith("checkpoint_")) if os.path.isdir(self.root) else []
-        yield os.path.join(self.root, found[-1]) if found else None
 
 
 def _dense_optimizer(dmp: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -161,10 +131,11 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
 
     # -- resume ---------------------------------------------------------------------------
-    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0}
+    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0, "resumes": 0}
     with session.latest_checkpoint() as ckpt:
         if ckpt:
             progress = load_checkpoint(ckpt, dmp=dmp, dense_opt=opt)
+            progress["resumes"] = progress.get("resumes", 0) + 1
             if rank == 0:
                 print(f"resumed from {ckpt} after epoch {progress['epoch']}", flush=True)
     best_weights = None
@@ -210,6 +181,7 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
         "epochs": progress["epoch"],
         "best_epoch": progress["best_epoch"],
         "restored_best": restored,
+        "resumes": progress["resumes"],
         **(progress["history"][-1] if progress["history"] else {}),
     }
     final.pop("epoch", None)

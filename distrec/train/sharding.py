@@ -14,6 +14,7 @@ the mean over the global batch: one worker or four, the same rows give the same 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterator
 
 import torch
@@ -21,14 +22,15 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import KernelConfig, PlannerError, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from distrec.cli import UserError
 from distrec.models.tables import TableSpec, init_rows
-from distrec.train.config import CPU_SHARDING_TYPES, SHARDING_TYPES, OptimConfig, ShardingConfig
+from distrec.train.config import ADAM_ON_CPU, CPU_SHARDING_TYPES, SHARDING_TYPES, OptimConfig, ShardingConfig
 
 __all__ = ["shard_model", "plan_text", "local_table_pieces", "fused_optimizer_class"]
 
@@ -40,7 +42,7 @@ def fused_optimizer_class(cfg: OptimConfig, device: torch.device) -> tuple[type,
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
     if cfg.sparse == "adam" and device.type == "cpu":
-        raise UserError("optim.sparse=adam: fused Adam runs only on GPUs; on CPU use sgd, adagrad or rowwise_adagrad")
+        raise UserError(ADAM_ON_CPU)
     kinds = {
         "sgd": (torch.optim.SGD, {"lr": cfg.sparse_lr}),
         "adagrad": (torch.optim.Adagrad, {"lr": cfg.sparse_lr, "eps": cfg.eps}),
@@ -80,12 +82,20 @@ def shard_model(
     world = dist.get_world_size()
     opt_class, opt_args = fused_optimizer_class(optim, device)
     apply_optimizer_in_backward(opt_class, model.sparse.parameters(), opt_args)
-    topology_args = {}
+    budget = {}
     if sharding.memory_budget_gb is not None:
-        key = "ddr_cap" if device.type == "cpu" else "hbm_cap"
-        topology_args[key] = int(sharding.memory_budget_gb * (1 << 30))
-    topology = Topology(world_size=world, compute_device=device.type, **topology_args)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=_constraints(model.tables, sharding, device))
+        key = "ddr_cap_bytes" if device.type == "cpu" else "hbm_cap_bytes"
+        budget[key] = int(sharding.memory_budget_gb * (1 << 30))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    topology = TopologyFactory.create_topology(
+        trainer_config=TrainerConfig(world_size=world, local_world_size=local_world, **budget),
+        kernel_config=KernelConfig(compute_device=device.type),
+    )
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        constraints=_constraints(model.tables, sharding, device),
+        storage_reservation=FixedPercentageStorageReservation(0.15),
+    )
     sharders = [EmbeddingBagCollectionSharder()]
     try:
         plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)

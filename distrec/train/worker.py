@@ -1,0 +1,25 @@
+"""Ray Train's entry point in each worker.
+
+This module imports nothing heavy when it loads: Ray unpickles the entry point by reference
+before it runs, and the libraries' start-up chatter is silenced before TorchRec is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def ray_worker(payload: dict[str, Any]) -> None:
+    from distrec.logs import quiet_library_logs
+
+    quiet_library_logs()
+    import torch
+
+    from distrec.config import from_dict
+    from distrec.train.config import TrainConfig
+    from distrec.train.loop import train_worker
+    from distrec.train.session import RaySession
+
+    cfg = from_dict(TrainConfig, payload["config"], source="train config")
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+    train_worker(cfg, RaySession())
