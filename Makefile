@@ -2,21 +2,24 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements/common.txt requirements/cpu.txt pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?=
+ARGS   ?=
 OUT    ?= runs
+RAY_DASHBOARD_PORT ?= 8265
+RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-fast demo lint bench train prepare fit tune compress distill report submit ray-up ray-down cluster-up cluster-down fuzz clean
+.PHONY: help setup test test-fast demo lint prepare train submit ray-up ray-down cluster-up cluster-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install the pinned stack (idempotent)
 
-$(STAMP): requirements/lock.txt pyproject.toml
+$(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/lock.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/cpu.txt -r requirements/common.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -27,11 +30,31 @@ test: setup ## run the whole test suite
 test-fast: setup ## the tests that start no Ray cluster
 	$(PY) -m pytest -q -m "not slow" tests
 
-demo: setup ## prepare a synthetic ML-100K-shaped dataset and print its summary
+demo: setup ## the main job: synthetic ML-100K-shaped data, biased MF on 2 workers of a local Ray
 	$(PY) jobs/prepare.py synthetic --like ml-100k --out $(OUT)/demo/data
+	$(PY) jobs/train.py --config configs/mf/demo.yaml data.path=$(OUT)/demo/data output_dir=$(OUT)/demo/mf ray.storage_path=$(OUT)/ray
 
 prepare: setup ## make prepare ARGS="ml-100k --source DIR --out URI"
 	$(PY) jobs/prepare.py $(ARGS)
+
+train: setup ## make train CONFIG=configs/mf/ml-100k.yaml [ARGS="train.epochs=5 ..."] (embedded local Ray)
+	$(PY) jobs/train.py --config $(CONFIG) $(ARGS)
+
+ray-up: setup ## start a local Ray head: token auth, dashboard/Jobs API on 127.0.0.1 only
+	@$(RAY) get-auth-token --generate >/dev/null
+	$(RAY) start --head --dashboard-host 127.0.0.1 --dashboard-port $(RAY_DASHBOARD_PORT) --disable-usage-stats
+
+ray-down: ## stop the local Ray head
+	$(RAY) stop
+
+submit: setup ## make submit CONFIG=configs/mf/ml-100k.yaml [ARGS=...]: the training job through the Jobs API
+	$(RAY) job submit --address http://127.0.0.1:$(RAY_DASHBOARD_PORT) --working-dir . -- python jobs/train.py --config $(CONFIG) $(ARGS)
+
+cluster-up: setup ## bring up the AWS cluster of cluster/aws.yaml
+	$(RAY) up -y cluster/aws.yaml
+
+cluster-down: setup ## tear the AWS cluster down
+	$(RAY) down -y cluster/aws.yaml
 
 lint: setup ## static checks
 	$(PY) -m compileall -q distrec jobs tests

@@ -29,8 +29,11 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_job(main: Callable[[], dict[str, Any]], *, quiet: bool = False) -> int:
-    """Run a job body; print its summary as the last line (JSON) and map user errors to exit 2."""
+def run_job(
+    main: Callable[[], dict[str, Any]], *, quiet: bool = False, describe: Callable[[dict[str, Any]], str] | None = None
+) -> int:
+    """Run a job body; print ``describe(summary)`` for people, then the summary as the last line
+    (JSON), and map the errors a user can fix to exit code 2 with a one-paragraph message."""
     set_quiet(quiet)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -41,5 +44,7 @@ def run_job(main: Callable[[], dict[str, Any]], *, quiet: bool = False) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if describe is not None:
+        print(describe(summary), flush=True)
     print(json.dumps(summary, default=str), flush=True)
     return 0

@@ -21,9 +21,18 @@ from distrec.train.config import TrainConfig
 from distrec.train.launch import fit
 
 
+def describe(metrics: dict) -> str:
+    lines = [f"{k} = {v:.4f}" for k, v in metrics.items() if k.startswith("test_") and isinstance(v, float)]
+    floor = metrics.get("noise_floor_rmse")
+    if floor and "test_rmse" in metrics:
+        lines.append(f"planted noise floor (best achievable RMSE) = {floor:.4f}; test RMSE is {100 * (metrics['test_rmse'] / floor - 1):.1f}% above it")
+    lines += [f"embeddings: {uri}" for uri in metrics.get("embeddings", {}).values()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
-    return run_job(lambda: fit(load_config(TrainConfig, args.config, args.overrides)), quiet=args.quiet)
+    return run_job(lambda: fit(load_config(TrainConfig, args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

@@ -128,16 +128,16 @@ def _generate(shape: Shape, planted: Planted, seed: int, meta: dict) -> Iterator
         users = np.arange(start, start + len(n_u))
         p = brng.normal(0, factor_std, (len(n_u), r)).astype(np.float32)
         b_user = brng.normal(0, planted.user_bias_std, len(n_u)).astype(np.float32)
-        user, item = _sample_items(n_u, cdf, brng)
-        local = user - start
+        local, item = _sample_items(n_u, cdf, brng)  # local: user index within this block
         score = planted.mean + b_user[local] + b_item[item] + np.einsum("nr,nr->n", p[local], q[item])
         noisy = score + brng.normal(0, planted.noise_std, len(score)).astype(np.float32)
         rating = np.clip(np.round(noisy / shape.step) * shape.step, shape.lo, shape.hi).astype(np.float32)
         var = _conditional_variance(score, shape, planted.noise_std)
         total_var += float(var.sum())
         total_rows += len(var)
-        start_ts = brng.integers(946_684_800, 1_577_836_800, len(n_u))  # 2000 .. 2020
-        gaps = brng.exponential(86_400.0, len(user)).astype(np.int64)
+        start_ts = brng.integers(946_684_800, 1_546_300_800, len(n_u))  # first rating: 2000 .. 2019
+        span = (1_577_836_800 - start_ts) / (n_u + 1)  # mean gap so a history ends around 2020
+        gaps = (brng.exponential(1.0, len(local)) * span[local]).astype(np.int64)
         ts = start_ts[local] + _cumsum_by_group(gaps, local)
         meta["noise_floor_rmse"] = math.sqrt(total_var / total_rows)
         yield RatingChunk(user=users[local] + 1, item=item + 1, rating=rating, ts=ts)
