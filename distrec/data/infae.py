@@ -9,9 +9,11 @@ is recorded as ``official``. A ``movies.dat`` placed beside them supplies titles
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 
+from distrec.data.hdf5 import open_hdf5
 from distrec.data.movielens import read_movies_dat
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import RatingChunk
@@ -23,24 +25,17 @@ __all__ = ["SPECS"]
 
 def _read(source: Source | None, options: ReadOptions) -> Parsed:
     assert source is not None
-    import h5py
-
     data_label, index_label = source.label("total_data.hdf5"), source.label("index.npz")
-    with source.open("total_data.hdf5") as f:
-        blob = io.BytesIO(f.read())
-    try:
-        with h5py.File(blob, "r") as h5:
-            missing = [k for k in ("user", "item", "rating") if k not in h5]
-            if missing:
-                raise DataError(f"{data_label}: missing dataset(s) {missing}; expected user, item, rating")
-            user, item, rating = (np.asarray(h5[k][:]) for k in ("user", "item", "rating"))
-    except OSError as e:
-        raise DataError(f"{data_label}: not a readable HDF5 file ({e})") from None
+    with open_hdf5(source, "total_data.hdf5") as h5:
+        missing = [k for k in ("user", "item", "rating") if k not in h5]
+        if missing:
+            raise DataError(f"{data_label}: missing dataset(s) {missing}; expected user, item, rating")
+        user, item, rating = (np.asarray(h5[k][:]) for k in ("user", "item", "rating"))
     with source.open("index.npz") as f:
         try:
             npz = np.load(io.BytesIO(f.read()), allow_pickle=False)
             index = np.asarray(npz["data"])
-        except (ValueError, OSError, KeyError) as e:
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:  # npz is a zip archive
             raise DataError(f"{index_label}: expected an npz archive with key 'data' ({e})") from None
     if not (len(user) == len(item) == len(rating) == len(index)):
         raise DataError(

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Iterator
 
 import numpy as np
@@ -21,7 +19,8 @@ from distrec.data.metadata import items_table, split_title_year
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import TEST, TRAIN, RatingChunk
 from distrec.data.source import Source
-from distrec.data.textparse import Field, TextFormat, bad_line, parse_delimited
+from distrec.data.splits import find_keys, pair_keys
+from distrec.data.textparse import Field, TextFormat, bad_line, csv_rows, first_bad_row, parse_delimited, text_lines
 from distrec.storage.manifest import DataError
 
 __all__ = ["SPECS", "read_rating_file", "RATING_FIELDS"]
@@ -58,10 +57,6 @@ def read_rating_file(source: Source, name: str, fmt: TextFormat) -> Iterator[Rat
 
 
 # -- 100K ---------------------------------------------------------------------------------------
-def _pair_keys(chunk: RatingChunk) -> np.ndarray:
-    return chunk.user.astype(np.int64) * (1 << 32) + chunk.item.astype(np.int64)
-
-
 def _fold_codes(source: Source, fold: str) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (user, item) keys of a fold's test file and its base file."""
     keys = []
@@ -69,7 +64,7 @@ def _fold_codes(source: Source, fold: str) -> tuple[np.ndarray, np.ndarray]:
         name = f"{fold}.{part}"
         if not source.has(name):
             raise DataError(f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {name} is missing")
-        keys.append(np.sort(np.concatenate([_pair_keys(c) for c in read_rating_file(source, name, U_DATA)])))
+        keys.append(np.sort(np.concatenate([pair_keys(c.user, c.item) for c in read_rating_file(source, name, U_DATA)])))
     return keys[0], keys[1]
 
 
@@ -79,12 +74,11 @@ def _read_100k(source: Source | None, options: ReadOptions) -> Parsed:
 
     def chunks() -> Iterator[RatingChunk]:
         for chunk in read_rating_file(source, "u.data", U_DATA):
-            keys = _pair_keys(chunk)
+            keys = pair_keys(chunk.user, chunk.item)
             for fold, (test, base) in folds.items():
-                in_test = _member(keys, test)
-                missing = ~in_test & ~_member(keys, base)
-                if missing.any():
-                    r = int(np.flatnonzero(missing)[0])
+                in_test, in_base = find_keys(keys, test)[0], find_keys(keys, base)[0]
+                r = first_bad_row(~in_test & ~in_base)
+                if r is not None:
                     raise DataError(f"{chunk.where(r)}: rating is in neither {fold}.base nor {fold}.test")  # type: ignore[misc]
                 chunk.splits[fold] = np.where(in_test, TEST, TRAIN).astype(np.int8)
             yield chunk
@@ -92,25 +86,11 @@ def _read_100k(source: Source | None, options: ReadOptions) -> Parsed:
     return Parsed(chunks=chunks(), items=lambda: _items_100k(source), users=lambda: _users_100k(source))
 
 
-def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    pos = np.searchsorted(sorted_keys, keys).clip(0, max(len(sorted_keys) - 1, 0))
-    return sorted_keys[pos] == keys if len(sorted_keys) else np.zeros(len(keys), bool)
-
-
-def _lines(source: Source, name: str, encoding: str) -> Iterator[tuple[int, str]]:
-    with source.open(name) as f:
-        text = io.TextIOWrapper(f, encoding=encoding, newline="")
-        for lineno, line in enumerate(text, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield lineno, line
-
-
 def _items_100k(source: Source) -> pa.Table | None:
     if source.has("u.item"):
         label = source.label("u.item")
         raw, title, year, genres = [], [], [], []
-        for lineno, line in _lines(source, "u.item", "latin-1"):
+        for lineno, line in text_lines(source, "u.item", "latin-1"):
             parts = line.split("|")
             if len(parts) != 5 + len(ML100K_GENRES):
                 raise bad_line(label, lineno, f"expected {5 + len(ML100K_GENRES)} '|'-separated fields, got {len(parts)}")
@@ -119,7 +99,7 @@ def _items_100k(source: Source) -> pa.Table | None:
             except ValueError:
                 raise bad_line(label, lineno, f"movie id {parts[0]!r} is not an integer") from None
             t, y = split_title_year(parts[1])
-            if y is None and parts[2][-4:].isdigit():
+            if y is None and parts[2][-4:].isdecimal():
                 y = int(parts[2][-4:])
             title.append(t)
             year.append(y)
@@ -133,7 +113,7 @@ def _items_100k(source: Source) -> pa.Table | None:
 def _items_atomic(source: Source, name: str) -> pa.Table:
     """The tab-separated atomic-file variant: ``item_id:token movie_title:token_seq release_year:token class:token_seq``."""
     label = source.label(name)
-    rows = list(_lines(source, name, "utf-8"))
+    rows = list(text_lines(source, name, "utf-8"))
     if not rows:
         raise DataError(f"{label}: empty file")
     header = [h.split(":")[0] for h in rows[0][1].split("\t")]
@@ -152,7 +132,7 @@ def _items_atomic(source: Source, name: str) -> pa.Table:
             raise bad_line(label, lineno, f"item_id {parts[col['item_id']]!r} is not an integer") from None
         title.append(parts[col["movie_title"]])
         y = parts[col["release_year"]] if "release_year" in col else ""
-        year.append(int(y) if y.isdigit() else None)
+        year.append(int(y) if y.isdecimal() else None)
         genres.append(parts[col["class"]].split() if "class" in col else [])
     return items_table(raw, title, year, genres)
 
@@ -170,7 +150,7 @@ def _users_delimited(
 ) -> pa.Table:
     label = source.label(name)
     columns: dict[str, list] = {"raw": [], **{f: [] for f in fields}}
-    for lineno, line in _lines(source, name, encoding):
+    for lineno, line in text_lines(source, name, encoding):
         if header and lineno == 1:
             continue
         parts = line.split(sep)
@@ -191,7 +171,7 @@ def read_movies_dat(source: Source, encoding: str) -> pa.Table | None:
         return None
     label = source.label("movies.dat")
     raw, title, year, genres = [], [], [], []
-    for lineno, line in _lines(source, "movies.dat", encoding):
+    for lineno, line in text_lines(source, "movies.dat", encoding):
         parts = line.split("::")
         if len(parts) != 3:
             raise bad_line(label, lineno, f"expected MovieID::Title::Genres, got {line[:200]!r}")
@@ -211,25 +191,21 @@ def _movies_csv(source: Source) -> pa.Table | None:
         return None
     label = source.label("movies.csv")
     raw, title, year, genres = [], [], [], []
-    with source.open("movies.csv") as f:
-        reader = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
-        header = next(reader, None)
-        if header != ["movieId", "title", "genres"]:
-            raise bad_line(label, 1, f"expected the header 'movieId,title,genres', got {header!r}")
-        for parts in reader:
-            lineno = reader.line_num
-            if not parts:
-                continue
-            if len(parts) != 3:
-                raise bad_line(label, lineno, f"expected 3 comma-separated fields (movieId, title, genres), got {len(parts)}")
-            try:
-                raw.append(int(parts[0]))
-            except ValueError:
-                raise bad_line(label, lineno, f"movieId {parts[0]!r} is not an integer") from None
-            t, y = split_title_year(parts[1])
-            title.append(t)
-            year.append(y)
-            genres.append([g for g in parts[2].split("|") if g and g != "(no genres listed)"])
+    rows = csv_rows(source, "movies.csv")
+    _, header = next(rows, (1, None))
+    if header != ["movieId", "title", "genres"]:
+        raise bad_line(label, 1, f"expected the header 'movieId,title,genres', got {header!r}")
+    for lineno, parts in rows:
+        if len(parts) != 3:
+            raise bad_line(label, lineno, f"expected 3 comma-separated fields (movieId, title, genres), got {len(parts)}")
+        try:
+            raw.append(int(parts[0]))
+        except ValueError:
+            raise bad_line(label, lineno, f"movieId {parts[0]!r} is not an integer") from None
+        t, y = split_title_year(parts[1])
+        title.append(t)
+        year.append(y)
+        genres.append([g for g in parts[2].split("|") if g and g != "(no genres listed)"])
     return items_table(raw, title, year, genres)
 
 

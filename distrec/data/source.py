@@ -71,6 +71,8 @@ class _Guarded(io.RawIOBase):
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         try:
+            if hasattr(self._raw, "readinto"):  # straight into the caller's buffer: no extra copy
+                return self._raw.readinto(buffer) or 0
             data = self._raw.read(len(buffer))
         except _ARCHIVE_ERRORS as e:
             raise DataError(f"{self._label}: archive is truncated or corrupt ({e})") from None
@@ -90,7 +92,12 @@ class Source:
         self._index: dict[str, tuple[str, str, str]] = {}  # base name -> (location, member, label)
         self._archives: dict[str, zipfile.ZipFile | tarfile.TarFile] = {}
         for loc in self.locations:
-            self._scan(loc)
+            try:
+                self._scan(loc)
+            except DataError:
+                raise
+            except (ValueError, ImportError, OSError) as e:  # unknown scheme, missing driver, no access
+                raise DataError(f"{loc}: cannot read ({type(e).__name__}: {e})") from None
 
     def __repr__(self) -> str:
         return f"Source({', '.join(self.locations)})"

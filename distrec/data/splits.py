@@ -18,11 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from distrec.data.schema import DROPPED, TEST, TRAIN, VAL
 from distrec.storage.manifest import DataError
 
-__all__ = ["SplitSpec", "parse_split", "compute_split", "split_counts", "COMPUTED"]
+__all__ = ["SplitSpec", "parse_split", "compute_split", "split_counts", "pair_keys", "find_keys", "COMPUTED"]
 
 COMPUTED = ("random", "user-ratio", "leave-last-out", "temporal")
 
@@ -130,3 +132,25 @@ def split_counts(codes: np.ndarray) -> dict[str, int]:
         "test": int((codes == TEST).sum()),
         "dropped": int((codes == DROPPED).sum()),
     }
+
+
+# -- official splits shipped as lists of (user, item) pairs (ML-100K folds, Netflix probe) -------
+def pair_keys(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """One int64 key per row [N] for the id pair (major, minor), ordered by major id first;
+    raw ids must lie in [0, 2**32)."""
+    return major.astype(np.int64, copy=False) * (1 << 32) + minor.astype(np.int64, copy=False)
+
+
+def find_keys(keys: np.ndarray, sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``keys`` [N] occur in the sorted array ``sorted_keys``: bool [N], and the index
+    in ``sorted_keys`` of each key found (int [hits], in row order).
+
+    Only the run of ``sorted_keys`` between the smallest and largest key is hashed (Arrow's
+    ``index_in``): a chunk that covers few major ids then looks up a short run, not the whole set;
+    for the Netflix probe that is several times faster than a binary search per row."""
+    if not len(keys):
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    lo, hi = np.searchsorted(sorted_keys, [keys.min(), keys.max()])
+    found = pc.index_in(pa.array(keys), value_set=pa.array(sorted_keys[lo : hi + 1]))  # null where absent
+    hit = found.is_valid().to_numpy(zero_copy_only=False)
+    return hit, found.drop_null().to_numpy() + lo

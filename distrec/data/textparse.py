@@ -9,21 +9,41 @@ precise and the happy path never runs per-row Python.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Literal
+from functools import partial
+from typing import BinaryIO, Callable, Iterable, Iterator, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from distrec.data.source import Source
 from distrec.storage.manifest import DataError
 
-__all__ = ["Field", "TextFormat", "read_blocks", "parse_delimited", "bad_line", "first_bad_row"]
+__all__ = [
+    "Field",
+    "TextFormat",
+    "newline_blocks",
+    "parse_delimited",
+    "parse_block",
+    "parse_ahead",
+    "text_lines",
+    "csv_rows",
+    "bad_line",
+    "first_bad_row",
+]
 
+T = TypeVar("T")
 BLOCK_SIZE = 32 << 20
-_DATE = re.compile(rb"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# What Arrow's converters accept (surrounding blanks allowed), so the re-scan blames the line Arrow stopped at.
+_INT = re.compile(r"^[ \t]*-?[0-9]+[ \t]*$")
+_FLOAT = re.compile(r"^[ \t]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*$")
+_INT64 = range(-(1 << 63), 1 << 63)
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "date": pa.date32()}
 
 
@@ -53,48 +73,76 @@ def bad_line(label: str, line: int, message: str) -> DataError:
     return DataError(f"{label}, line {line}: {message}")
 
 
-def read_blocks(f: BinaryIO, label: str, block_size: int = BLOCK_SIZE) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(number of the block's first line, bytes)`` with every block ending at a newline."""
-    line = 1
+def newline_blocks(f: BinaryIO, label: str, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+    """Yield blocks of about ``block_size`` bytes, each ending with a newline after a non-blank line.
+
+    Blank lines at a block's end are held back for the next block, so only those at the end of
+    the file are dropped; anywhere else they reach the parser, which rejects them."""
     rest = b""
     seen_any = False
-    while True:
-        data = f.read(block_size)
-        if not data:
-            break
+    while data := f.read(block_size):
         seen_any = True
-        data = rest + data
-        cut = data.rfind(b"\n") + 1
+        cut = _content_end(rest, data)
         if cut == 0:
-            rest = data
+            rest += data
             continue
-        block, rest = data[:cut], data[cut:]
-        yield line, block
-        line += block.count(b"\n")
+        yield b"".join((rest, memoryview(data)[:cut]))  # one copy of the block, not two
+        rest = data[cut:]
     if not seen_any:
         raise DataError(f"{label}: empty file")
     if rest.strip():
-        yield line, rest + b"\n"
+        yield rest + b"\n"
+
+
+def _content_end(rest: bytes, data: bytes) -> int:
+    """Index in ``data`` just past the newline that ends its last non-blank line, 0 if none
+    (``rest``, the unfinished line before ``data``, begins ``data``'s first line)."""
+    end = data.rfind(b"\n") + 1
+    while end:
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        if data[start:end].strip() or (start == 0 and rest.strip()):
+            return end
+        end = start
+    return 0
 
 
 def parse_delimited(
     f: BinaryIO, label: str, fmt: TextFormat, *, block_size: int = BLOCK_SIZE
 ) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(first line number, table)`` per block; row ``r`` of a table is line ``first + r``."""
-    first_block = True
-    for line, block in read_blocks(f, label, block_size):
-        if first_block:
-            first_block = False
-            if fmt.header is not None:
+
+    def jobs() -> Iterator[tuple[Callable[[], pa.Table], int]]:
+        line = 1  # of the block's first line
+        for block in newline_blocks(f, label, block_size):
+            if line == 1 and fmt.header is not None:
                 head, _, block = block.partition(b"\n")
                 _check_header(label, fmt, head)
-                line += 1
-                if not block.strip():
-                    continue
-        block = _strip_trailing_blank_lines(block)
-        if not block:
-            continue
-        yield line, _parse_block(label, fmt, line, block)
+                line = 2
+            lines = block.count(b"\n")
+            if lines:
+                yield partial(parse_block, label, fmt, block, lambda k, line=line: line + k, lines=lines), line
+            line += lines
+
+    for table, line in parse_ahead(jobs()):
+        yield line, table
+
+
+def parse_ahead(jobs: Iterable[tuple[Callable[[], pa.Table], T]]) -> Iterator[tuple[pa.Table, T]]:
+    """``(parse(), tag)`` for each ``(parse, tag)``, with the next parse already running in a
+    background thread while the caller works on this result.
+
+    Arrow releases the GIL while it parses, so the Python work around each block (finding lines,
+    encoding ids, writing shards) no longer leaves a core idle. Results and parse errors come in
+    block order; one block is read ahead of the caller."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead: tuple[Future[pa.Table], T] | None = None
+        for parse, tag in jobs:
+            submitted = (pool.submit(parse), tag)
+            if ahead is not None:
+                yield ahead[0].result(), ahead[1]
+            ahead = submitted
+        if ahead is not None:
+            yield ahead[0].result(), ahead[1]
 
 
 def _check_header(label: str, fmt: TextFormat, head: bytes) -> None:
@@ -105,18 +153,17 @@ def _check_header(label: str, fmt: TextFormat, head: bytes) -> None:
         raise bad_line(label, 1, f"expected the header {delim.join(fmt.header or ())!r}, got {text!r}")
 
 
-def _strip_trailing_blank_lines(block: bytes) -> bytes:
-    stripped = block.rstrip(b"\r\n \t")
-    return stripped + b"\n" if stripped else b""
-
-
-def _parse_block(label: str, fmt: TextFormat, line: int, block: bytes) -> pa.Table:
+def parse_block(label: str, fmt: TextFormat, block: bytes, line_of: Callable[[int], int], *, lines: int) -> pa.Table:
+    """Parse ``block`` (``lines`` whole lines, each ending in a newline) in ``fmt``; its ``k``-th
+    line is line ``line_of(k)`` of the file. Callers that cut other lines out of a block (Netflix's
+    ``MovieID:`` headers) pass the mapping back to the original numbering, so errors still name
+    the exact line."""
     delimiter = fmt.delimiter
     if len(delimiter) > 1:  # Arrow takes one character; "::" (MovieLens 1M/10M) becomes \x1f
         block = block.replace(delimiter, b"\x1f")
         delimiter = b"\x1f"
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             pa.py_buffer(block),
             read_options=pacsv.ReadOptions(column_names=fmt.names, encoding=fmt.encoding, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(
@@ -127,16 +174,23 @@ def _parse_block(label: str, fmt: TextFormat, line: int, block: bytes) -> pa.Tab
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: _ARROW_TYPES[f.kind] for f in fmt.fields},
+                null_values=[],  # Arrow would read "", "NA", "null" in a numeric column as null
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-        _diagnose(label, fmt, line, block if len(fmt.delimiter) == 1 else block.replace(b"\x1f", fmt.delimiter))
-        raise DataError(f"{label}, lines {line}+: {e}") from None
+        _diagnose(label, fmt, line_of, block if len(fmt.delimiter) == 1 else block.replace(b"\x1f", fmt.delimiter))
+        raise DataError(f"{label}, lines {line_of(0)}+: {e}") from None
+    if table.num_rows != lines and not fmt.quoted:  # Arrow also ends a row at a lone \r
+        for offset, raw in enumerate(block.split(b"\n")):
+            if b"\r" in raw.rstrip(b"\r"):
+                raise bad_line(label, line_of(offset), "a carriage return inside the line")
+        raise DataError(f"{label}, lines {line_of(0)}+: read {table.num_rows} rows from {lines} lines")
+    return table
 
 
-def _diagnose(label: str, fmt: TextFormat, first_line: int, block: bytes) -> None:
+def _diagnose(label: str, fmt: TextFormat, line_of: Callable[[int], int], block: bytes) -> None:
     """Raise the error for the first bad line of ``block`` (used only after the fast path failed)."""
     delim = fmt.delimiter.decode()
     expected = f"{len(fmt.fields)} fields ({', '.join(fmt.names)}) separated by {delim!r}"
@@ -144,7 +198,7 @@ def _diagnose(label: str, fmt: TextFormat, first_line: int, block: bytes) -> Non
     if lines and not lines[-1]:
         lines.pop()  # the block's final newline
     for offset, raw in enumerate(lines):
-        lineno = first_line + offset
+        lineno = line_of(offset)
         try:
             text = raw.decode(fmt.encoding).rstrip("\r")
         except UnicodeDecodeError as e:
@@ -162,22 +216,24 @@ def _diagnose(label: str, fmt: TextFormat, first_line: int, block: bytes) -> Non
 
 def _field_problem(kind: str, value: str) -> str | None:
     if kind == "int":
-        try:
-            int(value)
-        except ValueError:
+        if not _INT.match(value):
             return "expected an integer"
+        if int(value) not in _INT64:
+            return "expected an integer that fits in 64 bits"
     elif kind == "float":
-        try:
-            if not math.isfinite(float(value)):
-                return "expected a finite number"
-        except ValueError:
+        if not _FLOAT.match(value):
             return "expected a number"
+        if not math.isfinite(float(value)):
+            return "expected a finite number"
     elif kind == "date":
-        if not _DATE.match(value.encode()):
+        value = value.strip(" \t")
+        if not _DATE.match(value):
             return "expected a date YYYY-MM-DD"
         try:
             np.datetime64(value, "D")
         except ValueError:
+            return "expected a valid calendar date"
+        if value.startswith("0000"):  # numpy has a year 0, Arrow does not
             return "expected a valid calendar date"
     return None
 
@@ -186,3 +242,34 @@ def first_bad_row(mask: np.ndarray) -> int | None:
     """Index of the first True in a boolean mask, or None."""
     hits = np.flatnonzero(mask)
     return int(hits[0]) if len(hits) else None
+
+
+# -- small metadata files, read line by line ----------------------------------------------------
+def text_lines(source: Source, name: str, encoding: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of the non-blank lines of ``name``, line endings stripped."""
+    label = source.label(name)
+    with source.open(name) as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode(encoding).rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise bad_line(label, lineno, f"not valid {encoding} text ({e.reason})") from None
+            if line.strip():
+                yield lineno, line
+
+
+def csv_rows(source: Source, name: str, encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of the non-empty records of a quoted CSV file, header included.
+
+    A record with a quoted newline spans lines; its number is the line it ends on."""
+    label = source.label(name)
+    with source.open(name) as f:
+        reader = csv.reader(io.TextIOWrapper(f, encoding=encoding, newline=""))
+        try:
+            for fields in reader:
+                if fields:
+                    yield reader.line_num, fields
+        except UnicodeDecodeError as e:
+            raise DataError(f"{label}, after line {reader.line_num}: not valid {encoding} text ({e.reason})") from None
+        except csv.Error as e:
+            raise bad_line(label, reader.line_num, f"not valid CSV ({e})") from None
