@@ -59,8 +59,8 @@ class Planted:
     mean: float = 3.55
     user_bias_std: float = 0.35
     item_bias_std: float = 0.45
-    rank: int = 8
-    interaction_std: float = 0.5  # std of p_u · q_i
+    rank: int = 4
+    interaction_std: float = 0.4  # std of p_u · q_i
     noise_std: float = 0.85
     popularity_exponent: float = 0.9  # item popularity ∝ (rank + 10) ** -exponent
     activity_sigma: float = 1.0  # log-normal spread of per-user activity

@@ -15,10 +15,8 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from torchrec import KeyedJaggedTensor
 
 from distrec.data.dataset import Interactions
-from distrec.models.tables import ids_to_kjt
 
 __all__ = ["Batch", "agreed_steps", "rating_batches"]
 
@@ -29,7 +27,6 @@ class Batch:
     item: torch.Tensor  # int64 [B]
     rating: torch.Tensor  # float32 [B]
     weight: torch.Tensor  # float32 [B]: 1 for real rows, 0 for padding
-    kjt: KeyedJaggedTensor  # features "user" and "item", one id each
 
     @property
     def real_rows(self) -> int:
@@ -63,4 +60,4 @@ def rating_batches(
         u = user[idx] if n else torch.zeros(batch_size, dtype=torch.int64)
         i = item[idx] if n else torch.zeros(batch_size, dtype=torch.int64)
         r = rating[idx] if n else torch.zeros(batch_size)
-        yield Batch(user=u, item=i, rating=r, weight=weight, kjt=ids_to_kjt({"user": u, "item": i}))
+        yield Batch(user=u, item=i, rating=r, weight=weight)

@@ -22,40 +22,50 @@ ROWS_PER_PART = 1 << 18
 
 
 def export_tables(dmp, model, *, output_dir: str, dataset: InteractionDataset, meta: dict) -> dict[str, str]:
-    """Write every table of ``model``; returns table name → URI. Collective: all workers call it."""
+    """Write each of ``model.export_groups`` (name → tables with the same rows, e.g. a factor and
+    a bias table) as one embedding table; returns name → URI. Collective: all workers call it."""
     rank = dist.get_rank()
+    specs = {t.name: t for t in model.tables}
     uris = {}
-    for spec in model.tables:
-        uri = join(output_dir, EMBEDDINGS, spec.name)
-        uris[spec.name] = uri
-        pieces = list(local_table_pieces(dmp, spec.name))
-        raw = _raw_ids(dataset, spec.name) if rank == 0 else None
+    for name, tables in model.export_groups.items():
+        rows = specs[tables[0]].rows
+        uri = join(output_dir, EMBEDDINGS, name)
+        uris[name] = uri
+        pieces = {t: list(local_table_pieces(dmp, t)) for t in tables}
+        raw = _raw_ids(dataset, name) if rank == 0 else None
         writer = DirectoryWriter(uri, kind=EMBEDDINGS, schema_version=SCHEMA_VERSION) if rank == 0 else None
         if writer:
             writer.begin()
         try:
-            for k, start in enumerate(range(0, spec.rows, ROWS_PER_PART)):
-                stop = min(start + ROWS_PER_PART, spec.rows)
-                block = torch.zeros(stop - start, spec.width)
-                for row, col, tensor in pieces:
-                    lo, hi = max(row, start), min(row + tensor.shape[0], stop)
-                    if lo < hi:
-                        block[lo - start : hi - start, col : col + tensor.shape[1]] = tensor[lo - row : hi - row].detach()
-                dist.reduce(block, dst=0)
+            dim = 0
+            for k, start in enumerate(range(0, rows, ROWS_PER_PART)):
+                stop = min(start + ROWS_PER_PART, rows)
+                blocks = {t: _assemble(pieces[t], start, stop, specs[t].width) for t in tables}
                 if writer:
-                    index = np.arange(start, stop)
-                    columns = model.export(spec.name, block)
+                    columns = model.export(name, blocks)
                     vector = columns.pop("vector")
-                    part = embedding_part(index, vector, raw=raw[start:stop] if raw is not None else None, **columns)
+                    dim = vector.shape[1]
+                    part = embedding_part(np.arange(start, stop), vector, raw=raw[start:stop] if raw is not None else None, **columns)
                     writer.write_table(f"part-{k:05d}.parquet", part)
             if writer:
-                writer.commit({**meta, "table": spec.name, "rows": spec.rows, "dim": int(vector.shape[1])})
+                writer.commit({**meta, "table": name, "rows": rows, "dim": dim})
         except BaseException:
             if writer:
                 writer.abort()
             raise
     dist.barrier()
     return uris
+
+
+def _assemble(pieces: list, start: int, stop: int, width: int) -> torch.Tensor:
+    """Rows [start, stop) of a table on rank 0: each worker adds what it owns (SUM reduce)."""
+    block = torch.zeros(stop - start, width)
+    for row, col, tensor in pieces:
+        lo, hi = max(row, start), min(row + tensor.shape[0], stop)
+        if lo < hi:
+            block[lo - start : hi - start, col : col + tensor.shape[1]] = tensor[lo - row : hi - row].detach()
+    dist.reduce(block, dst=0)
+    return block
 
 
 def _raw_ids(dataset: InteractionDataset, table: str) -> np.ndarray | None:

@@ -52,12 +52,12 @@ def _global_mean(data: Interactions) -> float:
     return float(sums[0] / sums[1]) if sums[1] > 0 else 0.0
 
 
-def _evaluate(dmp, data: Interactions, *, batch_size: int, prefix: str, clip: tuple[float, float]) -> dict[str, float]:
+def _evaluate(dmp, model, data: Interactions, *, batch_size: int, prefix: str, clip: tuple[float, float]) -> dict[str, float]:
     acc = RatingAccumulator()
     steps = agreed_steps(len(data), batch_size)
     with torch.no_grad():
         for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=None):
-            pred, _ = dmp(batch.kjt)
+            pred, _ = dmp(model.features(batch.user, batch.item))
             acc.add(pred.clamp(*clip), batch.rating, batch.weight)
     return acc.result(prefix)
 
@@ -70,7 +70,7 @@ def _train_epoch(dmp, model, opt, data: Interactions, *, cfg: TrainConfig, epoch
     total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
     clock = Stopwatch()
     for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
-        pred, reg = dmp(batch.kjt)
+        pred, reg = dmp(model.features(batch.user, batch.item))
         loss = model.loss(pred, reg, batch.rating, batch.weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # embedding rows are updated inside backward (fused optimizer)
@@ -145,7 +145,7 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     for epoch in range(progress["epoch"], cfg.train.epochs):
         metrics: dict[str, Any] = {"epoch": epoch + 1}
         metrics.update(_train_epoch(dmp, model, opt, train, cfg=cfg, epoch=epoch))
-        metrics.update(_evaluate(dmp, val, batch_size=cfg.train.eval_batch_size, prefix="val", clip=clip))
+        metrics.update(_evaluate(dmp, model, val, batch_size=cfg.train.eval_batch_size, prefix="val", clip=clip))
         stop = False
         if watch:
             if watch not in metrics:
@@ -185,7 +185,7 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
         **(progress["history"][-1] if progress["history"] else {}),
     }
     final.pop("epoch", None)
-    final.update(_evaluate(dmp, test, batch_size=cfg.train.eval_batch_size, prefix="test", clip=clip))
+    final.update(_evaluate(dmp, model, test, batch_size=cfg.train.eval_batch_size, prefix="test", clip=clip))
     if cfg.train.export_embeddings:
         meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
         final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)

@@ -56,7 +56,7 @@ def _one_step(data: str, out: str, sharding: str, optimizer: str) -> None:
     dmp, plan = shard_model(
         model,
         optim=OptimConfig(sparse=optimizer, sparse_lr=0.5, dense="sgd", dense_lr=0.1),
-        sharding=ShardingConfig(types={"user": sharding, "item": sharding}),
+        sharding=ShardingConfig(types={t: sharding for t in ("user", "item", "user_bias", "item_bias")}),
         device=torch.device("cpu"),
         seed=7,
     )
@@ -64,9 +64,7 @@ def _one_step(data: str, out: str, sharding: str, optimizer: str) -> None:
     batch = next(rating_batches(rows, batch_size=global_batch, steps=1, rng=None))
     share = global_batch // world  # ... and computes its share of it
     sl = slice(rank * share, (rank + 1) * share)
-    from distrec.models.tables import ids_to_kjt
-
-    pred, reg = dmp(ids_to_kjt({"user": batch.user[sl], "item": batch.item[sl]}))
+    pred, reg = dmp(dmp.module.features(batch.user[sl], batch.item[sl]))
     loss = dmp.module.loss(pred, reg, batch.rating[sl], batch.weight[sl])
     loss.backward()
     opt.step()
@@ -91,7 +89,7 @@ def test_sharded_step_matches_unsharded(dataset, tmp_path, sharding, optimizer):
 
 # -- whole runs through train_worker --------------------------------------------------------
 def _train(data: str, out: str, ckpt: str, epochs: int, sharding: str | None) -> dict:
-    types = {"user": sharding, "item": sharding} if sharding else {}
+    types = {"user": sharding, "item": sharding} if sharding else {}  # bias tables: the planner's choice
     cfg = _config(data, out, train__epochs=epochs, sharding__types=types)
     session = LocalSession(ckpt)
     result = train_worker(cfg, session)
