@@ -12,7 +12,7 @@ from torch import nn
 
 from distrec.models.mf import BiasedMF, MFConfig
 
-__all__ = ["ModelConfig", "ModelContext", "build_model"]
+__all__ = ["ModelConfig", "ModelContext", "build_model", "model_task"]
 
 ModelConfig = MFConfig  # grows into a union: MFConfig | NeuMFConfig | ... (resolved by `name`)
 
@@ -30,3 +30,10 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
+
+
+def model_task(cfg: ModelConfig) -> str:
+    """The task a model trains on: "rating" (explicit ratings) or "ranking" (top-k)."""
+    if isinstance(cfg, MFConfig):
+        return BiasedMF.task
+    raise ValueError(f"no task for model {cfg.name!r}")

@@ -1,6 +1,6 @@
 """The per-worker training loop, top to bottom:
 
-    data slice → unsharded model on meta → fused optimizer → plan → DMP → resume?
+    task (data slices) → unsharded model on meta → fused optimizer → plan → DMP → resume?
     → epochs (train, validate, checkpoint + report, early stop) → best weights → test
     → export embeddings → metrics.json
 
@@ -16,23 +16,21 @@ import math
 import tempfile
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from distrec.config import to_yaml
-from distrec.data.dataset import InteractionDataset, Interactions
-from distrec.eval.rating import RatingAccumulator
-from distrec.models.registry import ModelContext, build_model
+from distrec.data.dataset import InteractionDataset
+from distrec.models.registry import build_model
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
-from distrec.train.batches import agreed_steps, rating_batches
 from distrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, TrainConfig
 from distrec.train.export import export_tables
 from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
+from distrec.train.tasks import make_task
 
 __all__ = ["train_worker"]
 
@@ -44,45 +42,6 @@ def _dense_optimizer(dmp: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
     params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
     kinds = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
     return kinds[cfg.dense](params, lr=cfg.dense_lr)
-
-
-def _global_mean(data: Interactions) -> float:
-    sums = torch.tensor([float(data.rating.astype(np.float64).sum()), float(len(data))], dtype=torch.float64)
-    dist.all_reduce(sums)
-    return float(sums[0] / sums[1]) if sums[1] > 0 else 0.0
-
-
-def _evaluate(dmp, model, data: Interactions, *, batch_size: int, prefix: str, clip: tuple[float, float]) -> dict[str, float]:
-    acc = RatingAccumulator()
-    steps = agreed_steps(len(data), batch_size)
-    with torch.no_grad():
-        for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=None):
-            pred, _ = dmp(model.features(batch.user, batch.item))
-            acc.add(pred.clamp(*clip), batch.rating, batch.weight)
-    return acc.result(prefix)
-
-
-def _train_epoch(dmp, model, opt, data: Interactions, *, cfg: TrainConfig, epoch: int) -> dict[str, float]:
-    rank = dist.get_rank()
-    batch_size = cfg.train.batch_size
-    steps = agreed_steps(len(data), batch_size)
-    rng = np.random.default_rng([cfg.train.seed, epoch, rank])  # reproducible on resume, per worker
-    total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
-    clock = Stopwatch()
-    for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
-        pred, reg = dmp(model.features(batch.user, batch.item))
-        loss = model.loss(pred, reg, batch.rating, batch.weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # embedding rows are updated inside backward (fused optimizer)
-        opt.step()
-        total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
-    seconds = clock.seconds()
-    dist.all_reduce(total)
-    return {
-        "train_loss": float(total[0] / max(total[1], 1)),
-        "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
-        "epoch_s": seconds,
-    }
 
 
 def _snapshot(dmp, model) -> dict[str, torch.Tensor]:
@@ -112,16 +71,13 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.ray.use_gpu else torch.device("cpu")
     torch.manual_seed(cfg.train.seed)
 
-    # -- data: this worker's slice of each split part ------------------------------------
+    # -- data: the task reads this worker's slice of each split part ---------------------
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
-    train, val, test = (dataset.read(split=split, parts=[p], rank=rank, world=world) for p in ("train", "val", "test"))
-    rating = dataset.meta["rating"]
-    clip = (float(rating["min"]), float(rating["max"]))
+    task = make_task(cfg, dataset, split)
 
     # -- model: unsharded on meta, then sharded by the planner's plan --------------------
-    ctx = ModelContext(num_users=dataset.num_users, num_items=dataset.num_items, global_mean=_global_mean(train))
-    model = build_model(cfg.model, ctx, torch.device("meta"))
+    model = build_model(cfg.model, task.context(), torch.device("meta"))
     dmp, plan = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=device, seed=cfg.train.seed)
     model = dmp.module  # the unwrapped model: its loss/export helpers and dense parameters
     opt = _dense_optimizer(dmp, cfg.optim)
@@ -144,8 +100,8 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     # -- epochs ---------------------------------------------------------------------------
     for epoch in range(progress["epoch"], cfg.train.epochs):
         metrics: dict[str, Any] = {"epoch": epoch + 1}
-        metrics.update(_train_epoch(dmp, model, opt, train, cfg=cfg, epoch=epoch))
-        metrics.update(_evaluate(dmp, model, val, batch_size=cfg.train.eval_batch_size, prefix="val", clip=clip))
+        metrics.update(task.train_epoch(dmp, model, opt, epoch))
+        metrics.update(task.evaluate(dmp, model, "val"))
         stop = False
         if watch:
             if watch not in metrics:
@@ -185,7 +141,7 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
         **(progress["history"][-1] if progress["history"] else {}),
     }
     final.pop("epoch", None)
-    final.update(_evaluate(dmp, model, test, batch_size=cfg.train.eval_batch_size, prefix="test", clip=clip))
+    final.update(task.evaluate(dmp, model, "test"))
     if cfg.train.export_embeddings:
         meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
         final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
