@@ -74,7 +74,8 @@ def connect_ray(address: str | None) -> None:
     # the console once (Train V2 would also copy them into its own log files).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    # address="local": a new instance even if a stale `ray start` left /tmp/ray/ray_current_cluster
+    ray.init(address="local", dashboard_host="127.0.0.1", logging_level=logging.WARNING)
 
 
 def _check_resources(cfg: TrainConfig) -> None:

@@ -1,0 +1,20 @@
+"""Every YAML under configs/ loads into its job's dataclass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distrec.config import load_config
+from distrec.train.config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+JOBS = {"mf": TrainConfig}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_loads(path):
+    job = path.relative_to(CONFIGS).parts[0]
+    assert job in JOBS, f"{path}: no job dataclass registered for configs/{job}/ in this test"
+    load_config(JOBS[job], path)
