@@ -40,6 +40,13 @@ prepare: setup ## make prepare ARGS="ml-100k --source DIR --out URI"
 train: setup ## make train CONFIG=configs/mf/ml-100k.yaml [ARGS="train.epochs=5 ..."] (embedded local Ray)
 	$(PY) jobs/train.py --config $(CONFIG) $(ARGS)
 
+.PHONY: fit report
+fit: setup ## make fit CONFIG=configs/infae/ml-1m.yaml [ARGS=...]: a closed form (EASE, ∞-AE), λ on validation, test
+	$(PY) jobs/fit.py --config $(CONFIG) $(ARGS)
+
+report: setup ## make report CONFIG=configs/report/ml-1m-infae.yaml: every listed model on one dataset, table + plot
+	$(PY) jobs/report.py --config $(CONFIG) $(ARGS)
+
 ray-up: setup ## start a local Ray head: token auth, dashboard/Jobs API on 127.0.0.1 only
 	@$(RAY) get-auth-token --generate >/dev/null
 	$(RAY) start --head --dashboard-host 127.0.0.1 --dashboard-port $(RAY_DASHBOARD_PORT) --disable-usage-stats

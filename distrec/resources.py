@@ -1,17 +1,41 @@
-"""Wall time and peak memory, measured the same way by every job and benchmark."""
+"""Wall time and memory, measured the same way by every job and benchmark."""
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 
-__all__ = ["peak_rss_mb", "Stopwatch"]
+__all__ = ["peak_rss_mb", "reset_peak_rss", "available_memory_bytes", "Stopwatch"]
 
 
 def peak_rss_mb(children: bool = False) -> float:
     """Peak resident set size of this process (or of its finished children) in MiB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS measurement from the current RSS (Linux ``clear_refs`` 5), so one
+    process can measure several things in turn; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def available_memory_bytes() -> int:
+    """Memory this machine can give a new allocation now (MemAvailable; else all physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class Stopwatch:

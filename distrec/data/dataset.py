@@ -20,9 +20,18 @@ from distrec.data.schema import KIND, PART_NAMES, SCHEMA_VERSION, split_column
 from distrec.storage import DataError, StoredDirectory
 from distrec.storage.reader import Verify
 
-__all__ = ["InteractionDataset", "Interactions"]
+__all__ = ["DataConfig", "InteractionDataset", "Interactions"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    """The ``data`` section of every job that reads a prepared dataset."""
+
+    path: str  # a prepared dataset (jobs/prepare.py output), any URI
+    split: str | None = None  # one of the dataset's recorded splits; None = its default
+    verify: Verify = "size"  # "sha256" reads every shard once more at start
 
 
 @dataclass

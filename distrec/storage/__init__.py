@@ -3,7 +3,7 @@
 from distrec.storage.commit import DirectoryWriter
 from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
 from distrec.storage.reader import StoredDirectory
-from distrec.storage.uri import filesystem, is_local, join, read_text, write_text
+from distrec.storage.uri import filesystem, is_local, join, read_text, write_bytes, write_text
 
 __all__ = [
     "MANIFEST",
@@ -16,5 +16,6 @@ __all__ = [
     "is_local",
     "join",
     "read_text",
+    "write_bytes",
     "write_text",
 ]

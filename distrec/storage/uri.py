@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join", "is_local", "storage_options", "write_text", "read_text"]
+__all__ = ["filesystem", "join", "is_local", "storage_options", "write_text", "write_bytes", "read_text"]
 
 
 def storage_options(uri: str) -> dict[str, Any]:
@@ -58,11 +58,16 @@ def is_local(uri: str) -> bool:
 
 def write_text(uri: str, text: str) -> None:
     """Write a small text file (a report, metrics.json) in one request."""
+    write_bytes(uri, text.encode())
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a small file (a plot) in one request."""
     fs, path = filesystem(uri)
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, text.encode())
+    fs.pipe_file(path, data)
 
 
 def read_text(uri: str) -> str:

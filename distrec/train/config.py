@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distrec.data.dataset import DataConfig
 from distrec.models.registry import ModelConfig
-from distrec.storage.reader import Verify
 
 __all__ = [
     "DataConfig",
@@ -37,13 +37,6 @@ ADAM_ON_CPU = (
     "optim.sparse=adam: TorchRec's fused Adam runs only on GPUs. On CPU use optim.sparse=rowwise_adagrad "
     "(the default), adagrad or sgd, or train on GPU workers with ray.use_gpu=true"
 )
-
-
-@dataclass
-class DataConfig:
-    path: str  # a prepared dataset (jobs/prepare.py output), any URI
-    split: str | None = None  # one of the dataset's recorded splits; None = its default
-    verify: Verify = "size"  # "sha256" reads every shard once more at start
 
 
 @dataclass

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from distrec.config import load_config
+from distrec.fit.config import FitConfig
+from distrec.report.config import ReportConfig
 from distrec.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig}
+JOBS = {"mf": TrainConfig, "ease": FitConfig, "infae": FitConfig, "report": ReportConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -1,0 +1,88 @@
+"""Each user's set of items as a compressed sparse row matrix (numpy; no scipy in the stack).
+
+Top-k recommendation reads ratings as implicit feedback: a (user, item) pair is a positive
+whatever its rating. ``UserItems`` holds those pairs per user, sorted and without duplicates,
+and gives the two views the rest of the code needs for a block of users: the flat
+``(row in block, item)`` pairs (to mask seen items or mark positives) and the dense 0/1 rows
+(the input of EASE and ∞-AE, the ``X`` of their papers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["UserItems"]
+
+
+@dataclass(frozen=True)
+class UserItems:
+    """Items of user ``u``: ``indices[indptr[u]:indptr[u + 1]]`` (sorted, unique)."""
+
+    indptr: np.ndarray  # int64 [U + 1]
+    indices: np.ndarray  # int64 [nnz]
+    num_items: int
+
+    @classmethod
+    def from_pairs(cls, user: np.ndarray, item: np.ndarray, *, num_users: int, num_items: int) -> "UserItems":
+        """From (user, item) pairs [N] in any order; repeated pairs count once."""
+        user, item = np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64)
+        if len(user) and (user.min() < 0 or user.max() >= num_users or item.min() < 0 or item.max() >= num_items):
+            raise ValueError(f"user/item index out of range for {num_users} users × {num_items} items")
+        key = np.unique(user * num_items + item)  # sorted by user, then item
+        counts = np.bincount(key // num_items, minlength=num_users)
+        indptr = np.zeros(num_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(indptr=indptr, indices=(key % num_items).astype(np.int64), num_items=num_items)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def counts(self) -> np.ndarray:
+        """Items per user, int64 [U]."""
+        return np.diff(self.indptr)
+
+    def item_counts(self) -> np.ndarray:
+        """Users per item, int64 [I]."""
+        return np.bincount(self.indices, minlength=self.num_items)
+
+    def items_of(self, user: int) -> np.ndarray:
+        return self.indices[self.indptr[user] : self.indptr[user + 1]]
+
+    def union(self, other: "UserItems") -> "UserItems":
+        """Pairs in either (the same users and items)."""
+        if other.num_users != self.num_users or other.num_items != self.num_items:
+            raise ValueError("union of UserItems with different shapes")
+        u1, u2 = self._row_of_each(), other._row_of_each()
+        return UserItems.from_pairs(
+            np.concatenate([u1, u2]), np.concatenate([self.indices, other.indices]),
+            num_users=self.num_users, num_items=self.num_items,
+        )
+
+    def block(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs of ``users`` [B] as ``(row, item)`` [nnz_block], ``row`` indexing ``users``."""
+        users = np.asarray(users, dtype=np.int64)
+        starts, stops = self.indptr[users], self.indptr[users + 1]
+        lengths = stops - starts
+        rows = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
+        # position of each pair inside its user's run: a global arange minus the run's offset
+        offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        items = self.indices[np.repeat(starts, lengths) + np.arange(len(rows), dtype=np.int64) - offsets]
+        return rows, items
+
+    def dense(self, users: np.ndarray, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Rows of ``users`` as a dense 0/1 matrix [B, I]."""
+        rows, items = self.block(users)
+        out = torch.zeros(len(users), self.num_items, dtype=dtype, device=device)
+        out[torch.from_numpy(rows).to(device), torch.from_numpy(items).to(device)] = 1
+        return out
+
+    def _row_of_each(self) -> np.ndarray:
+        return np.repeat(np.arange(self.num_users, dtype=np.int64), self.counts())

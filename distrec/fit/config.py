@@ -1,0 +1,37 @@
+"""The fit job's config (``jobs/fit.py``): a closed-form model, the λ search and the evaluation.
+
+    data:   {path: URI, split: official}
+    model:  {name: ease | infae | poprec, lambdas: [...], ...}   # distrec/models/closed_form.py
+    eval:   {ks: [10, 100], protocol: full, ...}                 # distrec/eval/ranking.py
+    select: hr@100                                               # validation metric that picks λ
+    output_dir: URI
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distrec.data.dataset import DataConfig
+from distrec.eval.ranking import RankingConfig, metric_names
+from distrec.models.closed_form import ClosedFormConfig
+
+__all__ = ["FitConfig", "check_select"]
+
+
+def check_select(select: str, eval_cfg: RankingConfig) -> None:
+    """``select`` must be a metric the evaluation reports (higher is better for all of them)."""
+    names = metric_names(eval_cfg)
+    if select not in names:
+        raise ValueError(f"select: {select!r} is not a reported metric; choose one of {names}")
+
+
+@dataclass
+class FitConfig:
+    data: DataConfig
+    model: ClosedFormConfig
+    output_dir: str
+    eval: RankingConfig = field(default_factory=RankingConfig)
+    select: str = "hr@100"  # the validation metric that chooses λ (the ∞-AE paper: HR@100)
+
+    def __post_init__(self) -> None:
+        check_select(self.select, self.eval)

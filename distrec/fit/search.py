@@ -1,0 +1,75 @@
+"""Choose λ on validation, then score test with it: the one protocol every closed form follows.
+
+For each λ of the model's grid: solve, score the validation users (context and mask: train),
+and keep the λ with the best ``val_<select>``; then score the test users with it (context and
+mask: train + validation), as the ∞-AE paper's code does. A λ whose system cannot be factorised
+in the configured precision (λ = 0 with a singular kernel) is skipped and recorded as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from distrec.cli import UserError
+from distrec.eval.holdout import Holdout, Part
+from distrec.eval.ranking import RankingConfig, evaluate_ranking
+from distrec.models.closed_form import ClosedForm, NotPositiveDefinite
+from distrec.resources import Stopwatch
+from distrec.storage import DataError
+
+__all__ = ["search_and_test"]
+
+log = logging.getLogger(__name__)
+
+
+def _evaluate(model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg: RankingConfig, propensity: np.ndarray) -> dict[str, float]:
+    return evaluate_ranking(
+        model.scorer(fitted, holdout.context(part)),
+        target=holdout.target(part),
+        seen=holdout.seen(part),
+        cfg=cfg,
+        prefix=part,
+        propensity=propensity,
+    )
+
+
+def search_and_test(
+    model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Returns the metrics (``lambda``: the chosen λ, None for a model without one; its
+    ``val_*`` and the ``test_*`` metrics; ``search_s``, ``test_s``) and one record per λ tried."""
+    propensity = holdout.propensity()
+    key = f"val_{eval_cfg.label}{select}"
+    trials: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    fitted, fitted_lam = None, None
+    search = Stopwatch()
+    for lam in model.lambdas or [None]:
+        clock = Stopwatch()
+        fitted = None  # the previous λ's weights go before the next solve (see the memory plan)
+        try:
+            fitted, fitted_lam = model.solve(lam), lam
+        except NotPositiveDefinite as e:
+            log.warning("λ=%s skipped: %s", lam, e)
+            trials.append({"lambda": lam, "skipped": str(e)})
+            continue
+        val = _evaluate(model, fitted, holdout, "val", eval_cfg, propensity)
+        if key not in val:
+            raise DataError(f"the split has no validation positives to choose λ by ({key} is undefined)")
+        trials.append({"lambda": lam, "seconds": clock.seconds(), **val})
+        log.info("λ=%s: %s = %.4f (%.1f s)", lam, key, val[key], clock.seconds())
+        if best is None or val[key] > best[key]:
+            best = {"lambda": lam, **val}
+    if best is None:
+        raise UserError(f"no λ in {model.lambdas} gave a positive-definite system; add larger values to model.lambdas")
+    search_s = search.seconds()
+    clock = Stopwatch()
+    if fitted_lam != best["lambda"]:
+        fitted = None
+        fitted = model.solve(best["lambda"])
+    log.info("chosen λ=%s (best %s); scoring test", best["lambda"], key)
+    test = _evaluate(model, fitted, holdout, "test", eval_cfg, propensity)
+    return {**best, **test, "search_s": search_s, "test_s": clock.seconds()}, trials

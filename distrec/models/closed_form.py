@@ -1,0 +1,252 @@
+"""Top-k models with a closed-form fit: EASE, ∞-AE and the popularity baseline.
+
+Each is built from the training interactions (``X``, users × items, 0/1) and then solved once
+per regularisation strength λ; the λ search on validation is in ``distrec/fit/search.py``.
+
+- **EASE** (Steck, "Embarrassingly Shallow Autoencoders", WWW 2019): item-item weights
+  ``B = I − P·diag(1/diag(P))`` with ``P = (XᵀX + λI)⁻¹``, i.e. ``B_ij = −P_ij / P_jj`` and a
+  zero diagonal; a user's scores are ``x_u B``. ``P`` comes from a Cholesky factorisation.
+- **∞-AE** (Sachdeva et al., "Infinite Recommendation Networks", NeurIPS 2022): kernel ridge
+  regression from a user's row to itself with the NTK of an infinitely wide ReLU autoencoder
+  (``distrec/models/ntk.py``): ``α = (K + λ·tr(K)/n·I)⁻¹ X_s`` over a support of n users
+  (``K = Θ(X_s, X_s)``), and scores ``Θ(x_u, X_s) α``. As the authors' code, the support is
+  the training matrix and the regulariser is relative to the kernel's mean diagonal.
+- **PopRec**: every user gets the items ranked by their number of training interactions.
+
+Memory (``dtype`` bytes s; see the README's memory plan): EASE peaks at 3·s·I² (the Gram
+matrix, its factor and P); ∞-AE at s·(2n² + 2n·I) (K, its factor, X_s, α). When the
+support does not fit ``memory_gb``, ∞-AE samples the largest support that does (uniformly over
+users with a training interaction, seeded), as the paper did with 5% of Netflix's users.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from distrec.cli import UserError
+from distrec.data.user_items import UserItems
+from distrec.eval.ranking import Scorer
+from distrec.models.ntk import ntk
+from distrec.resources import available_memory_bytes
+
+__all__ = [
+    "EASEConfig",
+    "InfAEConfig",
+    "PopRecConfig",
+    "ClosedFormConfig",
+    "ClosedForm",
+    "NotPositiveDefinite",
+    "EASE",
+    "InfiniteAE",
+    "PopRec",
+    "build_closed_form",
+    "ease_bytes",
+    "infae_bytes",
+    "max_support",
+]
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BLOCK = 2048  # rows of X (or K) formed at once while building the Gram matrix / kernel
+
+
+@dataclass
+class EASEConfig:
+    name: Literal["ease"] = "ease"
+    lambdas: list[float] = field(default_factory=lambda: [100.0, 200.0, 300.0, 500.0, 800.0, 1200.0])
+    dtype: Literal["float32", "float64"] = "float64"  # of the Gram matrix and its Cholesky solve
+    memory_gb: float | None = None  # budget for the solve; None = 60% of this machine's memory
+
+    def __post_init__(self) -> None:
+        _check_lambdas(self.lambdas)
+
+
+@dataclass
+class InfAEConfig:
+    name: Literal["infae"] = "infae"
+    depth: int = 1  # hidden layers of the (infinitely wide) ReLU network
+    w_var: float = 2.0  # W_std²
+    b_var: float = 0.01  # b_std²
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 1.0, 5.0, 20.0, 50.0, 100.0])  # the paper's grid
+    dtype: Literal["float32", "float64"] = "float32"
+    support_users: int | None = None  # users in the kernel's support (a uniform sample); None = all
+    memory_gb: float | None = None  # budget for K, its factor, X_s and α; None = 60% of this machine's memory
+    seed: int = 0  # of the support sample
+
+    def __post_init__(self) -> None:
+        _check_lambdas(self.lambdas)
+        if self.depth < 1 or self.w_var <= 0 or self.b_var < 0:
+            raise ValueError("model.depth must be >= 1, model.w_var > 0 and model.b_var >= 0")
+        if self.support_users is not None and self.support_users < 1:
+            raise ValueError("model.support_users must be positive (or null for all users)")
+
+
+@dataclass
+class PopRecConfig:
+    name: Literal["poprec"] = "poprec"
+
+
+ClosedFormConfig = EASEConfig | InfAEConfig | PopRecConfig
+
+
+def _check_lambdas(lambdas: list[float]) -> None:
+    if not lambdas or min(lambdas) < 0:
+        raise ValueError("model.lambdas must be a non-empty list of non-negative numbers")
+
+
+class NotPositiveDefinite(ArithmeticError):
+    """The regularised system has no Cholesky factor in this precision (λ too small)."""
+
+
+class ClosedForm(Protocol):
+    lambdas: list[float]  # the grid searched on validation; empty = nothing to regularise
+
+    def solve(self, lam: float | None) -> Any:
+        """The fitted weights for regularisation ``lam`` (None when ``lambdas`` is empty)."""
+
+    def scorer(self, fitted: Any, context: UserItems) -> Scorer:
+        """Scores of all items for users seen through ``context`` (their rows of X)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What was fitted (sizes, sampling), for metrics.json."""
+
+
+def ease_bytes(num_items: int, dtype: str) -> int:
+    """Peak of EASE: XᵀX, the factor and P while solving (then XᵀX, B and B in float32 while scoring)."""
+    return 3 * DTYPES[dtype].itemsize * num_items**2
+
+
+def infae_bytes(support: int, num_items: int, dtype: str) -> int:
+    return DTYPES[dtype].itemsize * (2 * support**2 + 2 * support * num_items)
+
+
+def max_support(num_items: int, budget_bytes: float, dtype: str) -> int:
+    """The largest n with ``infae_bytes(n) <= budget``: the root of 2s·n² + 2s·I·n = budget."""
+    half = budget_bytes / (2 * DTYPES[dtype].itemsize)
+    return int((-num_items + math.sqrt(num_items**2 + 4 * half)) / 2)
+
+
+def _budget(memory_gb: float | None) -> float:
+    return memory_gb * 2**30 if memory_gb is not None else 0.6 * available_memory_bytes()
+
+
+def _factor(a: torch.Tensor, ridge: float, what: str) -> torch.Tensor:
+    """The Cholesky factor of ``a + ridge·I``; ``a`` is shifted in place and restored exactly
+    (its saved diagonal is copied back), so no second n×n copy is ever made."""
+    diagonal = a.diagonal().clone()
+    a.diagonal().add_(ridge)
+    try:
+        factor, info = torch.linalg.cholesky_ex(a)
+    finally:
+        a.diagonal().copy_(diagonal)
+    if int(info) != 0:
+        raise NotPositiveDefinite(f"{what} is not positive definite in {a.dtype} (leading minor {int(info)})")
+    return factor
+
+
+class EASE:
+    def __init__(self, cfg: EASEConfig, train: UserItems) -> None:
+        self.cfg = cfg
+        self.lambdas = list(cfg.lambdas)
+        self.dtype = DTYPES[cfg.dtype]
+        need, budget = ease_bytes(train.num_items, cfg.dtype), _budget(cfg.memory_gb)
+        if need > budget:
+            raise UserError(
+                f"EASE on {train.num_items} items needs about {need / 2**30:.1f} GiB in {cfg.dtype}, over the "
+                f"{budget / 2**30:.1f} GiB budget; use model.dtype=float32 or raise model.memory_gb"
+            )
+        self.num_items = train.num_items
+        self.gram = torch.zeros(train.num_items, train.num_items, dtype=self.dtype)  # XᵀX [I, I]
+        users = np.arange(train.num_users)
+        for start in range(0, train.num_users, BLOCK):
+            x = train.dense(users[start : start + BLOCK])  # [b, I]; counts are exact in float32 below 2^24
+            self.gram += (x.T @ x).to(self.dtype)
+
+    def solve(self, lam: float) -> torch.Tensor:
+        """B [I, I] in the configured precision."""
+        factor = _factor(self.gram, lam, f"XᵀX + {lam:g}·I")
+        p = torch.cholesky_inverse(factor)  # P = (XᵀX + λI)⁻¹
+        del factor
+        b = p.div_(-p.diagonal().clone())  # B_ij = −P_ij / P_jj (column j divided by P_jj)
+        b.diagonal().zero_()
+        return b
+
+    def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
+        weights = fitted.float()  # scoring in float32 whatever the solve's precision: ranking needs no more
+        return lambda users: context.dense(users.numpy()) @ weights
+
+    def describe(self) -> dict[str, Any]:
+        return {"items": self.num_items, "dtype": self.cfg.dtype}
+
+
+class InfiniteAE:
+    def __init__(self, cfg: InfAEConfig, train: UserItems) -> None:
+        self.cfg = cfg
+        self.lambdas = list(cfg.lambdas)
+        self.dtype = DTYPES[cfg.dtype]
+        active = np.flatnonzero(train.counts() > 0)
+        wanted = min(cfg.support_users or len(active), len(active))
+        fits = max_support(train.num_items, _budget(cfg.memory_gb), cfg.dtype)
+        if wanted > fits:
+            log.warning("a support of %d users does not fit the memory budget; sampling %d users", wanted, fits)
+            wanted = fits
+        if wanted < 1:
+            raise UserError("the memory budget does not hold even one support user; raise model.memory_gb")
+        self.support = active
+        if wanted < len(active):
+            rng = np.random.default_rng(cfg.seed)
+            self.support = np.sort(rng.choice(active, size=wanted, replace=False))
+        self.x = train.dense(self.support, dtype=self.dtype)  # X_s [n, I]
+        n = len(self.support)
+        self.gram = torch.empty(n, n, dtype=self.dtype)  # K = Θ(X_s, X_s) [n, n], built by row blocks
+        for start in range(0, n, BLOCK):
+            self.gram[start : start + BLOCK] = self.kernel(self.x[start : start + BLOCK])
+        self.mean_diag = float(self.gram.diagonal().mean())  # tr(K)/n
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """Θ(x, X_s) [b, n] for user rows ``x`` [b, I]."""
+        return ntk(x.to(self.dtype), self.x, depth=self.cfg.depth, w_var=self.cfg.w_var, b_var=self.cfg.b_var)
+
+    def solve(self, lam: float) -> torch.Tensor:
+        """α = (K + λ·tr(K)/n·I)⁻¹ X_s  [n, I]."""
+        factor = _factor(self.gram, lam * self.mean_diag, f"K + {lam:g}·tr(K)/n·I")
+        return torch.cholesky_solve(self.x, factor)
+
+    def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
+        return lambda users: (self.kernel(context.dense(users.numpy(), dtype=self.dtype)) @ fitted).float()
+
+    def describe(self) -> dict[str, Any]:
+        return {"support_users": len(self.support), "depth": self.cfg.depth, "dtype": self.cfg.dtype}
+
+
+class PopRec:
+    def __init__(self, cfg: PopRecConfig, train: UserItems) -> None:
+        self.lambdas: list[float] = []  # nothing to regularise
+        self.counts = torch.from_numpy(train.item_counts()).float()  # [I]
+
+    def solve(self, lam: float | None) -> torch.Tensor:
+        return self.counts
+
+    def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
+        return lambda users: fitted.expand(len(users), -1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"items": len(self.counts)}
+
+
+def build_closed_form(cfg: ClosedFormConfig, train: UserItems) -> ClosedForm:
+    """Build (Gram matrix, kernel, counts) from the training interactions; ``solve`` per λ."""
+    if isinstance(cfg, EASEConfig):
+        return EASE(cfg, train)
+    if isinstance(cfg, InfAEConfig):
+        return InfiniteAE(cfg, train)
+    if isinstance(cfg, PopRecConfig):
+        return PopRec(cfg, train)
+    raise ValueError(f"no closed form named {cfg.name!r}")

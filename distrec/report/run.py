@@ -1,0 +1,93 @@
+"""The report job's body: every listed model on the same split, evaluated the same way.
+
+Closed forms are fitted here (λ search on validation, then test: ``distrec/fit/search.py``).
+``train`` entries run the trainer (``distrec.train.launch.fit``, Ray Train + TorchRec) and are
+then scored on test with the same protocol: from the trainer's own ``test_*`` ranking metrics
+when its task reports them, else from the factor tables it exported (``distrec/eval/factors.py``).
+Each row records its fit time (fit + λ search + test scoring) and the peak RSS of the process
+that fitted it (reset between rows; train rows report the peak of their Ray workers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from distrec.config import to_yaml
+from distrec.data.dataset import InteractionDataset
+from distrec.eval.factors import exported_scorer
+from distrec.eval.holdout import Holdout
+from distrec.eval.ranking import evaluate_ranking
+from distrec.fit.search import search_and_test
+from distrec.models.closed_form import build_closed_form
+from distrec.report.config import ReportConfig, ReportModel, TrainEntry, row_label
+from distrec.report.render import bar_chart, markdown_table
+from distrec.resources import Stopwatch, peak_rss_mb, reset_peak_rss
+from distrec.storage import join, write_bytes, write_text
+
+__all__ = ["run_report"]
+
+log = logging.getLogger(__name__)
+
+
+def _closed_form(entry: ReportModel, cfg: ReportConfig, holdout: Holdout) -> dict[str, Any]:
+    model = build_closed_form(entry, holdout.train)  # type: ignore[arg-type]
+    metrics, _ = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
+    return metrics
+
+
+def _trained(entry: TrainEntry, cfg: ReportConfig, holdout: Holdout, split: str) -> dict[str, Any]:
+    from distrec.config import load_config  # the trainer pulls in TorchRec: import it only when asked
+    from distrec.train.config import TrainConfig
+    from distrec.train.launch import fit
+
+    out = join(cfg.output_dir, entry.label)
+    forced = [
+        f"data.path={cfg.data.path}",
+        f"data.split={split}",
+        f"output_dir={out}",
+        f"ray.storage_path={join(cfg.output_dir, 'ray')}",
+        f"ray.name={entry.label}-{time.strftime('%Y%m%d-%H%M%S')}",  # a fresh run each time, never a resume
+    ]
+    train_cfg = load_config(TrainConfig, entry.config, [*entry.overrides, *forced])
+    metrics = fit(train_cfg)
+    wanted = f"test_{cfg.eval.label}{cfg.select}"
+    if wanted not in metrics:  # the trainer's task scores ratings, not rankings: rank by its factors
+        metrics = {**metrics, **evaluate_ranking(
+            exported_scorer(out), target=holdout.test, seen=holdout.seen("test"),
+            cfg=cfg.eval, prefix="test", propensity=holdout.propensity(),
+        )}
+    return {**metrics, "peak_rss_mb": metrics.get("peak_rss_mb_per_worker")}
+
+
+def run_report(cfg: ReportConfig) -> dict[str, Any]:
+    clock = Stopwatch()
+    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    split = dataset.resolve_split(cfg.data.split)
+    holdout = Holdout.read(dataset, split)
+    rows = []
+    for entry in cfg.models:
+        label = row_label(entry)
+        log.info("-- %s", label)
+        reset_peak_rss()
+        fit_clock = Stopwatch()
+        if isinstance(entry, TrainEntry):
+            metrics = _trained(entry, cfg, holdout, split)
+        else:
+            metrics = {**_closed_form(entry, cfg, holdout), "peak_rss_mb": peak_rss_mb()}
+        row = {"model": label, "fit_s": fit_clock.seconds(), "paper_ndcg@10": cfg.paper.get(label), **metrics}
+        rows.append(row)
+        log.info("%s: test_ndcg@10 = %s, %.1f s", label, row.get("test_ndcg@10"), row["fit_s"])
+    title = cfg.title or f"Top-k on {cfg.data.path} (split {split})"
+    write_text(join(cfg.output_dir, "report.md"), markdown_table(rows, cfg=cfg, title=title))
+    write_text(join(cfg.output_dir, "report.json"), json.dumps({"title": title, "rows": rows}, indent=1, default=str))
+    write_bytes(join(cfg.output_dir, "report.png"), bar_chart(rows, cfg=cfg, title=title))
+    write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+    summary: dict[str, Any] = {f"{r['model']}_test_{c}": r.get(f"test_{cfg.eval.label}{c}") for r in rows for c in cfg.columns}
+    summary.update({f"{r['model']}_fit_s": r["fit_s"] for r in rows})
+    peaks = [r["peak_rss_mb"] for r in rows if r["peak_rss_mb"] is not None]
+    summary.update(report=join(cfg.output_dir, "report.md"), wall_s=clock.seconds(), max_row_peak_rss_mb=max(peaks, default=None))
+    write_text(join(cfg.output_dir, "metrics.json"), json.dumps(summary, indent=1))
+    return summary

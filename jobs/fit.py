@@ -1,0 +1,39 @@
+"""Fit a closed-form top-k model (EASE, ∞-AE, PopRec): λ chosen on validation, then test.
+
+Local:
+    python jobs/prepare.py infae --source ../shared/datasets/ml-1m-infae --out runs/data/ml-1m-infae
+    python jobs/fit.py --config configs/infae/ml-1m.yaml
+    python jobs/fit.py --config configs/ease/ml-1m.yaml model.lambdas=[300,500,800] output_dir=runs/ease
+On a cluster (the fit runs in the job's driver process; give it a node with the memory):
+    ray job submit --working-dir . -- python jobs/fit.py --config configs/ease/ml-1m.yaml data.path=s3://bucket/ml-1m-infae
+
+Progress (each λ's validation metric) is logged; metrics are fractions (the ∞-AE paper prints
+them ×100). Writes <output_dir>/metrics.json (the chosen λ as "lambda"), lambdas.json and
+config.yaml; the last line printed is metrics.json on one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from distrec.cli import job_parser, run_job
+from distrec.config import load_config
+from distrec.fit.config import FitConfig
+from distrec.fit.run import fit_closed_form
+
+
+def describe(metrics: dict) -> str:
+    shown = [k for k in metrics if k.startswith("test_") and ("@" in k or k.endswith(("mrr", "auc")))]
+    chosen = "no λ" if metrics["lambda"] is None else f"λ = {metrics['lambda']:g} (by {metrics['select']})"
+    lines = [f"{metrics['model']}: {chosen}, fit + search + test {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB"]
+    lines += [f"  {k} = {metrics[k]:.4f}  (×100: {100 * metrics[k]:.2f})" for k in shown]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser(__doc__).parse_args(argv)
+    return run_job(lambda: fit_closed_form(load_config(FitConfig, args.config, args.overrides)), quiet=args.quiet, describe=describe)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
