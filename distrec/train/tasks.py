@@ -58,8 +58,7 @@ class RatingTask:
         total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
         clock = Stopwatch()
         for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
-            pred, reg = dmp(model.features(batch.user, batch.item))
-            loss = model.loss(pred, reg, batch.rating, batch.weight)
+            loss = dmp(model.features(batch.user, batch.item), batch.rating, batch.weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # embedding rows are updated inside backward (fused optimizer)
             opt.step()
@@ -78,7 +77,7 @@ class RatingTask:
         batch_size = self.cfg.train.eval_batch_size
         with torch.no_grad():
             for batch in rating_batches(data, batch_size=batch_size, steps=agreed_steps(len(data), batch_size), rng=None):
-                pred, _ = dmp(model.features(batch.user, batch.item))
+                pred = dmp(model.features(batch.user, batch.item))
                 acc.add(pred.clamp(*self.clip), batch.rating, batch.weight)
         return acc.result(part)
 
