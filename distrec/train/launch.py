@@ -25,6 +25,7 @@ from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError, is_local, join, read_text
 from distrec.train.config import ADAM_ON_CPU, TrainConfig
+from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
 
 __all__ = ["fit", "connect_ray", "run_name", "check_config"]
@@ -125,7 +126,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         trainer.fit()
     except ray.train.TrainingFailedError as e:
         raise UserError(f"training failed: {_root_cause(e)}") from e
-    return json.loads(read_text(join(cfg.output_dir, "metrics.json")))
+    metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
+    metrics["report"] = write_train_report(cfg, metrics)
+    return metrics
 
 
 def _root_cause(error: BaseException) -> str:
