@@ -127,7 +127,7 @@ def history_figure(history: list[dict[str, Any]], metrics: Sequence[str], title:
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return fig
 
 

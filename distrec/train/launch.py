@@ -23,7 +23,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import DataError, is_local, join, read_text
+from distrec.storage import DataError, absolute, join, read_text
 from distrec.train.config import ADAM_ON_CPU, TrainConfig
 from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
@@ -94,12 +94,10 @@ def _check_resources(cfg: TrainConfig) -> None:
         )
 
 
-def _storage_path(path: str) -> str:
-    return os.path.abspath(path) if is_local(path) else path
-
-
 def fit(cfg: TrainConfig) -> dict[str, Any]:
     """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
+    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
+    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     check_config(cfg)
     connect_ray(cfg.ray.address)
     _check_resources(cfg)
@@ -115,7 +113,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         ),
         run_config=RunConfig(
             name=run_name(cfg),
-            storage_path=_storage_path(cfg.ray.storage_path),
+            storage_path=cfg.ray.storage_path,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
             worker_runtime_env={"env_vars": env} if env else None,
