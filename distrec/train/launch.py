@@ -14,13 +14,14 @@ import logging
 import os
 import posixpath
 import socket
-from typing import Any
+from typing import Any, Sequence
 
 import ray
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from distrec.cli import UserError
 from distrec.config import to_dict
@@ -120,8 +121,9 @@ def _check_resources(cfg: TrainConfig) -> None:
         )
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
+def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``.
+    ``callbacks`` see every epoch's report (a Tune sweep forwards them to its trial)."""
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     check_config(cfg)
@@ -144,6 +146,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
             worker_runtime_env={"env_vars": env} if env else None,
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
         ),
     )
     try:
