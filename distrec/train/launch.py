@@ -31,7 +31,7 @@ from distrec.train.config import ADAM_ON_CPU, TrainConfig
 from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
 
-__all__ = ["fit", "connect_ray", "run_name", "check_config"]
+__all__ = ["fit", "connect_ray", "start_local_ray", "run_name", "check_config"]
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,33 @@ def connect_ray(address: str | None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). {hint}") from None
         return
-    # An embedded Ray serves this process only: its dashboard (Ray Train's state API needs it)
-    # listens on localhost alone, there is no spot-preemption watcher, and worker prints reach
-    # the console once (Train V2 would also copy them into its own log files).
+    start_local_ray()
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """An embedded Ray for this process only: dashboard (Ray Train's state API needs it) on
+    localhost alone, no spot-preemption watcher, worker prints on the console once.
+
+    It is a new instance even when a stale ``ray start`` left /tmp/ray/ray_current_cluster, and
+    its own processes find it by $RAY_ADDRESS (set for them only): Train's placement-group
+    cleaner otherwise follows that stale file, fails, and leaves finished runs' CPUs reserved.
+    """
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    # address="local": a new instance even if a stale `ray start` left /tmp/ray/ray_current_cluster
-    ray.init(address="local", dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)  # inherited by the raylet and so by every Ray worker process
+    try:
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _check_reachable(address: str, hint: str) -> None:

@@ -8,6 +8,7 @@ import posixpath
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -20,22 +21,24 @@ from distrec.tune.trials import trial_config
 __all__ = ["trial_rows", "write_results"]
 
 
-def trial_rows(results, sweep: SweepConfig) -> list[dict[str, Any]]:
-    """One dict per trial from a Tune ResultGrid: its values, final/best metric, epochs, status."""
+def trial_rows(results, sweep: SweepConfig, max_epochs: int) -> list[dict[str, Any]]:
+    """One dict per trial from a Tune ResultGrid: its values, final/best metric, epochs, and status
+    (completed, stopped early by the scheduler or the job's own early stopping, or error)."""
     rows = []
     for result in results:
         history = result.metrics_dataframe
         series = history[sweep.metric].dropna().tolist() if history is not None and sweep.metric in history else []
         best = (min if sweep.mode == "min" else max)(series) if series else math.nan
         metrics = result.metrics or {}
+        epochs = int(history["epoch"].max()) if history is not None and "epoch" in history else 0
         rows.append(
             {
                 "trial_id": metrics.get("trial_id") or posixpath.basename(result.path),
                 **{f"param.{k}": result.config.get(k) for k in sweep.search},
                 f"final_{sweep.metric}": series[-1] if series else math.nan,
                 f"best_{sweep.metric}": best,
-                "epochs": int(history["epoch"].max()) if history is not None and "epoch" in history else 0,
-                "status": "error" if result.error else "ok",
+                "epochs": epochs,
+                "status": "error" if result.error else "completed" if epochs >= max_epochs else "stopped early",
                 "time_s": float(metrics.get("time_total_s", math.nan)),
                 "history": [float(v) for v in series],
             }
@@ -52,7 +55,7 @@ def write_results(rows: list[dict[str, Any]], sweep: SweepConfig, base: dict[str
         pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "history"} for r in rows]), f)
     leaderboard = _leaderboard(rows, sweep)
     write_text(join(out, "leaderboard.md"), leaderboard + "\n")
-    best = next((r for r in rows if r["status"] == "ok" and not math.isnan(r[f"best_{sweep.metric}"])), None)
+    best = next((r for r in rows if r["status"] != "error" and not math.isnan(r[f"best_{sweep.metric}"])), None)
     summary: dict[str, Any] = {"trials": len(rows), "errors": sum(r["status"] == "error" for r in rows), "metric": sweep.metric}
     if best is not None:
         params = {k: best[f"param.{k}"] for k in sweep.search}
@@ -86,6 +89,7 @@ def _curves(rows: list[dict[str, Any]], sweep: SweepConfig):
     for r in rows:
         ax.plot(range(1, len(r["history"]) + 1), r["history"], marker="o", ms=3, label=r["trial_id"])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(sweep.metric)
     ax.set_title(f"{sweep.metric} per epoch, one line per trial")
     ax.grid(alpha=0.3)

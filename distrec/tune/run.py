@@ -26,7 +26,7 @@ from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
 from distrec.tune.trials import trainable_for
 
-__all__ = ["sweep", "resume"]
+__all__ = ["sweep", "resume", "base_config"]
 
 EXPERIMENT = "experiment"
 
@@ -34,7 +34,8 @@ EXPERIMENT = "experiment"
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Validate the base config, run every trial, write the results; returns the summary."""
     cfg.output_dir = absolute(cfg.output_dir)
-    base = _base_config(cfg)
+    base = base_config(cfg)
+    check_config(base)
     fs, root = filesystem(cfg.output_dir)
     if fs.exists(f"{root}/{EXPERIMENT}"):
         raise UserError(
@@ -75,9 +76,10 @@ def resume(path: str) -> dict[str, Any]:
     return _finish(tuner.fit(), cfg, base)
 
 
-def _base_config(cfg: SweepConfig) -> TrainConfig:
-    """The job config every trial starts from, checked here (not in N trials) and made
-    location-independent: trials run in other processes with other working directories."""
+def base_config(cfg: SweepConfig) -> TrainConfig:
+    """The job config every trial starts from, validated here (not in N trials) with every
+    searched value, and made location-independent: trials run in other processes with other
+    working directories."""
     try:
         base = load_config(TrainConfig, cfg.base, cfg.overrides)
     except ConfigError as e:
@@ -87,7 +89,6 @@ def _base_config(cfg: SweepConfig) -> TrainConfig:
             load_config(TrainConfig, cfg.base, cfg.overrides, flags=nest({key: value}))
     base.data.path, base.output_dir = absolute(base.data.path), cfg.output_dir
     base.ray.storage_path = join(cfg.output_dir, "ray")
-    check_config(base)
     return base
 
 
@@ -138,7 +139,7 @@ def _search_alg(cfg: SweepConfig, concurrent: int):
 
 
 def _finish(results, cfg: SweepConfig, base: TrainConfig) -> dict[str, Any]:
-    rows = trial_rows(results, cfg)
+    rows = trial_rows(results, cfg, max_epochs=cfg.scheduler.max_t or base.train.epochs)
     summary = write_results(rows, cfg, to_dict(base))
     summary["leaderboard"] = join(cfg.output_dir, "leaderboard.md")
     if math.isnan(summary.get("best", math.nan)):
