@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from distrec.compress.config import CompressConfig
 from distrec.config import load_config
 from distrec.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig}
+JOBS = {"mf": TrainConfig, "compress": CompressConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
