@@ -31,6 +31,7 @@ from distrec.compress.config import CompressConfig
 from distrec.compress.data import feature_stats, holdout_mask, read_slice, vector_batches
 from distrec.config import to_dict
 from distrec.models.compressor import Compressor, code_size
+from distrec.progress import progress as progress_bar  # `progress` here is the run's saved state
 from distrec.resources import Stopwatch
 from distrec.storage import DataError, DirectoryWriter, join, write_text
 from distrec.storage.commit import write_shard
@@ -86,14 +87,16 @@ def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
                 start = progress["epoch"]
             ddp = DistributedDataParallel(model)
             history = progress["history"].setdefault(key, [])
-            for epoch in range(start, cfg.fit.epochs):
-                metrics = {"model": key, "model_epoch": epoch + 1, **_train_epoch(ddp, model, opt, train, cfg, key, epoch)}
-                history.append(metrics)
-                progress.update(current=key, epoch=epoch + 1, epochs_total=progress["epochs_total"] + 1)
-                if (epoch + 1) % cfg.fit.checkpoint_every == 0:
-                    _checkpoint(session, model, opt, progress, metrics)
-                if rank == 0 and ((epoch + 1) % cfg.fit.checkpoint_every == 0 or epoch + 1 == cfg.fit.epochs):
-                    print(f"{key} epoch {epoch + 1}/{cfg.fit.epochs} loss={metrics['loss']:.4f}", flush=True)
+            with progress_bar(total=cfg.fit.epochs - start, desc=key, unit="epochs", enabled=rank == 0) as bar:
+                for epoch in range(start, cfg.fit.epochs):
+                    metrics = {"model": key, "model_epoch": epoch + 1, **_train_epoch(ddp, model, opt, train, cfg, key, epoch)}
+                    history.append(metrics)
+                    progress.update(current=key, epoch=epoch + 1, epochs_total=progress["epochs_total"] + 1)
+                    if (epoch + 1) % cfg.fit.checkpoint_every == 0:
+                        _checkpoint(session, model, opt, progress, metrics)
+                    if rank == 0 and ((epoch + 1) % cfg.fit.checkpoint_every == 0 or epoch + 1 == cfg.fit.epochs):
+                        print(f"{key} epoch {epoch + 1}/{cfg.fit.epochs} loss={metrics['loss']:.4f}", flush=True)
+                    bar.update(1)
             _sync_buffers(model)
             _write_compressed(cfg, table, ratio, model, rows, train_rows=len(train))
             progress["finished"].append(key)
