@@ -14,13 +14,14 @@ import logging
 import os
 import posixpath
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ray
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from distrec.cli import UserError
 from distrec.config import to_dict
@@ -121,10 +122,18 @@ def _check_resources(cfg: RayConfig) -> None:
         )
 
 
-def run_workers(entry: Callable[[dict[str, Any]], None], payload: dict[str, Any], *, cfg: RayConfig, name: str) -> None:
+def run_workers(
+    entry: Callable[[dict[str, Any]], None],
+    payload: dict[str, Any],
+    *,
+    cfg: RayConfig,
+    name: str,
+    callbacks: Sequence[UserCallback] = (),
+) -> None:
     """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
     each), checkpoints in ``cfg.storage_path``/``name``; a re-run with the same name resumes. A
-    failed run raises UserError with the worker's own message."""
+    failed run raises UserError with the worker's own message. ``callbacks`` see every report
+    (a Tune sweep forwards them to its trial)."""
     connect_ray(cfg.address)
     _check_resources(cfg)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
@@ -144,6 +153,7 @@ def run_workers(entry: Callable[[dict[str, Any]], None], payload: dict[str, Any]
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             worker_runtime_env={"env_vars": env} if env else None,
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
         ),
     )
     try:
@@ -152,12 +162,12 @@ def run_workers(entry: Callable[[dict[str, Any]], None], payload: dict[str, Any]
         raise UserError(f"training failed: {_root_cause(e)}") from e
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
+def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
     """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     check_config(cfg)
-    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg))
+    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
     metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
     metrics["report"] = write_train_report(cfg, metrics)
     return metrics
