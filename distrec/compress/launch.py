@@ -9,7 +9,9 @@ shard stops the job with the file's name instead of failing a worker mid-trainin
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
+
+from ray.train.v2.api.callback import UserCallback
 
 from distrec.cli import UserError
 from distrec.compress.config import CompressConfig
@@ -47,14 +49,15 @@ def check_sources(cfg: CompressConfig) -> dict[str, int]:
     return dims
 
 
-def run_compress(cfg: CompressConfig) -> dict[str, Any]:
-    """The whole job; returns the metrics it wrote to ``<output_dir>/metrics.json``."""
+def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+    """The whole job; returns the metrics it wrote to ``<output_dir>/metrics.json``.
+    ``callbacks`` see every report of the training run."""
     clock = Stopwatch()
     cfg.source.run, cfg.output_dir = absolute(cfg.source.run), absolute(cfg.output_dir)
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     dims = check_sources(cfg)
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
-    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg))
+    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
     train_s = clock.seconds()
     metrics: dict[str, Any] = {**{f"{t}_dim": d for t, d in dims.items()}, "num_workers": cfg.ray.num_workers, "train_wall_s": train_s}
     metrics.update(evaluate(cfg))

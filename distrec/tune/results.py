@@ -21,9 +21,10 @@ from distrec.tune.trials import trial_config
 __all__ = ["trial_rows", "write_results"]
 
 
-def trial_rows(results, sweep: SweepConfig, max_epochs: int) -> list[dict[str, Any]]:
+def trial_rows(results, sweep: SweepConfig, max_epochs: int | None) -> list[dict[str, Any]]:
     """One dict per trial from a Tune ResultGrid: its values, final/best metric, epochs, and status
-    (completed, stopped early by the scheduler or the job's own early stopping, or error)."""
+    (completed, stopped early by the scheduler or the job's own early stopping, or error).
+    ``max_epochs`` None: the job reports once, at its end."""
     rows = []
     for result in results:
         history = result.metrics_dataframe
@@ -38,7 +39,7 @@ def trial_rows(results, sweep: SweepConfig, max_epochs: int) -> list[dict[str, A
                 f"final_{sweep.metric}": series[-1] if series else math.nan,
                 f"best_{sweep.metric}": best,
                 "epochs": epochs,
-                "status": "error" if result.error else "completed" if epochs >= max_epochs else "stopped early",
+                "status": "error" if result.error else "stopped early" if max_epochs and epochs < max_epochs else "completed",
                 "time_s": float(metrics.get("time_total_s", math.nan)),
                 "history": [float(v) for v in series],
             }
@@ -59,7 +60,7 @@ def write_results(rows: list[dict[str, Any]], sweep: SweepConfig, base: dict[str
     summary: dict[str, Any] = {"trials": len(rows), "errors": sum(r["status"] == "error" for r in rows), "metric": sweep.metric}
     if best is not None:
         params = {k: best[f"param.{k}"] for k in sweep.search}
-        cfg = trial_config(base, params, output_dir=out, trial_id=best["trial_id"])
+        cfg = trial_config(sweep.job, base, params, output_dir=out, trial_id=best["trial_id"])
         cfg.output_dir, cfg.ray.name = join(out, "best"), None  # retraining the best is a new run
         write_text(join(out, "best_config.yaml"), f"# best trial {best['trial_id']} of {out}\n" + to_yaml(cfg))
         summary.update(best_trial=best["trial_id"], best_params=params, best=best[f"best_{sweep.metric}"])

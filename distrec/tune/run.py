@@ -9,6 +9,7 @@ from their own checkpoints.
 
 from __future__ import annotations
 
+import functools
 import math
 import posixpath
 from typing import Any
@@ -20,11 +21,10 @@ from ray import tune
 from distrec.cli import UserError
 from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
 from distrec.storage import absolute, filesystem, join, read_text, write_text
-from distrec.train.config import TrainConfig
-from distrec.train.launch import check_config, connect_ray
+from distrec.train.launch import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
-from distrec.tune.trials import trainable_for
+from distrec.tune.trials import JOBS, trainable_for
 
 __all__ = ["sweep", "resume", "base_config"]
 
@@ -35,7 +35,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Validate the base config, run every trial, write the results; returns the summary."""
     cfg.output_dir = absolute(cfg.output_dir)
     base = base_config(cfg)
-    check_config(base)
+    JOBS[cfg.job].check(base)
     fs, root = filesystem(cfg.output_dir)
     if fs.exists(f"{root}/{EXPERIMENT}"):
         raise UserError(
@@ -66,7 +66,7 @@ def resume(path: str) -> dict[str, Any]:
     out = posixpath.dirname(path) if posixpath.basename(path) == EXPERIMENT else path
     try:
         cfg = load_config(SweepConfig, None, flags=_yaml(join(out, "sweep.yaml")))
-        base = from_dict(TrainConfig, _yaml(join(out, "base.yaml")), source=join(out, "base.yaml"))
+        base = from_dict(JOBS[cfg.job].config, _yaml(join(out, "base.yaml")), source=join(out, "base.yaml"))
     except FileNotFoundError:
         raise UserError(f"{path}: no sweep here (expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py)") from None
     connect_ray(cfg.ray_address)
@@ -76,18 +76,25 @@ def resume(path: str) -> dict[str, Any]:
     return _finish(tuner.fit(), cfg, base)
 
 
-def base_config(cfg: SweepConfig) -> TrainConfig:
+def base_config(cfg: SweepConfig) -> Any:
     """The job config every trial starts from, validated here (not in N trials) with every
     searched value, and made location-independent: trials run in other processes with other
     working directories."""
+    job = JOBS[cfg.job]
+    if not job.per_epoch and cfg.scheduler.name != "fifo":
+        raise ConfigError(f"scheduler.name: job {cfg.job!r} reports its metrics once, at the end; use scheduler.name=fifo")
     try:
-        base = load_config(TrainConfig, cfg.base, cfg.overrides)
+        base = load_config(job.config, cfg.base, cfg.overrides)
     except ConfigError as e:
         raise ConfigError(f"base {e}") from None
     for key, space in cfg.search.items():  # every searched value must make a valid config
         for value in space.values if space.kind in ("choice", "grid") else space.values[:1]:
-            load_config(TrainConfig, cfg.base, cfg.overrides, flags=nest({key: value}))
-    base.data.path, base.output_dir = absolute(base.data.path), cfg.output_dir
+            load_config(job.config, cfg.base, cfg.overrides, flags=nest({key: value}))
+    for key in job.paths:
+        *parents, leaf = key.split(".")
+        section = functools.reduce(getattr, parents, base)
+        setattr(section, leaf, absolute(getattr(section, leaf)))
+    base.output_dir = cfg.output_dir
     base.ray.storage_path = join(cfg.output_dir, "ray")
     return base
 
@@ -110,12 +117,12 @@ def _space(space: SpaceConfig):
     }[space.kind]()
 
 
-def _concurrency(base: TrainConfig) -> int:
+def _concurrency(base: Any) -> int:
     per_trial = base.ray.num_workers * base.ray.cpus_per_worker
     return max(1, int(ray.cluster_resources().get("CPU", 0) // per_trial))
 
 
-def _scheduler(cfg: SweepConfig, base: TrainConfig):
+def _scheduler(cfg: SweepConfig, base: Any):
     if cfg.scheduler.name == "fifo":
         return tune.schedulers.FIFOScheduler()
     return tune.schedulers.ASHAScheduler(
@@ -138,8 +145,9 @@ def _search_alg(cfg: SweepConfig, concurrent: int):
     return tune.search.ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrent)
 
 
-def _finish(results, cfg: SweepConfig, base: TrainConfig) -> dict[str, Any]:
-    rows = trial_rows(results, cfg, max_epochs=cfg.scheduler.max_t or base.train.epochs)
+def _finish(results, cfg: SweepConfig, base: Any) -> dict[str, Any]:
+    max_epochs = (cfg.scheduler.max_t or base.train.epochs) if JOBS[cfg.job].per_epoch else None
+    rows = trial_rows(results, cfg, max_epochs=max_epochs)
     summary = write_results(rows, cfg, to_dict(base))
     summary["leaderboard"] = join(cfg.output_dir, "leaderboard.md")
     if math.isnan(summary.get("best", math.nan)):
