@@ -10,7 +10,7 @@ RAY_DASHBOARD_PORT ?= 8265
 RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-fast demo lint prepare train submit ray-up ray-down cluster-up cluster-down clean
+.PHONY: help setup test test-fast demo lint prepare train tune submit ray-up ray-down cluster-up cluster-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,12 +40,15 @@ prepare: setup ## make prepare ARGS="ml-100k --source DIR --out URI"
 train: setup ## make train CONFIG=configs/mf/ml-100k.yaml [ARGS="train.epochs=5 ..."] (embedded local Ray)
 	$(PY) jobs/train.py --config $(CONFIG) $(ARGS)
 
-.PHONY: fit report
+.PHONY: fit compare
 fit: setup ## make fit CONFIG=configs/infae/ml-1m.yaml [ARGS=...]: a closed form (EASE, ∞-AE), λ on validation, test
 	$(PY) jobs/fit.py --config $(CONFIG) $(ARGS)
 
-report: setup ## make report CONFIG=configs/report/ml-1m-infae.yaml: every listed model on one dataset, table + plot
-	$(PY) jobs/report.py --config $(CONFIG) $(ARGS)
+compare: setup ## make compare CONFIG=configs/compare/ml-1m-infae.yaml: every listed model on one dataset, table + plot
+	$(PY) jobs/compare.py --config $(CONFIG) $(ARGS)
+
+tune: setup ## make tune CONFIG=configs/tune/mf-ml-1m.yaml [ARGS=...]; resume: make tune ARGS="--resume runs/tune/mf-ml-1m"
+	$(PY) jobs/tune.py $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 ray-up: setup ## start a local Ray head: token auth, dashboard/Jobs API on 127.0.0.1 only
 	@$(RAY) get-auth-token --generate >/dev/null
@@ -68,3 +71,6 @@ lint: setup ## static checks
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+bench: setup ## benchmarks against same-run baselines (ARGS="--quick" for a smoke run)
+	$(PY) jobs/benchmark.py --out bench.json $(ARGS)

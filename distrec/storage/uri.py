@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join", "is_local", "storage_options", "write_text", "write_bytes", "read_text"]
+__all__ = ["filesystem", "join", "is_local", "absolute", "storage_options", "write_text", "read_text"]
 
 
 def storage_options(uri: str) -> dict[str, Any]:
@@ -56,18 +56,18 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def absolute(uri: str) -> str:
+    """A relative local path made absolute (Ray workers run in other directories); URIs unchanged."""
+    return os.path.abspath(uri) if "://" not in uri else uri
+
+
 def write_text(uri: str, text: str) -> None:
     """Write a small text file (a report, metrics.json) in one request."""
-    write_bytes(uri, text.encode())
-
-
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write a small file (a plot) in one request."""
     fs, path = filesystem(uri)
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)
+    fs.pipe_file(path, text.encode())
 
 
 def read_text(uri: str) -> str:

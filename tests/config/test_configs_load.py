@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from distrec.compare.config import CompareConfig
+from distrec.compress.config import CompressConfig
 from distrec.config import load_config
 from distrec.fit.config import FitConfig
-from distrec.report.config import ReportConfig
 from distrec.train.config import TrainConfig
+from distrec.tune.config import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig, "ease": FitConfig, "infae": FitConfig, "report": ReportConfig}
+JOBS = {"mf": TrainConfig, "compress": CompressConfig, "tune": SweepConfig, "ease": FitConfig, "infae": FitConfig, "compare": CompareConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

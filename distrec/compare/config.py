@@ -1,4 +1,4 @@
-"""The report job's config (``jobs/report.py``): one dataset, one evaluation, many models.
+"""The compare job's config (``jobs/compare.py``): one dataset, one evaluation, many models.
 
     data:   {path: URI, split: official}
     eval:   {ks: [10, 100]}                 # the same RankingConfig as the fit job
@@ -12,8 +12,8 @@
     output_dir: URI
 
 A ``train`` entry runs ``jobs/train.py``'s training (``distrec.train.launch.fit``) from that
-train config, on the report's dataset and split; any model the trainer knows by name (mf
-today; MF-BPR, NeuMF, LightGCN as they are added) is a report row without new report code.
+train config, on the comparison's dataset and split; any model the trainer knows by name (mf
+today; MF-BPR, NeuMF, LightGCN as they are added) is a row without new comparison code.
 """
 
 from __future__ import annotations
@@ -26,28 +26,28 @@ from distrec.eval.ranking import RankingConfig, metric_names
 from distrec.fit.config import check_select
 from distrec.models.closed_form import EASEConfig, InfAEConfig, PopRecConfig
 
-__all__ = ["TrainEntry", "ReportModel", "ReportConfig", "row_label"]
+__all__ = ["TrainEntry", "CompareModel", "CompareConfig", "row_label"]
 
 
 @dataclass
 class TrainEntry:
     name: Literal["train"]
-    config: str  # a jobs/train.py YAML; its data.path, data.split and output_dir are the report's
+    config: str  # a jobs/train.py YAML; its data.path, data.split and output_dir are the comparison's
     label: str  # the row's name
     overrides: list[str] = field(default_factory=list)  # dotted key=value, as on the train job's command line
 
 
-ReportModel = PopRecConfig | EASEConfig | InfAEConfig | TrainEntry
+CompareModel = PopRecConfig | EASEConfig | InfAEConfig | TrainEntry
 
 
-def row_label(entry: ReportModel) -> str:
+def row_label(entry: CompareModel) -> str:
     return entry.label if isinstance(entry, TrainEntry) else entry.name
 
 
 @dataclass
-class ReportConfig:
+class CompareConfig:
     data: DataConfig
-    models: list[ReportModel]
+    models: list[CompareModel]
     output_dir: str
     eval: RankingConfig = field(default_factory=RankingConfig)
     select: str = "hr@100"

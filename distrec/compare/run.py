@@ -1,11 +1,12 @@
-"""The report job's body: every listed model on the same split, evaluated the same way.
+"""The compare job's body: every listed model on the same split, evaluated the same way.
 
 Closed forms are fitted here (λ search on validation, then test: ``distrec/fit/search.py``).
 ``train`` entries run the trainer (``distrec.train.launch.fit``, Ray Train + TorchRec) and are
 then scored on test with the same protocol: from the trainer's own ``test_*`` ranking metrics
 when its task reports them, else from the factor tables it exported (``distrec/eval/factors.py``).
 Each row records its fit time (fit + λ search + test scoring) and the peak RSS of the process
-that fitted it (reset between rows; train rows report the peak of their Ray workers).
+that fitted it (reset between rows; train rows report the peak of their Ray workers). The
+table, one bar chart per plotted metric and the config go into a ``distrec.report.Report``.
 """
 
 from __future__ import annotations
@@ -22,23 +23,24 @@ from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import evaluate_ranking
 from distrec.fit.search import search_and_test
 from distrec.models.closed_form import build_closed_form
-from distrec.report.config import ReportConfig, ReportModel, TrainEntry, row_label
-from distrec.report.render import bar_chart, markdown_table
+from distrec.compare.config import CompareConfig, CompareModel, TrainEntry, row_label
+from distrec.compare.table import header, markdown_table, scale
+from distrec.report import Report, bar_figure
 from distrec.resources import Stopwatch, peak_rss_mb, reset_peak_rss
-from distrec.storage import join, write_bytes, write_text
+from distrec.storage import join, write_text
 
-__all__ = ["run_report"]
+__all__ = ["run_compare"]
 
 log = logging.getLogger(__name__)
 
 
-def _closed_form(entry: ReportModel, cfg: ReportConfig, holdout: Holdout) -> dict[str, Any]:
+def _closed_form(entry: CompareModel, cfg: CompareConfig, holdout: Holdout) -> dict[str, Any]:
     model = build_closed_form(entry, holdout.train)  # type: ignore[arg-type]
     metrics, _ = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
     return metrics
 
 
-def _trained(entry: TrainEntry, cfg: ReportConfig, holdout: Holdout, split: str) -> dict[str, Any]:
+def _trained(entry: TrainEntry, cfg: CompareConfig, holdout: Holdout, split: str) -> dict[str, Any]:
     from distrec.config import load_config  # the trainer pulls in TorchRec: import it only when asked
     from distrec.train.config import TrainConfig
     from distrec.train.launch import fit
@@ -62,7 +64,7 @@ def _trained(entry: TrainEntry, cfg: ReportConfig, holdout: Holdout, split: str)
     return {**metrics, "peak_rss_mb": metrics.get("peak_rss_mb_per_worker")}
 
 
-def run_report(cfg: ReportConfig) -> dict[str, Any]:
+def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     clock = Stopwatch()
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
@@ -81,9 +83,15 @@ def run_report(cfg: ReportConfig) -> dict[str, Any]:
         rows.append(row)
         log.info("%s: test_ndcg@10 = %s, %.1f s", label, row.get("test_ndcg@10"), row["fit_s"])
     title = cfg.title or f"Top-k on {cfg.data.path} (split {split})"
-    write_text(join(cfg.output_dir, "report.md"), markdown_table(rows, cfg=cfg, title=title))
+    prefix = f"test_{cfg.eval.label}"
+    report = Report(title)
+    report.add("Test metrics", markdown_table(rows, cfg=cfg))
+    report.add("Config", "```\n" + to_yaml(cfg) + "```")
+    for metric in cfg.plot:
+        values = [(r.get(prefix + metric) or 0.0) * scale(metric) for r in rows]
+        report.add_figure(f"{metric.replace('@', '_')}.png", bar_figure([r["model"] for r in rows], values, ylabel=header(metric), title=f"test {header(metric)}"))
+    report.write(cfg.output_dir)
     write_text(join(cfg.output_dir, "report.json"), json.dumps({"title": title, "rows": rows}, indent=1, default=str))
-    write_bytes(join(cfg.output_dir, "report.png"), bar_chart(rows, cfg=cfg, title=title))
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
     summary: dict[str, Any] = {f"{r['model']}_test_{c}": r.get(f"test_{cfg.eval.label}{c}") for r in rows for c in cfg.columns}
     summary.update({f"{r['model']}_fit_s": r["fit_s"] for r in rows})

@@ -1,4 +1,4 @@
-"""jobs/report.py on a tiny dataset: closed forms and a trainer row, one table, JSON and PNG;
+"""jobs/compare.py on a tiny dataset: closed forms and a trainer row, one table, JSON and PNG;
 and the scorer that ranks by exported factor tables."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from distrec.data.user_items import UserItems
 from distrec.eval.factors import exported_scorer
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.storage.embeddings import EmbeddingTable, write_embeddings
-from jobs.report import main
+from jobs.compare import main
 from tests.helpers import tiny_synthetic
 
 
@@ -37,7 +37,7 @@ def _write_config(path, dataset: str, out, models: str) -> str:
     return str(path)
 
 
-def test_report_of_closed_forms(dataset, tmp_path, capsys):
+def test_comparison_of_closed_forms(dataset, tmp_path, capsys):
     out = tmp_path / "report"
     config = _write_config(tmp_path / "r.yaml", dataset, out, "  - {name: poprec}\n  - {name: ease, lambdas: [10, 100]}\n")
     assert main(["--quiet", "--config", config]) == 0
@@ -50,7 +50,8 @@ def test_report_of_closed_forms(dataset, tmp_path, capsys):
     assert rows[0]["lambda"] is None and rows[1]["lambda"] in (10.0, 100.0)
     assert rows[1]["paper_ndcg@10"] == 12.5 and all(r["fit_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert f"| ease | {100 * rows[1]['test_ndcg@5']:.2f} |" in table
-    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ndcg_5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # plot: the first two columns
+    assert "data:image/png;base64," in (out / "report.html").read_text()
     summary = json.loads(printed.strip().splitlines()[-1])
     assert summary["ease_test_ndcg@5"] == rows[1]["test_ndcg@5"]
 
@@ -75,7 +76,7 @@ def test_exported_factors_rank_by_dot_product_plus_item_bias(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_row_from_the_trainer(dataset, tmp_path, capsys):
+def test_row_from_the_trainer(dataset, tmp_path, capsys):
     train_cfg = tmp_path / "mf.yaml"
     train_cfg.write_text(
         "data: {path: unused}\n"
