@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from distrec.cli import UserError
 from distrec.config import to_dict, to_yaml
 from distrec.storage import absolute, is_local, join
 
-__all__ = ["TrackingConfig", "Tracker", "check_tracking", "flatten", "mlflow_key", "mlflow_store"]
+__all__ = ["TrackingConfig", "Tracker", "allow_file_store", "check_tracking", "flatten", "mlflow_client", "mlflow_key", "mlflow_store"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,21 @@ def mlflow_store(uri: str) -> str:
     return Path(uri).resolve().as_uri()
 
 
+def allow_file_store(uri: str) -> None:
+    """MLflow 3 refuses a ``file://`` store unless ``MLFLOW_ALLOW_FILE_STORE`` is set; the config
+    asked for one, so this process opts in."""
+    if uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+def mlflow_client(uri: str):
+    """An ``MlflowClient`` for ``uri`` (a file store allowed)."""
+    from mlflow.tracking import MlflowClient
+
+    allow_file_store(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"model": {"dim": 8}}`` → ``{"model.dim": "8"}`` (MLflow params are flat strings)."""
     out: dict[str, str] = {}
@@ -140,9 +156,8 @@ class Tracker:
 
     def _open_mlflow(self, cfg: TrackingConfig, *, run: str, config: Any) -> None:
         from mlflow.entities import Param, RunStatus
-        from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=cfg.mlflow_uri)
+        client = mlflow_client(cfg.mlflow_uri)
         found = client.get_experiment_by_name(cfg.experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(cfg.experiment)
         earlier = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run}'", max_results=1)

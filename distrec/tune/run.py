@@ -21,7 +21,7 @@ from ray import tune
 from distrec.cli import UserError
 from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
 from distrec.storage import absolute, filesystem, join, read_text, write_text
-from distrec.tracking import check_tracking, mlflow_key
+from distrec.tracking import allow_file_store, check_tracking, mlflow_key
 from distrec.train.launch import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
@@ -161,6 +161,7 @@ def _callbacks(cfg: SweepConfig) -> list:
         def log_trial_result(self, iteration, trial, result):
             super().log_trial_result(iteration, trial, {mlflow_key(k): v for k, v in flatten_dict(result).items()})
 
+    allow_file_store(cfg.tracking.mlflow_uri)  # the callback logs from this process
     tags = {"distrec.sweep": cfg.output_dir}
     return [MLflowCallback(cfg.tracking.mlflow_uri, experiment_name=cfg.tracking.experiment, tags=tags)]
 
