@@ -4,6 +4,7 @@ files, read back with MLflow's client and a plain TFRecord reader; Tune's MLflow
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from distrec.train.config import TrainConfig
 from distrec.tune.config import SweepConfig
 from tests.helpers import tiny_synthetic
 
-mlflow = pytest.importorskip("mlflow")
+needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow-skinny not installed (make setup)")
 
 
 def _train_config(data: str, tmp_path: Path, **tracking) -> TrainConfig:
@@ -59,14 +60,18 @@ def test_driver_checks_before_workers(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="tensorboard_dir"):
         check_tracking(cfg, output_dir="s3://bucket/run")  # event files cannot go next to a remote output
     check_tracking(cfg, output_dir=str(tmp_path))
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed: `import mlflow` raises
+    with pytest.raises(UserError, match="MLflow is not installed.*mlflow-skinny==3.17.2"):
+        check_tracking(TrackingConfig(mlflow_uri="file:///x"), output_dir=str(tmp_path))
+
+
+@needs_mlflow
+def test_local_store_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = TrackingConfig(mlflow_uri="mlruns")
     check_tracking(cfg, output_dir=str(tmp_path))
     assert cfg.mlflow_uri == (tmp_path / "mlruns").resolve().as_uri()  # workers run in other directories
     assert mlflow_store("http://mlflow:5000") == "http://mlflow:5000"
-    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed: `import mlflow` raises
-    with pytest.raises(UserError, match="MLflow is not installed.*mlflow-skinny==3.17.2"):
-        check_tracking(TrackingConfig(mlflow_uri="file:///x"), output_dir=str(tmp_path))
 
 
 def test_names_mlflow_accepts():
@@ -104,6 +109,7 @@ def _run(client, experiment: str, name: str):
     return runs[0]
 
 
+@needs_mlflow
 @pytest.mark.slow
 def test_training_then_compressor_log_to_mlflow_and_tensorboard(local_ray, tmp_path):
     from distrec.compress.config import CompressConfig
@@ -156,6 +162,7 @@ def test_training_then_compressor_log_to_mlflow_and_tensorboard(local_ray, tmp_p
     assert set(cscalars["item-4x/loss"]) == {1, 2} and "wall_s" in cscalars  # and the driver's evaluation
 
 
+@needs_mlflow
 def test_tune_mlflow_logger_logs_each_trial(tmp_path):
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.experiment import Trial
