@@ -61,7 +61,9 @@ def write_results(rows: list[dict[str, Any]], sweep: SweepConfig, base: dict[str
     if best is not None:
         params = {k: best[f"param.{k}"] for k in sweep.search}
         cfg = trial_config(sweep.job, base, params, output_dir=out, trial_id=best["trial_id"])
-        cfg.output_dir, cfg.ray.name = join(out, "best"), None  # retraining the best is a new run
+        cfg.output_dir = join(out, "best")
+        if hasattr(cfg, "ray"):
+            cfg.ray.name = None  # retraining the best is a new run
         write_text(join(out, "best_config.yaml"), f"# best trial {best['trial_id']} of {out}\n" + to_yaml(cfg))
         summary.update(best_trial=best["trial_id"], best_params=params, best=best[f"best_{sweep.metric}"])
         summary["best_config"] = join(out, "best_config.yaml")

@@ -97,15 +97,18 @@ def base_config(cfg: SweepConfig) -> Any:
         section = functools.reduce(getattr, parents, base)
         setattr(section, leaf, absolute(getattr(section, leaf)))
     base.output_dir = cfg.output_dir
-    base.ray.storage_path = join(cfg.output_dir, "ray")
+    if job.on_ray_train:
+        base.ray.storage_path = join(cfg.output_dir, "ray")
     return base
 
 
 def _trainable(cfg: SweepConfig, base: dict[str, Any]):
-    # The trial function only drives its Train run (workers hold the CPUs): it takes no CPU,
+    # A trial function that only drives its Train run (workers hold the CPUs) takes no CPU,
     # otherwise one trial with N one-CPU workers could never start on an N-CPU machine. Tune
     # needs some resource in a trial's request, hence a token 1 MiB of Ray's logical memory.
-    return tune.with_resources(trainable_for(cfg.job, base, cfg.output_dir), {"CPU": 0, "memory": 2**20})
+    # A closed-form trial computes in the trial process itself: one CPU.
+    resources = {"CPU": 0, "memory": 2**20} if JOBS[cfg.job].on_ray_train else {"CPU": 1}
+    return tune.with_resources(trainable_for(cfg.job, base, cfg.output_dir), resources)
 
 
 def _space(space: SpaceConfig):
@@ -120,7 +123,7 @@ def _space(space: SpaceConfig):
 
 
 def _concurrency(base: Any) -> int:
-    per_trial = base.ray.num_workers * base.ray.cpus_per_worker
+    per_trial = base.ray.num_workers * base.ray.cpus_per_worker if hasattr(base, "ray") else 1
     return max(1, int(ray.cluster_resources().get("CPU", 0) // per_trial))
 
 

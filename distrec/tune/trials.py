@@ -10,12 +10,15 @@ report their final metrics once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
 from distrec.compress.config import CompressConfig
 from distrec.compress.launch import check_sources, run_compress
 from distrec.config import from_dict, merge, nest
+from distrec.data.dataset import InteractionDataset
+from distrec.fit.config import FitConfig
+from distrec.fit.run import fit_closed_form
 from distrec.storage import join
 from distrec.train.config import TrainConfig
 from distrec.train.launch import check_config, fit
@@ -31,11 +34,25 @@ class Job:
     per_epoch: bool  # its per-epoch reports carry the metrics a sweep optimises
     paths: tuple[str, ...]  # dotted keys of input locations, made absolute for the trials
 
+    @property
+    def on_ray_train(self) -> bool:
+        """Whether a trial is a Ray Train run (its workers hold the CPUs), not in-process work."""
+        return "ray" in {f.name for f in fields(self.config)}
+
+
+def _closed_form(cfg: FitConfig, callbacks: Sequence = ()) -> dict[str, Any]:
+    return fit_closed_form(cfg)
+
 
 JOBS = {
     "train": Job(TrainConfig, fit, check_config, per_epoch=True, paths=("data.path",)),
     # the compressor's sweep metrics (rmse deltas, cosines) come from the evaluation at the end
     "compress": Job(CompressConfig, run_compress, check_sources, per_epoch=False, paths=("source.run",)),
+    # EASE / ∞-AE: a trial solves in its own process; search model.lambdas one λ per trial
+    "fit": Job(
+        FitConfig, _closed_form, lambda cfg: InteractionDataset(cfg.data.path, verify=cfg.data.verify),
+        per_epoch=False, paths=("data.path",),
+    ),
 }
 
 
@@ -43,7 +60,8 @@ def trial_config(job: str, base: dict[str, Any], params: dict[str, Any], *, outp
     """The base config (plain data, paths absolute) with the trial's dotted values applied."""
     raw = merge(base, nest(params))
     raw["output_dir"] = join(output_dir, "trials", trial_id)
-    raw["ray"] = {**raw.get("ray", {}), "name": f"trial-{trial_id}", "storage_path": join(output_dir, "ray")}
+    if JOBS[job].on_ray_train:
+        raw["ray"] = {**raw.get("ray", {}), "name": f"trial-{trial_id}", "storage_path": join(output_dir, "ray")}
     return from_dict(JOBS[job].config, raw, source=f"trial {trial_id}")
 
 
