@@ -10,7 +10,7 @@ RAY_DASHBOARD_PORT ?= 8265
 RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-fast demo lint prepare train submit ray-up ray-down cluster-up cluster-down clean
+.PHONY: help setup test test-fast demo lint prepare train submit ray-up ray-down cluster-up cluster-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,3 +61,6 @@ lint: setup ## static checks
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+bench: setup ## benchmarks against same-run baselines (ARGS="--quick" for a smoke run)
+	$(PY) jobs/benchmark.py --out bench.json $(ARGS)

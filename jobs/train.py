@@ -27,6 +27,7 @@ def describe(metrics: dict) -> str:
     if floor and "test_rmse" in metrics:
         lines.append(f"planted noise floor (best achievable RMSE) = {floor:.4f}; test RMSE is {100 * (metrics['test_rmse'] / floor - 1):.1f}% above it")
     lines += [f"embeddings: {uri}" for uri in metrics.get("embeddings", {}).values()]
+    lines.append(f"report: {metrics['report']}")
     return "\n".join(lines)
 
 

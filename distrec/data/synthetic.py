@@ -29,6 +29,8 @@ from distrec.storage.manifest import DataError
 
 __all__ = ["SPECS", "SHAPES", "Planted", "Shape"]
 
+BLOCK_RATINGS = 2_000_000  # about this many ratings are generated (and held) at a time
+
 GENRES = (
     "Action Adventure Animation Children Comedy Crime Documentary Drama Fantasy FilmNoir "
     "Horror Musical Mystery Romance SciFi Thriller War Western"
@@ -120,7 +122,7 @@ def _generate(shape: Shape, planted: Planted, seed: int, meta: dict) -> Iterator
     cdf = np.cumsum(popularity[rng.permutation(shape.items)])
     cdf /= cdf[-1]
     counts = _activity(shape, planted, rng)
-    block_users = max(1, int(2_000_000 / max(counts.mean(), 1)))
+    block_users = max(1, int(BLOCK_RATINGS / max(counts.mean(), 1)))
     total_var, total_rows = 0.0, 0
     for block, start in enumerate(range(0, shape.users, block_users)):
         brng = np.random.default_rng([seed, 1, block])
@@ -135,10 +137,12 @@ def _generate(shape: Shape, planted: Planted, seed: int, meta: dict) -> Iterator
         var = _conditional_variance(score, shape, planted.noise_std)
         total_var += float(var.sum())
         total_rows += len(var)
-        start_ts = brng.integers(946_684_800, 1_546_300_800, len(n_u))  # first rating: 2000 .. 2019
-        span = (1_577_836_800 - start_ts) / (n_u + 1)  # mean gap so a history ends around 2020
-        gaps = (brng.exponential(1.0, len(local)) * span[local]).astype(np.int64)
-        ts = start_ts[local] + _cumsum_by_group(gaps, local)
+        # each history starts in 2000..2019 and its ratings fall at increasing times before 2020
+        start_ts = brng.integers(946_684_800, 1_546_300_800, len(n_u))
+        gaps = brng.exponential(1.0, len(local))
+        elapsed = _cumsum_by_group(gaps, local)
+        total = np.bincount(local, weights=gaps, minlength=len(n_u)) + brng.exponential(1.0, len(n_u))
+        ts = start_ts[local] + (elapsed / total[local] * (1_577_836_800 - start_ts[local])).astype(np.int64)
         meta["noise_floor_rmse"] = math.sqrt(total_var / total_rows)
         yield RatingChunk(user=users[local] + 1, item=item + 1, rating=rating, ts=ts)
     meta["planted"] = asdict(planted)

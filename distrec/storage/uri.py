@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join", "is_local", "storage_options", "write_text", "read_text"]
+__all__ = ["filesystem", "join", "is_local", "absolute", "storage_options", "write_text", "read_text"]
 
 
 def storage_options(uri: str) -> dict[str, Any]:
@@ -54,6 +54,11 @@ def join(uri: str, *parts: str) -> str:
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
+
+
+def absolute(uri: str) -> str:
+    """A relative local path made absolute (Ray workers run in other directories); URIs unchanged."""
+    return os.path.abspath(uri) if "://" not in uri else uri
 
 
 def write_text(uri: str, text: str) -> None:

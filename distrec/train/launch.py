@@ -13,18 +13,21 @@ import json
 import logging
 import os
 import posixpath
+import socket
 from typing import Any
 
 import ray
 import ray.train
+import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import DataError, is_local, join, read_text
+from distrec.storage import DataError, absolute, join, read_text
 from distrec.train.config import ADAM_ON_CPU, TrainConfig
+from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
 
 __all__ = ["fit", "connect_ray", "run_name", "check_config"]
@@ -47,7 +50,19 @@ def check_config(cfg: TrainConfig) -> InteractionDataset:
     """Everything that can be checked before any worker starts."""
     if cfg.optim.sparse == "adam" and not cfg.ray.use_gpu:
         raise UserError(ADAM_ON_CPU)
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    if cfg.ray.use_gpu and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available():
+        raise UserError(
+            "ray.use_gpu=true, but this machine has no usable GPU (torch.cuda.is_available() is False) and no "
+            "cluster address is set. Set ray.use_gpu=false to train on CPUs, or submit to a cluster with GPU "
+            "workers (ray.address=..., see cluster/README.md)"
+        )
+    try:
+        dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    except DataError as e:
+        raise DataError(
+            f"data.path: {e}. Point data.path at a dataset made by jobs/prepare.py, e.g. "
+            f"`python jobs/prepare.py ml-100k --out {cfg.data.path}` (see README: Datasets)"
+        ) from None
     split = dataset.resolve_split(cfg.data.split)
     if dataset.split_counts(split)["train"] == 0:
         raise DataError(f"{cfg.data.path}: split {split!r} has no training rows")
@@ -60,14 +75,15 @@ def connect_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        hint = (
+            "Start one with `make ray-up` or `ray start --head` (see cluster/README.md), check the address, or "
+            "unset ray.address and RAY_ADDRESS to run on an embedded local Ray"
+        )
+        _check_reachable(address, hint)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(
-                f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). Start one with "
-                "`ray start --head` (see cluster/README.md), or unset ray.address and RAY_ADDRESS to run on an "
-                "embedded local Ray"
-            ) from None
+            raise UserError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). {hint}") from None
         return
     # An embedded Ray serves this process only: its dashboard (Ray Train's state API needs it)
     # listens on localhost alone, there is no spot-preemption watcher, and worker prints reach
@@ -76,6 +92,17 @@ def connect_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # address="local": a new instance even if a stale `ray start` left /tmp/ray/ray_current_cluster
     ray.init(address="local", dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+
+
+def _check_reachable(address: str, hint: str) -> None:
+    """Fail in seconds, not minutes: ray.init keeps retrying an address where nothing listens."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", ray:// client addresses: let Ray resolve them
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}") from None
 
 
 def _check_resources(cfg: TrainConfig) -> None:
@@ -93,12 +120,10 @@ def _check_resources(cfg: TrainConfig) -> None:
         )
 
 
-def _storage_path(path: str) -> str:
-    return os.path.abspath(path) if is_local(path) else path
-
-
 def fit(cfg: TrainConfig) -> dict[str, Any]:
     """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
+    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
+    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     check_config(cfg)
     connect_ray(cfg.ray.address)
     _check_resources(cfg)
@@ -114,7 +139,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         ),
         run_config=RunConfig(
             name=run_name(cfg),
-            storage_path=_storage_path(cfg.ray.storage_path),
+            storage_path=cfg.ray.storage_path,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
             worker_runtime_env={"env_vars": env} if env else None,
@@ -125,7 +150,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         trainer.fit()
     except ray.train.TrainingFailedError as e:
         raise UserError(f"training failed: {_root_cause(e)}") from e
-    return json.loads(read_text(join(cfg.output_dir, "metrics.json")))
+    metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
+    metrics["report"] = write_train_report(cfg, metrics)
+    return metrics
 
 
 def _root_cause(error: BaseException) -> str:

@@ -64,8 +64,7 @@ def _one_step(data: str, out: str, sharding: str, optimizer: str) -> None:
     batch = next(rating_batches(rows, batch_size=global_batch, steps=1, rng=None))
     share = global_batch // world  # ... and computes its share of it
     sl = slice(rank * share, (rank + 1) * share)
-    pred, reg = dmp(dmp.module.features(batch.user[sl], batch.item[sl]))
-    loss = dmp.module.loss(pred, reg, batch.rating[sl], batch.weight[sl])
+    loss = dmp(dmp.module.features(batch.user[sl], batch.item[sl]), batch.rating[sl], batch.weight[sl])
     loss.backward()
     opt.step()
     export_tables(dmp, dmp.module, output_dir=out, dataset=ds, meta=dmp.module.export_meta())

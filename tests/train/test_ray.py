@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, dashboard_host="127.0.0.1", logging_level="WARNING")
+    ray.shutdown()  # whatever an earlier test left connected
+    # address="local": never join a cluster an earlier test started with `ray start`
+    ray.init(address="local", num_cpus=2, dashboard_host="127.0.0.1", logging_level="WARNING")
     yield
     ray.shutdown()
 

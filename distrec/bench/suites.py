@@ -1,0 +1,293 @@
+"""The benchmark suites: each function is one measured run (in its own process, see harness.py).
+
+Inputs are generated once into the work directory (outside the timings) and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from distrec.bench.harness import Case
+
+__all__ = ["Shapes", "cases"]
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Sizes of the benchmark inputs: the real ones, or ``quick`` ones for a smoke run."""
+
+    ml25m_rows: int
+    netflix_rows: int
+    synthetic_like: str  # train-mf data
+    netflix_like: dict[str, int] | None  # netflix-scale data (None: the full Netflix shape)
+    storage_mb: int
+    repeats: int
+    epochs_to_target: int
+
+    @classmethod
+    def full(cls) -> "Shapes":
+        return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 6)
+
+    @classmethod
+    def quick(cls) -> "Shapes":
+        return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def _once(path: str, make) -> str:
+    """Build ``path`` with ``make(tmp)`` unless it exists (atomically, via a rename)."""
+    if not os.path.exists(path):
+        tmp = f"{path}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        make(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def ml25m_source(work: str, rows: int) -> str:
+    from distrec.bench.files import write_movielens_csv
+
+    def make(tmp: str) -> None:
+        os.makedirs(tmp)
+        write_movielens_csv(f"{tmp}/ratings.csv", rows)
+
+    return _once(f"{work}/ml25m-format-{rows}", make)
+
+
+def netflix_source(work: str, rows: int) -> str:
+    from distrec.bench.files import write_netflix_text
+
+    def make(tmp: str) -> None:
+        os.makedirs(tmp)
+        write_netflix_text(f"{tmp}/combined_data_1.txt", rows)
+
+    return _once(f"{work}/netflix-format-{rows}", make)
+
+
+def synthetic_dataset(work: str, like: str | None, sizes: dict[str, int] | None = None) -> str:
+    from distrec.data.prepare import PrepareConfig, prepare_dataset
+
+    name = like or "-".join(f"{k}{v}" for k, v in sorted((sizes or {}).items()))
+    return _once(
+        f"{work}/synthetic-{name}",
+        lambda tmp: prepare_dataset(PrepareConfig(dataset="synthetic", out=tmp, like=like, sizes=dict(sizes or {}))),
+    )
+
+
+# -- prepare ------------------------------------------------------------------------------------
+def prepare_distrec(dataset: str, source: str, split: str) -> dict[str, Any]:
+    from distrec.data.prepare import PrepareConfig, prepare_dataset
+    from distrec.data.registry import dataset_names
+
+    dataset_names()  # import every parser before the clock starts
+    size = sum(os.path.getsize(os.path.join(source, f)) for f in os.listdir(source))
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        summary = prepare_dataset(
+            PrepareConfig(dataset=dataset, out=f"{out}/d", source=source, splits=[split], verify_counts=False)
+        )
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "units": size / 2**20, "ratings": summary["ratings"]}
+
+
+def read_csv_pandas(source: str, kind: str) -> dict[str, Any]:
+    """The baseline: pandas.read_csv of the same file (chunked for Netflix's 2 GB of text)."""
+    import pandas as pd
+
+    path = os.path.join(source, os.listdir(source)[0])
+    start = time.perf_counter()
+    if kind == "movielens":
+        rows = len(pd.read_csv(path))
+    else:
+        rows = sum(len(c) for c in pd.read_csv(path, names=["customer", "rating", "date"], chunksize=5_000_000))
+    return {"seconds": time.perf_counter() - start, "units": os.path.getsize(path) / 2**20, "rows": rows}
+
+
+# -- train-mf -----------------------------------------------------------------------------------
+def _train_config(data: str, out: str, workers: int, epochs: int, early: bool):
+    from distrec.config import from_dict
+    from distrec.train.config import TrainConfig
+
+    return from_dict(
+        TrainConfig,
+        {
+            "data": {"path": data},
+            "model": {"name": "mf", "dim": 64, "init_std": 0.1, "l2": 0.04},
+            "train": {"epochs": epochs, "batch_size": 8192, "eval_batch_size": 65536,
+                      "export_embeddings": False, **({"early_stopping_metric": "val_rmse"} if early else {})},
+            "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1},
+            "ray": {"num_workers": workers, "storage_path": f"{out}/ray", "max_failures": 0},
+            "output_dir": f"{out}/run",
+        },
+    )  # fmt: skip
+
+
+def train_distrec(data: str, workers: int) -> dict[str, Any]:
+    """One epoch of biased MF with TorchRec tables on ``workers`` Ray Train workers (dim 64)."""
+    from distrec.progress import set_quiet
+    from distrec.train.launch import fit
+
+    set_quiet(True)
+    with tempfile.TemporaryDirectory() as out:
+        metrics = fit(_train_config(data, out, workers, epochs=1, early=False))
+    rows = metrics["train_samples_per_s"] * metrics["epoch_s"]
+    return {
+        "seconds": metrics["epoch_s"],
+        "units": rows,
+        "peak_rss_mb": 0.0,
+        "peak_rss_mb_per_worker": metrics["peak_rss_mb_per_worker"],
+        "val_rmse": metrics["val_rmse"],
+    }
+
+
+def train_plain_torch(data: str, batch_size: int = 8192) -> dict[str, Any]:
+    """The baseline: one process, ``nn.Embedding(sparse=True)`` + SGD on the same rows and batch size."""
+    import numpy as np
+    import torch
+
+    from distrec.data.dataset import InteractionDataset
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ds = InteractionDataset(data)
+    train = ds.read(split=None, parts=["train"])
+    dim = 64
+    user = torch.nn.Embedding(ds.num_users, dim + 1, sparse=True)
+    item = torch.nn.Embedding(ds.num_items, dim + 1, sparse=True)
+    for table in (user, item):
+        torch.nn.init.normal_(table.weight, std=0.1)
+    mean = float(train.rating.mean())
+    opt = torch.optim.SGD([user.weight, item.weight], lr=0.05 * batch_size)
+    u, i, r = (torch.from_numpy(x) for x in (train.user, train.item, train.rating))
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(u)))
+    start = time.perf_counter()
+    for s in range(0, len(u), batch_size):
+        idx = order[s : s + batch_size]
+        eu, ei = user(u[idx]), item(i[idx])
+        pred = mean + eu[:, dim] + ei[:, dim] + (eu[:, :dim] * ei[:, :dim]).sum(1)
+        loss = (pred - r[idx]).square().mean() + 0.04 * (eu.square().sum(1) + ei.square().sum(1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {"seconds": time.perf_counter() - start, "units": len(u)}
+
+
+def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
+    """Epochs until validation RMSE is within 5% of the planted noise floor, and their time."""
+    from distrec.data.dataset import InteractionDataset
+    from distrec.progress import set_quiet
+    from distrec.train.launch import fit
+
+    set_quiet(True)
+    target = 1.05 * InteractionDataset(data).meta["noise_floor_rmse"]
+    with tempfile.TemporaryDirectory() as out:
+        fit(_train_config(data, out, workers, epochs=epochs, early=True))
+        history = json.load(open(f"{out}/run/history.json"))
+    elapsed, reached = 0.0, None
+    for h in history:
+        elapsed += h["epoch_s"]
+        if h["val_rmse"] <= target:
+            reached = h["epoch"]
+            break
+    return {"seconds": elapsed if reached else math.inf, "units": 1, "target_val_rmse": target, "epochs": reached,
+            "best_val_rmse": min(h["val_rmse"] for h in history)}  # fmt: skip
+
+
+# -- storage ------------------------------------------------------------------------------------
+def _shard_set(uri: str, megabytes: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from distrec.storage import DirectoryWriter
+
+    rows = megabytes * 2**20 // 16  # two float64 columns of noise: incompressible
+    rng = np.random.default_rng(0)
+    with DirectoryWriter(uri, kind="bench", schema_version=1) as w:
+        per = 4_000_000
+        for k, start in enumerate(range(0, rows, per)):
+            n = min(per, rows - start)
+            w.write_table(f"part-{k:05d}.parquet", pa.table({"a": rng.random(n), "b": rng.random(n)}))
+        w.commit({})
+
+
+def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
+    """Read (and sha256-check) every shard of a ``megabytes`` shard set on local disk or S3 (moto over HTTP)."""
+    from distrec.storage import StoredDirectory
+
+    server = None
+    if where == "s3":
+        import logging
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                          AWS_ENDPOINT_URL=f"http://{host}:{port}")  # fmt: skip
+        boto3.client("s3").create_bucket(Bucket="distrec-bench")
+        uri = "s3://distrec-bench/shards"
+        _shard_set(uri, megabytes)
+    else:
+        uri = _once(f"{work}/shards-{megabytes}mb", lambda tmp: _shard_set(tmp, megabytes))
+    try:
+        start = time.perf_counter()
+        store = StoredDirectory(uri)
+        total = sum(len(store.read_bytes(p)) for p in store.manifest.paths("part-"))
+        return {"seconds": time.perf_counter() - start, "units": total / 2**20}
+    finally:
+        if server is not None:
+            server.stop()
+
+
+# -- the list -----------------------------------------------------------------------------------
+SUITES = ("prepare", "train-mf", "storage", "netflix-scale")
+
+
+def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
+    """The cases of the chosen suites; inputs are built here, before anything is timed."""
+    os.makedirs(work, exist_ok=True)
+    out: list[Case] = []
+    r = shapes.repeats
+    if "prepare" in suites:
+        ml = ml25m_source(work, shapes.ml25m_rows)
+        nf = netflix_source(work, shapes.netflix_rows)
+        out += [
+            Case("prepare", "ml25m-csv/pandas", read_csv_pandas, (ml, "movielens"), unit="MB", repeats=r),
+            Case("prepare", "ml25m-csv/distrec", prepare_distrec, ("ml-25m", ml, "user-ratio"), unit="MB",
+                 baseline="ml25m-csv/pandas", repeats=r),
+            Case("prepare", "netflix-text/pandas", read_csv_pandas, (nf, "netflix"), unit="MB", repeats=1, warmup=False),
+            Case("prepare", "netflix-text/distrec", prepare_distrec, ("netflix", nf, "random"), unit="MB",
+                 baseline="netflix-text/pandas", repeats=1, warmup=False),
+        ]  # fmt: skip
+    if "train-mf" in suites:
+        data = synthetic_dataset(work, shapes.synthetic_like)
+        out += [
+            Case("train-mf", "plain-pytorch-1proc", train_plain_torch, (data,), unit="samples", repeats=r),
+            Case("train-mf", "torchrec-1worker", train_distrec, (data, 1), unit="samples",
+                 baseline="plain-pytorch-1proc", repeats=r, warmup=False),
+            Case("train-mf", "torchrec-2workers", train_distrec, (data, 2), unit="samples",
+                 baseline="plain-pytorch-1proc", repeats=r, warmup=False),
+            Case("train-mf", "time-to-target-2workers", time_to_target, (data, 2, shapes.epochs_to_target),
+                 unit="runs", repeats=1, warmup=False),
+        ]  # fmt: skip
+    if "storage" in suites:
+        mb = shapes.storage_mb
+        out += [
+            Case("storage", "local-disk", read_shards, ("local", work, mb), unit="MB", repeats=r),
+            Case("storage", "s3-moto-http", read_shards, ("s3", work, mb), unit="MB", baseline="local-disk", repeats=r),
+        ]
+    if "netflix-scale" in suites:
+        data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
+        out.append(Case("netflix-scale", "mf-epoch-2workers", train_distrec, (data, 2), unit="samples", repeats=1, warmup=False))
+    return out

@@ -1,0 +1,44 @@
+"""Benchmarks: distrec against baselines measured in the same run on the same data.
+
+    python jobs/benchmark.py --out bench.json                   # every suite (make bench)
+    python jobs/benchmark.py --suite prepare --suite storage    # some suites
+    python jobs/benchmark.py --quick --out bench-quick.json     # small shapes, one repeat
+
+Suites: prepare (ML-25M ratings.csv and Netflix text → Parquet, vs pandas.read_csv), train-mf
+(biased MF with TorchRec tables on 1 and 2 Ray workers vs a plain PyTorch loop; time to a
+target validation RMSE), storage (reading a shard set from S3 on a moto server vs local disk),
+netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers). Inputs are
+generated once under --work. Prints a Markdown table and writes JSON; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distrec.bench.harness import markdown_table, run_cases, to_json
+from distrec.bench.suites import SUITES, Shapes, cases
+from distrec.storage import write_text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="small shapes and one repeat (a smoke run)")
+    parser.add_argument("--work", default="runs/bench", help="where generated inputs are kept between runs")
+    parser.add_argument("--out", default="bench.json", help="JSON results")
+    args = parser.parse_args(argv)
+    suites = args.suite or list(SUITES)
+    shapes = Shapes.quick() if args.quick else Shapes.full()
+    print(f"building inputs under {args.work} ...", flush=True)
+    todo = cases(suites, args.work, shapes)
+    print(f"running {len(todo)} cases", flush=True)
+    results = run_cases(todo)
+    print(markdown_table(results))
+    write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__}))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

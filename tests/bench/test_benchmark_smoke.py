@@ -1,0 +1,36 @@
+"""`jobs/benchmark.py --quick` on tiny shapes keeps the benchmark code working (times are not checked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distrec.bench import suites
+from distrec.bench.harness import Case, run_cases
+from jobs.benchmark import main
+
+
+def test_quick_prepare_and_storage_suites(tmp_path, s3_server, monkeypatch):
+    tiny = suites.Shapes(20_000, 30_000, "ml-100k", {"users": 300, "items": 100, "ratings": 5000}, 2, 1, 1)
+    monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--suite", "prepare", "--suite", "storage", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    names = {r["name"]: r for r in report["results"]}
+    assert set(names) == {"ml25m-csv/pandas", "ml25m-csv/distrec", "netflix-text/pandas", "netflix-text/distrec",
+                          "local-disk", "s3-moto-http"}  # fmt: skip
+    assert names["ml25m-csv/distrec"]["ratio"] > 0 and names["ml25m-csv/distrec"]["extra"]["ratings"] == 20_000
+    assert all(r["rate"] > 0 and r["peak_rss_mb"] > 0 for r in report["results"])
+
+
+@pytest.mark.slow
+def test_quick_train_suite_with_ray(tmp_path):
+    data = suites.synthetic_dataset(str(tmp_path), None, {"users": 300, "items": 100, "ratings": 8000})
+    todo = [
+        Case("train-mf", "plain", suites.train_plain_torch, (data, 512), unit="samples", repeats=1, warmup=False),
+        Case("train-mf", "torchrec", suites.train_distrec, (data, 1), unit="samples", baseline="plain", repeats=1, warmup=False),
+    ]
+    plain, torchrec = run_cases(todo, log=lambda _: None)
+    assert plain.rate > 0 and torchrec.rate > 0 and torchrec.ratio == pytest.approx(torchrec.rate / plain.rate)
+    assert torchrec.extra["peak_rss_mb_per_worker"] > 0

@@ -1,0 +1,69 @@
+"""A finished run's report (Markdown, HTML with embedded PNGs) and recommendations from its exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from distrec.config import from_dict
+from distrec.train.config import TrainConfig
+from distrec.train.loop import train_worker
+from distrec.train.report import write_train_report
+from distrec.train.session import LocalSession
+from jobs.recommend import main as recommend
+from tests.helpers import run_ranks, tiny_synthetic
+
+
+def _cfg(data: str, out: str) -> TrainConfig:
+    return from_dict(
+        TrainConfig,
+        {
+            "data": {"path": data},
+            "model": {"name": "mf", "dim": 8, "init_std": 0.1},
+            "train": {"epochs": 2, "batch_size": 512},
+            "output_dir": out,
+        },
+    )
+
+
+def _train(data: str, out: str, ckpt: str) -> dict:
+    return train_worker(_cfg(data, out), LocalSession(ckpt))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    tiny_synthetic(str(root / "data"))
+    metrics = run_ranks(_train, 1, str(root / "data"), str(root / "out"), str(root / "ckpt"))[0]
+    return root, metrics
+
+
+def test_report_has_tables_and_plots_that_open(run):
+    root, metrics = run
+    uri = write_train_report(_cfg(str(root / "data"), str(root / "out")), metrics)
+    md = (root / "out" / "report.md").read_text()
+    assert "## Metrics" in md and "test_rmse" in md and "## Sharding plan" in md and "history.png" in md
+    html = (root / "out" / "report.html").read_text()
+    assert uri.endswith("report.html") and "data:image/png;base64," in html and "<table>" in html
+    with Image.open(root / "out" / "history.png") as img:
+        assert img.size[0] > 200 and img.size[1] > 100
+
+
+def test_recommend_prints_titles_and_masks_rated_items(run, capsys):
+    root, _ = run
+    assert recommend(["--run", str(root / "out"), "--user", "7", "--k", "5"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert len(summary["recommended"]) == 5 and all(r["title"].startswith("Synthetic item") for r in summary["recommended"])
+    assert not {r["item"] for r in summary["recommended"]} & {r["item"] for r in summary["rated"]}
+    assert "top 5 for user 7" in out
+    assert recommend(["--run", str(root / "out"), "--item", "3", "--k", "3"]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["similar"]) == 3
+
+
+def test_recommend_unknown_user_is_a_clear_error(run, capsys):
+    root, _ = run
+    assert recommend(["--run", str(root / "out"), "--user", "no-such-user"]) == 2
+    assert "user 'no-such-user' is not in this run's data" in capsys.readouterr().err
