@@ -136,15 +136,16 @@ class GLocalK(nn.Module):
             x = layer(x)
         return x  # [N, hidden]
 
-    def global_kernel(self, rows: torch.Tensor, first_item: int) -> torch.Tensor:
+    def global_kernel(self, rows: torch.Tensor, first_item: int, group: dist.ProcessGroup | None = None) -> torch.Tensor:
         """The gk × gk convolution kernel from the rows ``[first_item, first_item + N)`` of the
-        rating matrix, summed over every worker's rows (autograd-aware all-reduce)."""
+        rating matrix, summed over every worker's rows (autograd-aware all-reduce in ``group``;
+        a group of its own keeps it apart from DDP's gradient all-reduces)."""
         dec = self.decoder
         w = dec.effective_weight()  # [hidden, U]
         pooled = self.encode(rows) @ w.mean(1) + dec.b.mean()  # [N]: item-characteristic pooling
         part = pooled @ self.conv_kernel[first_item : first_item + rows.shape[0]]  # [gk²]
         if dist.is_initialized() and dist.get_world_size() > 1:
-            part = dist.nn.functional.all_reduce(part)  # backward: the sum of every worker's gradient
+            part = dist.nn.functional.all_reduce(part, group=group or dist.group.WORLD)  # backward: the sum of every worker's gradient
         k = self.cfg.gk_size
         return (part * self.cfg.dot_scale).view(1, 1, k, k)
 
@@ -155,12 +156,19 @@ class GLocalK(nn.Module):
         out = F.conv2d(padded[None, None], kernel, padding=(0, half))  # [1, 1, N, U]
         return torch.relu(out[0, 0])
 
-    def forward(self, padded: torch.Tensor, *, first_item: int, stage: Literal["pretrain", "finetune"]) -> torch.Tensor:
+    def forward(
+        self,
+        padded: torch.Tensor,
+        *,
+        first_item: int,
+        stage: Literal["pretrain", "finetune"],
+        group: dist.ProcessGroup | None = None,
+    ) -> torch.Tensor:
         """Predicted ratings [N, U] for the N item rows inside ``padded`` (see ``convolve``)."""
         half = self.cfg.gk_size // 2
         rows = padded[half : padded.shape[0] - half]  # [N, U]
         if stage == "finetune":
-            rows = self.convolve(padded, self.global_kernel(rows, first_item))
+            rows = self.convolve(padded, self.global_kernel(rows, first_item, group))
         return self.decoder(self.encode(rows))
 
     def regularizer(self) -> torch.Tensor:

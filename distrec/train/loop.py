@@ -32,7 +32,7 @@ from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 from distrec.train.tasks import make_task
 
-__all__ = ["train_worker"]
+__all__ = ["train_worker", "print_epoch", "finish_run"]
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
             save_checkpoint(tmp, dmp=dmp, dense_opt=opt, progress=progress)
             session.report(metrics, tmp)
         if rank == 0:
-            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-            print(f"epoch {epoch + 1}/{cfg.train.epochs} {shown}", flush=True)
+            print_epoch(metrics, cfg.train.epochs)
         if stop:
             if rank == 0:
                 print(f"early stopping: {watch} has not improved for {cfg.train.patience} epoch(s)", flush=True)
@@ -145,17 +144,27 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     if cfg.train.export_embeddings:
         meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
         final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
+    return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset)
+
+
+def print_epoch(metrics: dict[str, Any], epochs: int) -> None:
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    print(f"epoch {metrics['epoch']}/{epochs} {shown}", flush=True)
+
+
+def finish_run(cfg: TrainConfig, final: dict[str, Any], history: list[dict], *, clock: Stopwatch, dataset: InteractionDataset) -> dict[str, Any]:
+    """Add the run's resources to the final metrics; rank 0 writes metrics.json and history.json."""
     rss = torch.tensor([peak_rss_mb()], dtype=torch.float64)
     dist.all_reduce(rss, op=dist.ReduceOp.MAX)
     final.update(
-        num_workers=world,
+        num_workers=dist.get_world_size(),
         peak_rss_mb_per_worker=float(rss),
         wall_s=clock.seconds(),
         noise_floor_rmse=dataset.meta.get("noise_floor_rmse"),
     )
-    if rank == 0:
+    if dist.get_rank() == 0:
         write_text(join(cfg.output_dir, "metrics.json"), json.dumps(_finite(final), indent=1))
-        write_text(join(cfg.output_dir, "history.json"), json.dumps(progress["history"], indent=1))
+        write_text(join(cfg.output_dir, "history.json"), json.dumps(history, indent=1))
     return final
 
 

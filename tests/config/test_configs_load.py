@@ -10,7 +10,7 @@ from distrec.config import load_config
 from distrec.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig}
+JOBS = {"mf": TrainConfig, "glocal_k": TrainConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
