@@ -1,8 +1,10 @@
-"""Train a model with Ray Train, its embedding tables sharded by TorchRec.
+"""Train a model with Ray Train, its embedding tables sharded by TorchRec (GLocal-K, which has
+none, splits its item rows over the workers under DDP instead).
 
 Local (an embedded Ray on this machine):
     python jobs/train.py --config configs/mf/ml-100k.yaml
     python jobs/train.py --config configs/mf/ml-100k.yaml ray.num_workers=1 train.epochs=5
+    python jobs/train.py --config configs/glocal_k/ml-100k.yaml ray.num_workers=1
 On a cluster (see cluster/README.md):
     ray job submit --working-dir . -- python jobs/train.py --config configs/mf/ml-25m.yaml
 

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.mf import BiasedMF, MFConfig
 
-__all__ = ["ModelConfig", "ModelContext", "build_model", "model_task"]
+__all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig  # grows into a union: MFConfig | NeuMFConfig | ... (resolved by `name`)
+ModelConfig = MFConfig | GLocalKConfig  # resolved by `name` (distrec.config)
+
+_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK}
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,24 @@ class ModelContext:
 
 
 def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn.Module:
+    """A model with embedding tables, unsharded (on ``device``, usually meta) for the planner."""
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 
+def _model_class(cfg: ModelConfig) -> type[nn.Module]:
+    if type(cfg) not in _CLASSES:
+        raise ValueError(f"no model class for {cfg.name!r}")
+    return _CLASSES[type(cfg)]
+
+
 def model_task(cfg: ModelConfig) -> str:
     """The task a model trains on: "rating" (explicit ratings) or "ranking" (top-k)."""
-    if isinstance(cfg, MFConfig):
-        return BiasedMF.task
-    raise ValueError(f"no task for model {cfg.name!r}")
+    return _model_class(cfg).task
+
+
+def model_loop(cfg: ModelConfig) -> str:
+    """The loop that trains it: "tables" (distrec.train.loop: TorchRec embedding tables over
+    rating batches) or "dense" (distrec.train.dense_loop: the dense item × user matrix)."""
+    return getattr(_model_class(cfg), "loop", "tables")

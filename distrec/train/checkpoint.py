@@ -6,6 +6,9 @@ DCP checkpoint (``.metadata`` from rank 0, ``__<rank>_0.distcp`` from each worke
 optimizer state (``dense_optim.pt``, identical on every worker, saved by rank 0) and
 ``progress.json`` (epoch, history, early-stopping state).
 
+Models without embedding tables (the dense loop) are replicated on every worker: rank 0 saves
+their ``state_dict`` as ``model.pt`` beside ``progress.json`` (``save_model_checkpoint``).
+
 Nothing read back is unpickled freely: DCP's ``.metadata`` goes through an unpickler that only
 builds DCP's own metadata classes and torch dtypes/sizes, and ``dense_optim.pt`` is read with
 ``torch.load(weights_only=True)``.
@@ -27,10 +30,11 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from distrec.storage import DataError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "PROGRESS"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "PROGRESS"]
 
 PROGRESS = "progress.json"
 DENSE = "dense_optim.pt"
+MODEL = "model.pt"
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -93,5 +97,24 @@ def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
     dmp.load_state_dict(state["model"])
     dmp.fused_optimizer.load_state_dict(state["fused"])
     dense_opt.load_state_dict(torch.load(os.path.join(directory, DENSE), weights_only=True))
+    with open(os.path.join(directory, PROGRESS)) as f:
+        return json.load(f)
+
+
+def save_model_checkpoint(directory: str, *, model: torch.nn.Module, progress: dict) -> None:
+    """A replicated model (identical on every worker): rank 0 writes it; every worker calls this."""
+    os.makedirs(directory, exist_ok=True)
+    if dist.get_rank() == 0:
+        torch.save(model.state_dict(), os.path.join(directory, MODEL))
+        with open(os.path.join(directory, PROGRESS), "w") as f:
+            json.dump(progress, f)
+
+
+def load_model_checkpoint(directory: str, *, model: torch.nn.Module) -> dict:
+    """Restore a replicated model in place; returns the saved progress."""
+    for name in (MODEL, PROGRESS):
+        if not os.path.exists(os.path.join(directory, name)):
+            raise DataError(f"{directory}: checkpoint is missing {name}")
+    model.load_state_dict(torch.load(os.path.join(directory, MODEL), weights_only=True))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)

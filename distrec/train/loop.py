@@ -34,7 +34,7 @@ from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 from distrec.train.tasks import make_task
 
-__all__ = ["train_worker"]
+__all__ = ["train_worker", "open_tracker", "log_epoch", "finish_run"]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,13 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     """One worker's whole run; returns the final metrics (identical on every worker). Rank 0
     logs the config and every epoch's metrics to the tracking backends the config asks for."""
-    with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg, enabled=dist.get_rank() == 0) as tracker:
+    with open_tracker(cfg) as tracker:
         return _train(cfg, session, tracker)
+
+
+def open_tracker(cfg: TrainConfig) -> Tracker:
+    """The run's tracker: rank 0 writes to the configured backends, other ranks' do nothing."""
+    return Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg, enabled=dist.get_rank() == 0)
 
 
 def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
@@ -125,10 +130,7 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
             save_checkpoint(tmp, dmp=dmp, dense_opt=opt, progress=progress)
             session.report(metrics, tmp)
-        tracker.log_metrics(metrics, step=epoch + 1)
-        if rank == 0:
-            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-            print(f"epoch {epoch + 1}/{cfg.train.epochs} {shown}", flush=True)
+        log_epoch(metrics, cfg.train.epochs, tracker)
         if stop:
             if rank == 0:
                 print(f"early stopping: {watch} has not improved for {cfg.train.patience} epoch(s)", flush=True)
@@ -154,19 +156,36 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
     if cfg.train.export_embeddings:
         meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
         final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
+    return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset, tracker=tracker)
+
+
+def log_epoch(metrics: dict[str, Any], epochs: int, tracker: Tracker) -> None:
+    """An epoch's metrics to the tracking backends (rank 0's tracker) and rank 0's console."""
+    tracker.log_metrics(metrics, step=metrics["epoch"])
+    if dist.get_rank() != 0:
+        return
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    print(f"epoch {metrics['epoch']}/{epochs} {shown}", flush=True)
+
+
+def finish_run(
+    cfg: TrainConfig, final: dict[str, Any], history: list[dict], *, clock: Stopwatch, dataset: InteractionDataset, tracker: Tracker
+) -> dict[str, Any]:
+    """Add the run's resources to the final metrics; rank 0 tracks them and writes metrics.json
+    and history.json."""
     rss = torch.tensor([peak_rss_mb()], dtype=torch.float64)
     dist.all_reduce(rss, op=dist.ReduceOp.MAX)
     final.update(
-        num_workers=world,
+        num_workers=dist.get_world_size(),
         peak_rss_mb_per_worker=float(rss),
         wall_s=clock.seconds(),
         noise_floor_rmse=dataset.meta.get("noise_floor_rmse"),
     )
-    last = progress["history"][-1] if progress["history"] else {}
-    tracker.log_metrics({k: v for k, v in final.items() if k not in last}, step=progress["epoch"])  # test metrics, wall time
-    if rank == 0:
+    last = history[-1] if history else {}
+    tracker.log_metrics({k: v for k, v in final.items() if k not in last}, step=len(history))  # test metrics, wall time
+    if dist.get_rank() == 0:
         write_text(join(cfg.output_dir, "metrics.json"), json.dumps(_finite(final), indent=1))
-        write_text(join(cfg.output_dir, "history.json"), json.dumps(progress["history"], indent=1))
+        write_text(join(cfg.output_dir, "history.json"), json.dumps(history, indent=1))
     return final
 
 

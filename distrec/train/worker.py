@@ -16,10 +16,14 @@ def ray_worker(payload: dict[str, Any]) -> None:
     import torch
 
     from distrec.config import from_dict
+    from distrec.models.registry import model_loop
     from distrec.train.config import TrainConfig
-    from distrec.train.loop import train_worker
     from distrec.train.session import RaySession
 
     cfg = from_dict(TrainConfig, payload["config"], source="train config")
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-    train_worker(cfg, RaySession())
+    if model_loop(cfg.model) == "dense":
+        from distrec.train.dense_loop import train_dense_worker as train
+    else:
+        from distrec.train.loop import train_worker as train
+    train(cfg, RaySession())

@@ -14,7 +14,15 @@ from distrec.train.config import TrainConfig
 from distrec.tune.config import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig, "compress": CompressConfig, "tune": SweepConfig, "ease": FitConfig, "infae": FitConfig, "compare": CompareConfig}
+JOBS = {
+    "mf": TrainConfig,
+    "glocal_k": TrainConfig,
+    "compress": CompressConfig,
+    "tune": SweepConfig,
+    "ease": FitConfig,
+    "infae": FitConfig,
+    "compare": CompareConfig,
+}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

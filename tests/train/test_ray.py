@@ -1,4 +1,4 @@
-"""The trainer through a real local Ray: 2 workers, gloo, TorchRec sharding, a killed worker."""
+"""The trainer through a real local Ray: 2 workers, gloo, TorchRec sharding, a killed worker; GLocal-K's dense loop."""
 
 from __future__ import annotations
 
@@ -92,3 +92,24 @@ def test_killed_worker_resumes_from_last_checkpoint(local_ray, dataset, tmp_path
     assert result["epochs"] == 12
     history = json.load(open(tmp_path / "out" / "history.json"))
     assert [h["epoch"] for h in history] == list(range(1, 13))
+
+
+def test_two_workers_train_glocal_k_on_item_rows(local_ray, dataset, tmp_path):
+    """The dense loop through Ray Train: worker.py picks it, items split over 2 workers, loss falls.
+    (Last in the file: the killed-worker test takes any RayTrainWorker process as its victim.)"""
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "data": {"path": dataset},
+            "model": {"name": "glocal_k", "hidden": 16, "pretrain_epochs": 2, "pretrain_iters": 3, "finetune_iters": 3},
+            "train": {"epochs": 3},
+            "ray": {"num_workers": 2, "storage_path": str(tmp_path / "ray")},
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
+    metrics = fit(cfg)
+    history = json.load(open(tmp_path / "out" / "history.json"))
+    assert [h["stage"] for h in history] == ["pretrain", "pretrain", "finetune"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["num_workers"] == 2 and metrics["test_count"] > 0
+    assert "rank 1: items" in (tmp_path / "out" / "plan.txt").read_text()
