@@ -4,6 +4,8 @@ Opening checks that the manifest exists, has the expected kind and schema versio
 every listed file is present with its recorded size (``verify="size"``, cheap) or content hash
 (``verify="sha256"``, reads everything). Every later ``read_bytes`` checks size and sha256 of the
 bytes it returns, so a shard that changed after the check is still caught before it is parsed.
+A store that keeps failing ends in a DataError naming the file (failures.py), never in a
+"corrupt" verdict on a file that merely could not be fetched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distrec.storage.commit import LOCK
+from distrec.storage.failures import STORAGE_ERRORS, storage_error, storage_errors
 from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
 from distrec.storage.uri import filesystem, join
 
@@ -56,23 +59,24 @@ class StoredDirectory:
 
     def _load_manifest(self) -> Manifest:
         path = f"{self.root}/{MANIFEST}"
-        try:
-            text = self.fs.cat_file(path).decode()
-        except FileNotFoundError:
-            if not self.fs.exists(self.root):
-                raise DataError(f"{self.uri}: no such directory") from None
-            writing = self.fs.exists(f"{self.root}/{LOCK}")
-            why = (
-                "a writer is still writing it, or was killed before it finished"
-                if writing
-                else "it is incomplete or was never committed"
-            )
-            raise DataError(
-                f"{self.uri}: no {MANIFEST}, so it is not a committed distrec directory ({why}); "
-                "re-run the job that writes it"
-            ) from None
-        except UnicodeDecodeError:
-            raise DataError(f"{join(self.uri, MANIFEST)}: not UTF-8 JSON") from None
+        with storage_errors(join(self.uri, MANIFEST), "read"):
+            try:
+                text = self.fs.cat_file(path).decode()
+            except FileNotFoundError:
+                if not self.fs.exists(self.root):
+                    raise DataError(f"{self.uri}: no such directory") from None
+                writing = self.fs.exists(f"{self.root}/{LOCK}")
+                why = (
+                    "a writer is still writing it, or was killed before it finished"
+                    if writing
+                    else "it is incomplete or was never committed"
+                )
+                raise DataError(
+                    f"{self.uri}: no {MANIFEST}, so it is not a committed distrec directory ({why}); "
+                    "re-run the job that writes it"
+                ) from None
+            except UnicodeDecodeError:
+                raise DataError(f"{join(self.uri, MANIFEST)}: not UTF-8 JSON") from None
         return Manifest.from_json(text, where=join(self.uri, MANIFEST))
 
     def verify(self, *, full: bool = False) -> None:
@@ -81,10 +85,11 @@ class StoredDirectory:
             if full:
                 self.read_bytes(entry.path)
                 continue
-            try:
-                size = self.fs.size(f"{self.root}/{entry.path}")
-            except FileNotFoundError:
-                raise DataError(f"{join(self.uri, entry.path)}: listed in the manifest but missing") from None
+            with storage_errors(join(self.uri, entry.path), "read the size of"):
+                try:
+                    size = self.fs.size(f"{self.root}/{entry.path}")
+                except FileNotFoundError:
+                    raise DataError(f"{join(self.uri, entry.path)}: listed in the manifest but missing") from None
             if size != entry.bytes:
                 raise DataError(
                     f"{join(self.uri, entry.path)}: {size} bytes, the manifest says {entry.bytes}; "
@@ -100,10 +105,11 @@ class StoredDirectory:
     def read_bytes(self, path: str) -> bytes:
         """The file's bytes, after checking their size and sha256 against the manifest."""
         entry = self.entry(path)
-        try:
-            data = self.fs.cat_file(f"{self.root}/{path}")
-        except FileNotFoundError:
-            raise DataError(f"{join(self.uri, path)}: listed in the manifest but missing") from None
+        with storage_errors(join(self.uri, path), "read"):
+            try:
+                data = self.fs.cat_file(f"{self.root}/{path}")
+            except FileNotFoundError:
+                raise DataError(f"{join(self.uri, path)}: listed in the manifest but missing") from None
         if len(data) != entry.bytes:
             raise DataError(
                 f"{join(self.uri, path)}: {len(data)} bytes, the manifest says {entry.bytes}; "
@@ -140,8 +146,10 @@ class StoredDirectory:
                 return pf.read_row_groups(list(groups), columns=list(columns))
         except FileNotFoundError:
             raise DataError(f"{full}: listed in the manifest but missing") from None
-        except (pa.ArrowException, OSError) as e:
+        except pa.ArrowException as e:
             raise DataError(f"{full}: corrupt or unreadable Parquet ({e})") from None
+        except STORAGE_ERRORS as e:
+            raise storage_error(full, "read", e) from None
 
     def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
         try:

@@ -16,6 +16,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from distrec.storage.failures import storage_errors
+
 __all__ = ["filesystem", "join", "is_local", "absolute", "storage_options", "write_text", "read_text"]
 
 
@@ -64,12 +66,14 @@ def absolute(uri: str) -> str:
 def write_text(uri: str, text: str) -> None:
     """Write a small text file (a report, metrics.json) in one request."""
     fs, path = filesystem(uri)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, text.encode())
+    with storage_errors(uri, "write"):
+        parent = posixpath.dirname(path)
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, text.encode())
 
 
 def read_text(uri: str) -> str:
     fs, path = filesystem(uri)
-    return fs.cat_file(path).decode()
+    with storage_errors(uri, "read"):
+        return fs.cat_file(path).decode()

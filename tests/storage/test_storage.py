@@ -99,7 +99,7 @@ def test_second_writer_refuses_while_first_holds_lock(tmp_path):
     uri = str(tmp_path / "d")
     first = DirectoryWriter(uri, kind="test", schema_version=1)
     first.begin()
-    with pytest.raises(DataError, match="another writer .* is writing this directory"):
+    with pytest.raises(DataError, match="another test writer .* is writing this directory"):
         DirectoryWriter(uri, kind="test", schema_version=1).begin()
     first.write_table("part-00000.parquet", pa.table({"x": [1]}))
     first.commit({})
