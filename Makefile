@@ -10,7 +10,7 @@ RAY_DASHBOARD_PORT ?= 8265
 RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-fast demo lint prepare train submit ray-up ray-down cluster-up cluster-down bench clean
+.PHONY: help setup test test-fast demo lint prepare train tune submit ray-up ray-down cluster-up cluster-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ prepare: setup ## make prepare ARGS="ml-100k --source DIR --out URI"
 
 train: setup ## make train CONFIG=configs/mf/ml-100k.yaml [ARGS="train.epochs=5 ..."] (embedded local Ray)
 	$(PY) jobs/train.py --config $(CONFIG) $(ARGS)
+
+tune: setup ## make tune CONFIG=configs/tune/mf-ml-1m.yaml [ARGS=...]; resume: make tune ARGS="--resume runs/tune/mf-ml-1m"
+	$(PY) jobs/tune.py $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 ray-up: setup ## start a local Ray head: token auth, dashboard/Jobs API on 127.0.0.1 only
 	@$(RAY) get-auth-token --generate >/dev/null

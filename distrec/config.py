@@ -23,7 +23,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "to_yaml", "parse_overrides"]
+__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "to_yaml", "parse_overrides", "nest", "merge"]
 
 
 class ConfigError(ValueError):
@@ -48,7 +48,7 @@ def load_config(
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
-    raw = _merge(_merge(raw, flags or {}), parse_overrides(overrides))
+    raw = merge(merge(raw, flags or {}), parse_overrides(overrides))
     if overrides:
         source = f"{source} (with overrides {' '.join(overrides)})"
     return from_dict(cls, raw, source=source)
@@ -56,22 +56,29 @@ def load_config(
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` → ``{"a": {"b": 1}, "c": "x"}``; values are parsed as YAML scalars."""
-    tree: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: expected dotted.key=value")
         try:
-            parsed = yaml.safe_load(value) if value != "" else ""
+            values[key] = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError:
-            parsed = value
+            values[key] = value
+    return nest(values)
+
+
+def nest(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "c": "x"}`` → ``{"a": {"b": 1}, "c": "x"}`` (dotted keys to sections)."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
         node = tree
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is set to a value and used as a section")
-        node[leaf] = parsed
+                raise ConfigError(f"{key!r}: {part!r} is set to a value and used as a section")
+        node[leaf] = value
     return tree
 
 
@@ -89,10 +96,11 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` laid over ``base``, section by section (neither is modified)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -1,6 +1,5 @@
-"""Shared fixtures: a moto S3 server on 127.0.0.1 (real HTTP, real s3fs), quiet progress bars.
-
-Ray and gloo fixtures live in tests/train/conftest.py and tests/helpers.py.
+"""Shared fixtures: a moto S3 server on 127.0.0.1 (real HTTP, real s3fs), an embedded local Ray,
+quiet progress bars. Gloo ranks without Ray: tests/helpers.py run_ranks.
 """
 
 from __future__ import annotations
@@ -48,3 +47,16 @@ def s3_server():
 def s3_uri(s3_server) -> str:
     """A fresh, empty prefix in the test bucket."""
     return f"s3://distrec-test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """An embedded 2-CPU Ray for one test module (never a cluster an earlier test started)."""
+    import ray
+
+    from distrec.train.launch import start_local_ray
+
+    ray.shutdown()  # whatever an earlier test left connected
+    start_local_ray(num_cpus=2)
+    yield
+    ray.shutdown()

@@ -4,6 +4,10 @@
         w.write_table("part-00000.parquet", table)
         w.commit(meta={...})
 
+Workers of a distributed job may write their own files into the directory while one process
+holds the writer: each calls ``write_shard`` and the holder lists the returned entries with
+``adopt`` before it commits, so the manifest still appears last and only once.
+
 Opening the writer takes a lock file (lock.py) so a second writer on the same URI refuses
 instead of interleaving, then removes an existing manifest (a re-run makes the old version
 invisible before touching it). Leaving the block with an exception removes what this writer
@@ -19,17 +23,17 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distrec.storage.failures import storage_errors
 from distrec.storage.lock import WriterLock
-from distrec.storage.manifest import MANIFEST, FileEntry, Manifest, check_relative_path
+from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest, check_relative_path
 from distrec.storage.uri import filesystem, join
 
-__all__ = ["DirectoryWriter", "LOCK", "table_to_parquet_bytes"]
+__all__ = ["DirectoryWriter", "LOCK", "table_to_parquet_bytes", "write_shard"]
 
 LOCK = "_writing.lock"
 log = logging.getLogger(__name__)
@@ -41,6 +45,23 @@ def table_to_parquet_bytes(table: pa.Table, *, row_group_size: int | None = None
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=row_group_size, compression="snappy", write_page_checksum=True)
     return sink.getvalue().to_pybytes()
+
+
+def _put(fs, root: str, uri: str, path: str, data: bytes, *, rows: int) -> FileEntry:
+    check_relative_path(path, where=uri)
+    full = f"{root}/{path}"
+    with storage_errors(join(uri, path), "write"):
+        if "/" in path:
+            fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(full, data)
+    return FileEntry(path=path, rows=int(rows), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def write_shard(uri: str, path: str, table: pa.Table, *, row_group_size: int | None = None) -> FileEntry:
+    """Write one Parquet file into ``uri`` from a process that does not hold its writer (a worker
+    writing its own shard); the holder lists the returned entry with ``DirectoryWriter.adopt``."""
+    fs, root = filesystem(uri.rstrip("/"))
+    return _put(fs, root, uri, path, table_to_parquet_bytes(table, row_group_size=row_group_size), rows=table.num_rows)
 
 
 class DirectoryWriter:
@@ -127,15 +148,24 @@ class DirectoryWriter:
     def write_bytes(self, path: str, data: bytes, *, rows: int) -> FileEntry:
         if not self._open:
             raise RuntimeError("DirectoryWriter.write_* called outside begin()/commit()")
-        check_relative_path(path, where=self.uri)
-        full = f"{self.root}/{path}"
-        with storage_errors(join(self.uri, path), "write"):
-            if "/" in path:
-                self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.pipe_file(full, data)
-        entry = FileEntry(path=path, rows=int(rows), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        entry = _put(self.fs, self.root, self.uri, path, data, rows=rows)
         self.entries[path] = entry
         return entry
+
+    def adopt(self, entries: Iterable[FileEntry]) -> None:
+        """List files that other processes wrote with ``write_shard``; an abort removes them too."""
+        if not self._open:
+            raise RuntimeError("DirectoryWriter.adopt called outside begin()/commit()")
+        for entry in entries:
+            check_relative_path(entry.path, where=self.uri)
+            with storage_errors(join(self.uri, entry.path), "read the size of"):
+                try:
+                    size = self.fs.size(f"{self.root}/{entry.path}")
+                except FileNotFoundError:
+                    raise DataError(f"{join(self.uri, entry.path)}: a worker reported writing it, but it is missing") from None
+            if size != entry.bytes:
+                raise DataError(f"{join(self.uri, entry.path)}: {size} bytes, the worker that wrote it reported {entry.bytes}")
+            self.entries[entry.path] = entry
 
     def write_table(self, path: str, table: pa.Table, *, row_group_size: int | None = None) -> FileEntry:
         data = table_to_parquet_bytes(table, row_group_size=row_group_size)

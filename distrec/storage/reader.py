@@ -131,8 +131,8 @@ class StoredDirectory:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{join(self.uri, path)}: not a readable Parquet file ({e})") from None
 
-    def read_row_groups(self, path: str, groups: Sequence[int], columns: Sequence[str]) -> pa.Table:
-        """Some row groups of a Parquet file by ranged reads (only their bytes travel).
+    def read_row_groups(self, path: str, groups: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+        """Some row groups (``columns``, or all) of a Parquet file by ranged reads (only their bytes travel).
 
         The whole-file sha256 cannot be checked on part of a file; the size is checked against the
         manifest and every page against the CRC written with it."""
@@ -143,7 +143,7 @@ class StoredDirectory:
                 if f.size != entry.bytes:
                     raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
                 pf = pq.ParquetFile(f, page_checksum_verification=True)
-                return pf.read_row_groups(list(groups), columns=list(columns))
+                return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
         except FileNotFoundError:
             raise DataError(f"{full}: listed in the manifest but missing") from None
         except pa.ArrowException as e:

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DirectoryWriter, join
-from distrec.storage.embeddings import EMBEDDINGS, SCHEMA_VERSION, embedding_part
+from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS, SCHEMA_VERSION, embedding_part
 from distrec.train.sharding import local_table_pieces
 
 __all__ = ["export_tables"]
@@ -46,9 +46,9 @@ def export_tables(dmp, model, *, output_dir: str, dataset: InteractionDataset, m
                     vector = columns.pop("vector")
                     dim = vector.shape[1]
                     part = embedding_part(np.arange(start, stop), vector, raw=raw[start:stop] if raw is not None else None, **columns)
-                    writer.write_table(f"part-{k:05d}.parquet", part)
+                    writer.write_table(f"part-{k:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
             if writer:
-                writer.commit({**meta, "table": name, "rows": rows, "dim": dim})
+                writer.commit({**meta, "table": name, "rows": rows, "dim": dim, "row_group_rows": ROW_GROUP_ROWS})
         except BaseException:
             if writer:
                 writer.abort()

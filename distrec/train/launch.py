@@ -13,22 +13,25 @@ import json
 import logging
 import os
 import posixpath
-from typing import Any
+import socket
+from typing import Any, Callable, Sequence
 
 import ray
 import ray.train
+import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError, absolute, join, read_text
-from distrec.train.config import ADAM_ON_CPU, TrainConfig
+from distrec.train.config import ADAM_ON_CPU, RayConfig, TrainConfig
 from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
 
-__all__ = ["fit", "connect_ray", "run_name", "check_config"]
+__all__ = ["fit", "connect_ray", "start_local_ray", "run_name", "run_workers", "check_config"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
 
 
-def run_name(cfg: TrainConfig) -> str:
-    """``cfg.ray.name``, or a stable name from the output directory (same command → same run)."""
+def run_name(cfg: Any) -> str:
+    """``cfg.ray.name``, or a stable name from ``cfg.output_dir`` (same command → same run); any
+    job config with ``ray`` and ``output_dir`` sections."""
     if cfg.ray.name:
         return cfg.ray.name
     tail = posixpath.basename(cfg.output_dir.rstrip("/")) or "run"
@@ -48,7 +52,19 @@ def check_config(cfg: TrainConfig) -> InteractionDataset:
     """Everything that can be checked before any worker starts."""
     if cfg.optim.sparse == "adam" and not cfg.ray.use_gpu:
         raise UserError(ADAM_ON_CPU)
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    if cfg.ray.use_gpu and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available():
+        raise UserError(
+            "ray.use_gpu=true, but this machine has no usable GPU (torch.cuda.is_available() is False) and no "
+            "cluster address is set. Set ray.use_gpu=false to train on CPUs, or submit to a cluster with GPU "
+            "workers (ray.address=..., see cluster/README.md)"
+        )
+    try:
+        dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    except DataError as e:
+        raise DataError(
+            f"data.path: {e}. Point data.path at a dataset made by jobs/prepare.py, e.g. "
+            f"`python jobs/prepare.py ml-100k --out {cfg.data.path}` (see README: Datasets)"
+        ) from None
     split = dataset.resolve_split(cfg.data.split)
     if dataset.split_counts(split)["train"] == 0:
         raise DataError(f"{cfg.data.path}: split {split!r} has no training rows")
@@ -61,69 +77,117 @@ def connect_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        hint = (
+            "Start one with `make ray-up` or `ray start --head` (see cluster/README.md), check the address, or "
+            "unset ray.address and RAY_ADDRESS to run on an embedded local Ray"
+        )
+        _check_reachable(address, hint)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(
-                f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). Start one with "
-                "`ray start --head` (see cluster/README.md), or unset ray.address and RAY_ADDRESS to run on an "
-                "embedded local Ray"
-            ) from None
+            raise UserError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). {hint}") from None
         return
-    # An embedded Ray serves this process only: its dashboard (Ray Train's state API needs it)
-    # listens on localhost alone, there is no spot-preemption watcher, and worker prints reach
-    # the console once (Train V2 would also copy them into its own log files).
+    start_local_ray()
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """An embedded Ray for this process only: dashboard (Ray Train's state API needs it) on
+    localhost alone, no spot-preemption watcher, worker prints on the console once.
+
+    It is a new instance even when a stale ``ray start`` left /tmp/ray/ray_current_cluster, and
+    its own processes find it by $RAY_ADDRESS (set for them only): Train's placement-group
+    cleaner otherwise follows that stale file, fails, and leaves finished runs' CPUs reserved.
+    """
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    # address="local": a new instance even if a stale `ray start` left /tmp/ray/ray_current_cluster
-    ray.init(address="local", dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)  # inherited by the raylet and so by every Ray worker process
+    try:
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-def _check_resources(cfg: TrainConfig) -> None:
+def _check_reachable(address: str, hint: str) -> None:
+    """Fail in seconds, not minutes: ray.init keeps retrying an address where nothing listens."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", ray:// client addresses: let Ray resolve them
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}") from None
+
+
+def _check_resources(cfg: RayConfig) -> None:
     resources = ray.cluster_resources()
-    if cfg.ray.use_gpu and resources.get("GPU", 0) < cfg.ray.num_workers:
+    if cfg.use_gpu and resources.get("GPU", 0) < cfg.num_workers:
         raise UserError(
-            f"ray.use_gpu=true asks for {cfg.ray.num_workers} GPU(s) but the cluster has {int(resources.get('GPU', 0))}. "
+            f"ray.use_gpu=true asks for {cfg.num_workers} GPU(s) but the cluster has {int(resources.get('GPU', 0))}. "
             "Set ray.use_gpu=false to train on CPUs, or connect to a cluster with GPUs"
         )
-    need = cfg.ray.num_workers * cfg.ray.cpus_per_worker
+    need = cfg.num_workers * cfg.cpus_per_worker
     if resources.get("CPU", 0) < need:
         raise UserError(
-            f"{cfg.ray.num_workers} worker(s) × {cfg.ray.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
+            f"{cfg.num_workers} worker(s) × {cfg.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
             f"{resources.get('CPU', 0):g}. Lower ray.num_workers or ray.cpus_per_worker"
         )
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
-    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
-    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
-    check_config(cfg)
-    connect_ray(cfg.ray.address)
+def run_workers(
+    entry: Callable[[dict[str, Any]], None],
+    payload: dict[str, Any],
+    *,
+    cfg: RayConfig,
+    name: str,
+    callbacks: Sequence[UserCallback] = (),
+) -> None:
+    """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
+    each), checkpoints in ``cfg.storage_path``/``name``; a re-run with the same name resumes. A
+    failed run raises UserError with the worker's own message. ``callbacks`` see every report
+    (a Tune sweep forwards them to its trial)."""
+    connect_ray(cfg.address)
     _check_resources(cfg)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     trainer = TorchTrainer(
-        ray_worker,
-        train_loop_config={"config": to_dict(cfg)},
-        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo", timeout_s=cfg.ray.collective_timeout_s),
+        entry,
+        train_loop_config=payload,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo", timeout_s=cfg.collective_timeout_s),
         scaling_config=ScalingConfig(
-            num_workers=cfg.ray.num_workers,
-            use_gpu=cfg.ray.use_gpu,
-            resources_per_worker={"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})},
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
         ),
         run_config=RunConfig(
-            name=run_name(cfg),
-            storage_path=cfg.ray.storage_path,
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep),
+            name=name,
+            storage_path=cfg.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             worker_runtime_env={"env_vars": env} if env else None,
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
         ),
     )
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as e:
         raise UserError(f"training failed: {_root_cause(e)}") from e
+
+
+def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
+    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
+    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
+    check_config(cfg)
+    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
     metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
     metrics["report"] = write_train_report(cfg, metrics)
     return metrics

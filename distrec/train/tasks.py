@@ -17,6 +17,7 @@ import torch.distributed as dist
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.eval.rating import RatingAccumulator
 from distrec.models.registry import ModelContext
+from distrec.progress import progress
 from distrec.resources import Stopwatch
 from distrec.train.batches import agreed_steps, rating_batches
 from distrec.train.config import TrainConfig
@@ -57,12 +58,14 @@ class RatingTask:
         rng = np.random.default_rng([self.cfg.train.seed, epoch, dist.get_rank()])  # reproducible on resume
         total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
         clock = Stopwatch()
-        for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
-            loss = dmp(model.features(batch.user, batch.item), batch.rating, batch.weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # embedding rows are updated inside backward (fused optimizer)
-            opt.step()
-            total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+            for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
+                loss = dmp(model.features(batch.user, batch.item), batch.rating, batch.weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # embedding rows are updated inside backward (fused optimizer)
+                opt.step()
+                total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+                bar.update(1)
         seconds = clock.seconds()
         dist.all_reduce(total)
         return {

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from distrec.compress.config import CompressConfig
 from distrec.config import load_config
 from distrec.train.config import TrainConfig
+from distrec.tune.config import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig}
+JOBS = {"mf": TrainConfig, "compress": CompressConfig, "tune": SweepConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

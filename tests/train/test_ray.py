@@ -19,15 +19,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, dashboard_host="127.0.0.1", logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("data") / "tiny")
     tiny_synthetic(out, ratings=30_000)

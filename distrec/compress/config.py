@@ -1,0 +1,76 @@
+"""The compressor job's config (``jobs/compress.py``), one dataclass per YAML section.
+
+    source:     {run: URI, tables: [user, item], verify: sha256}   # a training output_dir
+    ratios:     [4, 8]                 # compression ratios in bytes; one compressor per table and ratio
+    model:      {hidden: [128, 64], keep_fraction: 0.75, code_dtype: int8, ...}
+    fit:        {epochs: 60, batch_size: 256, lr: 0.003, ...}
+    holdout:    {table: user, fraction: 0.1}   # entities kept out of training, for the new-entity check
+    ray:        {num_workers: 2, storage_path: runs/ray, ...}   # as in the training job
+    output_dir: URI
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distrec.models.compressor import CompressorConfig
+from distrec.storage.reader import Verify
+from distrec.train.config import RayConfig
+
+__all__ = ["SourceConfig", "FitConfig", "HoldoutConfig", "CompressConfig"]
+
+
+@dataclass
+class SourceConfig:
+    run: str  # a training output_dir: <run>/embeddings/<table>/ and <run>/config.yaml
+    tables: list[str] = field(default_factory=lambda: ["user", "item"])
+    # sha256: the driver hashes every shard once before any worker starts, so a corrupt shard
+    # stops the job before training (embedding tables are one row per entity, small next to
+    # the interactions). "size" checks sizes only; workers still check every page's CRC.
+    verify: Verify = "sha256"
+
+    def __post_init__(self) -> None:
+        if not self.tables:
+            raise ValueError("source.tables must name at least one table")
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 60
+    batch_size: int = 256  # rows per worker per step
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    checkpoint_every: int = 10  # epochs between checkpoints (and one at the end of each model)
+
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.batch_size, self.checkpoint_every) < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("fit.epochs, fit.batch_size, fit.checkpoint_every and fit.lr must be positive")
+
+
+@dataclass
+class HoldoutConfig:
+    table: str | None = "user"  # None: train on every row
+    fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction < 1:
+            raise ValueError("holdout.fraction must be in [0, 1)")
+
+
+@dataclass
+class CompressConfig:
+    source: SourceConfig
+    output_dir: str
+    ratios: list[int] = field(default_factory=lambda: [4, 8])
+    model: CompressorConfig = field(default_factory=CompressorConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if not self.ratios or any(r < 1 for r in self.ratios):
+            raise ValueError("ratios must be a non-empty list of positive integers")
+        if self.holdout.table is not None and self.holdout.table not in self.source.tables:
+            raise ValueError(f"holdout.table={self.holdout.table!r} is not one of source.tables {self.source.tables}")

@@ -1,0 +1,221 @@
+"""The compressor's per-worker run, top to bottom:
+
+    resume? → for each table: this worker's slice (ranged reads) → held-out rows out → feature
+    statistics (all workers) → for each ratio: model → DDP → epochs (checkpoint + report every
+    ``fit.checkpoint_every``) → encode this worker's rows → write its code shard → rank 0 commits
+    codes + encoder/decoder weights + manifest
+
+Plain torch DDP over the process group Ray Train set up (gloo on CPU). Each worker's loss is
+normalised by the number of real rows in the global batch, so DDP's gradient averaging gives
+exactly the gradient of the global batch mean whatever the slices' sizes. It runs inside Ray
+Train workers and, for tests, in plain gloo processes; it only talks to a ``Session``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zlib
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from distrec.compress.codes import CODES, DECODER, ENCODER, SCHEMA_VERSION, codes_part, compress, weights_bytes
+from distrec.compress.config import CompressConfig
+from distrec.compress.data import feature_stats, holdout_mask, read_slice, vector_batches
+from distrec.config import to_dict
+from distrec.models.compressor import Compressor, code_size
+from distrec.progress import progress as progress_bar  # `progress` here is the run's saved state
+from distrec.resources import Stopwatch
+from distrec.storage import DataError, DirectoryWriter, join, write_text
+from distrec.storage.commit import write_shard
+from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
+from distrec.train.batches import agreed_steps
+from distrec.train.session import Session
+
+__all__ = ["fit_worker", "table_uri", "compressed_uri", "model_key"]
+
+PROGRESS, MODEL, OPTIM = "progress.json", "model.safetensors", "optim.pt"
+
+
+def table_uri(cfg: CompressConfig, table: str) -> str:
+    return join(cfg.source.run, EMBEDDINGS, table)
+
+
+def compressed_uri(cfg: CompressConfig, table: str, ratio: int) -> str:
+    return join(cfg.output_dir, "compressed", model_key(table, ratio))
+
+
+def model_key(table: str, ratio: int) -> str:
+    return f"{table}-{ratio}x"
+
+
+def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
+    """One worker's whole run; returns the training history (identical on every worker)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    progress: dict[str, Any] = {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0}
+    resumed: dict[str, Any] | None = None
+    with session.latest_checkpoint() as ckpt:
+        if ckpt:
+            progress, resumed = _load_checkpoint(ckpt)
+            progress["resumes"] += 1
+            if rank == 0:
+                print(f"resumed from {ckpt}: {progress['current'] or 'next model'} after epoch {progress['epoch']}", flush=True)
+
+    for table in cfg.source.tables:
+        rows = read_slice(table_uri(cfg, table), rank=rank, world=world)
+        train = rows.vector[~holdout_mask(rows.index, cfg.holdout, table)]
+        mean, scale = feature_stats(train)
+        for ratio in cfg.ratios:
+            key = model_key(table, ratio)
+            if key in progress["finished"]:
+                continue
+            torch.manual_seed(cfg.fit.seed)  # the same initial weights on every worker
+            model = Compressor(cfg.model, dim=rows.vector.shape[1], code_size=code_size(rows.vector.shape[1], ratio, cfg.model.code_dtype))
+            model.set_standardisation(mean, scale)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.fit.lr, weight_decay=cfg.fit.weight_decay)
+            start = 0
+            if resumed is not None and progress["current"] == key:
+                model.load_state_dict(resumed["model"])
+                opt.load_state_dict(resumed["optim"])
+                start = progress["epoch"]
+            ddp = DistributedDataParallel(model)
+            history = progress["history"].setdefault(key, [])
+            with progress_bar(total=cfg.fit.epochs - start, desc=key, unit="epochs", enabled=rank == 0) as bar:
+                for epoch in range(start, cfg.fit.epochs):
+                    metrics = {"model": key, "model_epoch": epoch + 1, **_train_epoch(ddp, model, opt, train, cfg, key, epoch)}
+                    history.append(metrics)
+                    progress.update(current=key, epoch=epoch + 1, epochs_total=progress["epochs_total"] + 1)
+                    if (epoch + 1) % cfg.fit.checkpoint_every == 0:
+                        _checkpoint(session, model, opt, progress, metrics)
+                    if rank == 0 and ((epoch + 1) % cfg.fit.checkpoint_every == 0 or epoch + 1 == cfg.fit.epochs):
+                        print(f"{key} epoch {epoch + 1}/{cfg.fit.epochs} loss={metrics['loss']:.4f}", flush=True)
+                    bar.update(1)
+            _sync_buffers(model)
+            _write_compressed(cfg, table, ratio, model, rows, train_rows=len(train))
+            progress["finished"].append(key)
+            progress.update(current=None, epoch=0)
+            _checkpoint(session, model, opt, progress, {"model": key, "finished": True})
+    if rank == 0:
+        write_text(join(cfg.output_dir, "history.json"), json.dumps(progress["history"], indent=1))
+    return progress
+
+
+def _train_epoch(ddp, model: Compressor, opt, train: np.ndarray, cfg: CompressConfig, key: str, epoch: int) -> dict[str, float]:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ddp.train()
+    lr = cfg.fit.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.fit.epochs))  # cosine decay, stateless on resume
+    for group in opt.param_groups:
+        group["lr"] = lr
+    # data order and gate noise depend only on (seed, model, epoch, worker): a resumed run repeats them
+    salt = zlib.crc32(key.encode())
+    rng = np.random.default_rng([cfg.fit.seed, salt, epoch, rank])
+    torch.manual_seed(zlib.crc32(f"{cfg.fit.seed}/{key}/{epoch}/{rank}".encode()))
+    var_mean = float(model.scale.square().mean())
+    groups = model.gate.score.out_features
+    total = torch.zeros(2, dtype=torch.float64)  # loss sum, rows
+    clock = Stopwatch()
+    for x, weight in vector_batches(train, batch_size=cfg.fit.batch_size, steps=agreed_steps(len(train), cfg.fit.batch_size), rng=rng):
+        rows = weight.sum().reshape(1)
+        dist.all_reduce(rows)  # real rows in the global batch
+        x_hat, l0 = ddp(x)
+        row_loss = (x_hat - x).square().mean(1) / var_mean + cfg.model.l0_weight * l0 / groups  # [B]
+        loss = world * (weight * row_loss).sum() / rows.clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += torch.tensor([float((weight * row_loss).detach().sum()), float(weight.sum())], dtype=torch.float64)
+    dist.all_reduce(total)
+    return {"loss": float(total[0] / total[1].clamp_min(1.0)), "lr": lr, "epoch_s": clock.seconds()}
+
+
+def _sync_buffers(model: Compressor) -> None:
+    """Rank 0's batch-norm statistics everywhere: each worker's last forward updated its own, and
+    every worker must encode with the encoder rank 0 saves."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
+
+
+def _write_compressed(cfg: CompressConfig, table: str, ratio: int, model: Compressor, rows, *, train_rows: int) -> None:
+    """Every worker writes the codes of its own rows as one shard; rank 0 adds the weights and
+    commits the manifest last."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    uri = compressed_uri(cfg, table, ratio)
+    writer = DirectoryWriter(uri, kind=CODES, schema_version=SCHEMA_VERSION) if rank == 0 else None
+    try:
+        if writer:
+            writer.begin()
+        dist.barrier()  # the old manifest is gone before any shard is replaced
+        entry = None
+        if len(rows.index):
+            part = codes_part(rows.index, compress(rows.vector, model), raw=rows.raw, **rows.columns)
+            entry = write_shard(uri, f"part-{rank:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
+        entries: list[Any] = [None] * world
+        dist.all_gather_object(entries, (entry, (len(rows.index), train_rows)))
+        if writer:
+            writer.adopt(e for e, _ in entries if e is not None)
+            writer.write_bytes(ENCODER, weights_bytes(model, model.encoder_keys()), rows=0)
+            writer.write_bytes(DECODER, weights_bytes(model, model.decoder_keys()), rows=0)
+            writer.commit(
+                {
+                    "table": table,
+                    "ratio": ratio,
+                    "dim": model.dim,
+                    "code_size": model.code_size,
+                    "code_dtype": cfg.model.code_dtype,
+                    "compressor": to_dict(cfg.model),
+                    "source": table_uri(cfg, table),
+                    "source_meta": rows.meta,
+                    "rows": sum(c[0] for _, c in entries),
+                    "train_rows": sum(c[1] for _, c in entries),
+                    "rows_per_worker": [c[0] for _, c in entries],
+                    "holdout": to_dict(cfg.holdout) if cfg.holdout.table == table else None,
+                    "row_group_rows": ROW_GROUP_ROWS,
+                }
+            )
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    dist.barrier()
+
+
+def _checkpoint(session: Session, model: Compressor, opt: torch.optim.Optimizer, progress: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Rank 0 saves the model being trained (if any), its optimizer and the progress; every
+    worker reports (Ray Train gathers the workers' folders into one checkpoint)."""
+    with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
+        if dist.get_rank() == 0:
+            if progress["current"] is not None:
+                with open(os.path.join(tmp, MODEL), "wb") as f:
+                    f.write(weights_bytes(model, list(model.state_dict())))
+                torch.save(opt.state_dict(), os.path.join(tmp, OPTIM))
+            with open(os.path.join(tmp, PROGRESS), "w") as f:
+                json.dump(progress, f)
+        # "epoch" numbers checkpoints in order across models (LocalSession names folders by it)
+        session.report({**metrics, "epoch": progress["epochs_total"]}, tmp)
+
+
+def _load_checkpoint(directory: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The saved progress and, if a model was mid-training, its weights and optimizer state
+    (read without unpickling: safetensors, and ``torch.load(weights_only=True)``)."""
+    path = os.path.join(directory, PROGRESS)
+    if not os.path.exists(path):
+        raise DataError(f"{directory}: checkpoint is missing {PROGRESS}")
+    with open(path) as f:
+        progress = json.load(f)
+    if progress["current"] is None:
+        return progress, None
+    for name in (MODEL, OPTIM):
+        if not os.path.exists(os.path.join(directory, name)):
+            raise DataError(f"{directory}: checkpoint is missing {name}")
+    state = {
+        "model": safetensors.torch.load_file(os.path.join(directory, MODEL)),
+        "optim": torch.load(os.path.join(directory, OPTIM), weights_only=True),
+    }
+    return progress, state

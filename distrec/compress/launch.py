@@ -1,0 +1,66 @@
+"""The compressor job's driver: check the source tables, train on Ray Train workers, evaluate,
+write ``metrics.json``.
+
+Every shard of every source table is checked before a worker starts (sizes, and with
+``source.verify: sha256`` every byte against the manifest's hash), so a corrupt or truncated
+shard stops the job with the file's name instead of failing a worker mid-training.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from ray.train.v2.api.callback import UserCallback
+
+from distrec.cli import UserError
+from distrec.compress.config import CompressConfig
+from distrec.compress.evaluate import evaluate
+from distrec.compress.fit import table_uri
+from distrec.compress.worker import ray_worker
+from distrec.config import to_dict, to_yaml
+from distrec.models.compressor import code_size
+from distrec.resources import Stopwatch, peak_rss_mb
+from distrec.storage import DataError, absolute, join, write_text
+from distrec.storage.embeddings import EmbeddingShards
+from distrec.train.launch import run_name, run_workers
+
+__all__ = ["check_sources", "run_compress"]
+
+
+def check_sources(cfg: CompressConfig) -> dict[str, int]:
+    """Open and verify every source table; returns table → dim. Raises DataError naming the
+    shard, or UserError for a ratio the dim cannot meet."""
+    dims = {}
+    for table in cfg.source.tables:
+        uri = table_uri(cfg, table)
+        try:
+            shards = EmbeddingShards(uri, verify=cfg.source.verify)
+        except DataError as e:
+            raise DataError(f"{e}. Stopped before training: re-export the table (jobs/train.py) or restore the file") from None
+        if not shards.row_groups():
+            raise DataError(f"{uri}: the embedding table has no rows")
+        dims[table] = shards.dim
+        for ratio in cfg.ratios:
+            try:
+                code_size(shards.dim, ratio, cfg.model.code_dtype)
+            except ValueError as e:
+                raise UserError(f"ratios: {ratio}× for table {table!r}: {e}") from None
+    return dims
+
+
+def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+    """The whole job; returns the metrics it wrote to ``<output_dir>/metrics.json``.
+    ``callbacks`` see every report of the training run."""
+    clock = Stopwatch()
+    cfg.source.run, cfg.output_dir = absolute(cfg.source.run), absolute(cfg.output_dir)
+    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
+    dims = check_sources(cfg)
+    write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
+    train_s = clock.seconds()
+    metrics: dict[str, Any] = {**{f"{t}_dim": d for t, d in dims.items()}, "num_workers": cfg.ray.num_workers, "train_wall_s": train_s}
+    metrics.update(evaluate(cfg))
+    metrics.update(wall_s=clock.seconds(), peak_rss_mb=peak_rss_mb())
+    write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
+    return metrics

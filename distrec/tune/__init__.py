@@ -1,0 +1,1 @@
+"""Ray Tune sweeps over any job config (``jobs/tune.py``)."""

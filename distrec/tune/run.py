@@ -1,0 +1,160 @@
+"""Run a sweep with Ray Tune, or continue an interrupted one, and write its results.
+
+The experiment lives in ``<output_dir>/experiment`` (Tune's state), each trial's run in
+``<output_dir>/trials/<trial id>`` (the job's usual outputs) and ``<output_dir>/ray`` (its Train
+checkpoints). ``sweep.yaml`` beside them is the resolved sweep, so ``--resume`` needs only the
+path: Tune's ``Tuner.restore`` skips finished trials and restarts unfinished ones, which resume
+from their own checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import posixpath
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+
+from distrec.cli import UserError
+from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
+from distrec.storage import absolute, filesystem, join, read_text, write_text
+from distrec.train.launch import connect_ray
+from distrec.tune.config import SpaceConfig, SweepConfig
+from distrec.tune.results import trial_rows, write_results
+from distrec.tune.trials import JOBS, trainable_for
+
+__all__ = ["sweep", "resume", "base_config"]
+
+EXPERIMENT = "experiment"
+
+
+def sweep(cfg: SweepConfig) -> dict[str, Any]:
+    """Validate the base config, run every trial, write the results; returns the summary."""
+    cfg.output_dir = absolute(cfg.output_dir)
+    base = base_config(cfg)
+    JOBS[cfg.job].check(base)
+    fs, root = filesystem(cfg.output_dir)
+    if fs.exists(f"{root}/{EXPERIMENT}"):
+        raise UserError(
+            f"{cfg.output_dir} already holds a sweep: continue it with `python jobs/tune.py --resume {cfg.output_dir}`, "
+            "or choose another output_dir"
+        )
+    write_text(join(cfg.output_dir, "sweep.yaml"), to_yaml(cfg))
+    write_text(join(cfg.output_dir, "base.yaml"), to_yaml(base))
+    connect_ray(cfg.ray_address)
+    tuner = tune.Tuner(
+        _trainable(cfg, to_dict(base)),
+        param_space={key: _space(space) for key, space in cfg.search.items()},
+        tune_config=tune.TuneConfig(
+            metric=cfg.metric,
+            mode=cfg.mode,
+            num_samples=cfg.num_samples,
+            scheduler=_scheduler(cfg, base),
+            search_alg=_search_alg(cfg, cfg.max_concurrent_trials or _concurrency(base)),
+        ),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1),
+    )
+    return _finish(tuner.fit(), cfg, base)
+
+
+def resume(path: str) -> dict[str, Any]:
+    """Continue the sweep in ``path`` (its output_dir, or the experiment folder inside it)."""
+    path = absolute(path.rstrip("/"))
+    out = posixpath.dirname(path) if posixpath.basename(path) == EXPERIMENT else path
+    try:
+        cfg = load_config(SweepConfig, None, flags=_yaml(join(out, "sweep.yaml")))
+        base = from_dict(JOBS[cfg.job].config, _yaml(join(out, "base.yaml")), source=join(out, "base.yaml"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no sweep here (expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py)") from None
+    connect_ray(cfg.ray_address)
+    tuner = tune.Tuner.restore(
+        join(out, EXPERIMENT), trainable=_trainable(cfg, to_dict(base)), resume_unfinished=True, resume_errored=True
+    )
+    return _finish(tuner.fit(), cfg, base)
+
+
+def base_config(cfg: SweepConfig) -> Any:
+    """The job config every trial starts from, validated here (not in N trials) with every
+    searched value, and made location-independent: trials run in other processes with other
+    working directories."""
+    job = JOBS[cfg.job]
+    if not job.per_epoch and cfg.scheduler.name != "fifo":
+        raise ConfigError(f"scheduler.name: job {cfg.job!r} reports its metrics once, at the end; use scheduler.name=fifo")
+    try:
+        base = load_config(job.config, cfg.base, cfg.overrides)
+    except ConfigError as e:
+        raise ConfigError(f"base {e}") from None
+    for key, space in cfg.search.items():  # every searched value must make a valid config
+        for value in space.values if space.kind in ("choice", "grid") else space.values[:1]:
+            load_config(job.config, cfg.base, cfg.overrides, flags=nest({key: value}))
+    for key in job.paths:
+        *parents, leaf = key.split(".")
+        section = functools.reduce(getattr, parents, base)
+        setattr(section, leaf, absolute(getattr(section, leaf)))
+    base.output_dir = cfg.output_dir
+    base.ray.storage_path = join(cfg.output_dir, "ray")
+    return base
+
+
+def _trainable(cfg: SweepConfig, base: dict[str, Any]):
+    # The trial function only drives its Train run (workers hold the CPUs): it takes no CPU,
+    # otherwise one trial with N one-CPU workers could never start on an N-CPU machine. Tune
+    # needs some resource in a trial's request, hence a token 1 MiB of Ray's logical memory.
+    return tune.with_resources(trainable_for(cfg.job, base, cfg.output_dir), {"CPU": 0, "memory": 2**20})
+
+
+def _space(space: SpaceConfig):
+    lo_hi = space.values
+    return {
+        "choice": lambda: tune.choice(space.values),
+        "grid": lambda: tune.grid_search(space.values),
+        "uniform": lambda: tune.uniform(*lo_hi),
+        "loguniform": lambda: tune.loguniform(*lo_hi),
+        "randint": lambda: tune.randint(*lo_hi),
+    }[space.kind]()
+
+
+def _concurrency(base: Any) -> int:
+    per_trial = base.ray.num_workers * base.ray.cpus_per_worker
+    return max(1, int(ray.cluster_resources().get("CPU", 0) // per_trial))
+
+
+def _scheduler(cfg: SweepConfig, base: Any):
+    if cfg.scheduler.name == "fifo":
+        return tune.schedulers.FIFOScheduler()
+    return tune.schedulers.ASHAScheduler(
+        time_attr="epoch",  # the job's own epoch counter: right across restarts of a trial
+        max_t=cfg.scheduler.max_t or base.train.epochs,
+        grace_period=cfg.scheduler.grace_period,
+        reduction_factor=cfg.scheduler.reduction_factor,
+    )
+
+
+def _search_alg(cfg: SweepConfig, concurrent: int):
+    """The search algorithm, limited to ``concurrent`` trials at a time (a trial that cannot get
+    its workers would otherwise wait, and time out, while others hold the CPUs)."""
+    if cfg.search_alg == "random":
+        return tune.search.BasicVariantGenerator(random_state=cfg.seed, max_concurrent=concurrent)
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise UserError("search_alg=optuna needs Optuna: pip install optuna (or use search_alg=random)") from None
+    return tune.search.ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrent)
+
+
+def _finish(results, cfg: SweepConfig, base: Any) -> dict[str, Any]:
+    max_epochs = (cfg.scheduler.max_t or base.train.epochs) if JOBS[cfg.job].per_epoch else None
+    rows = trial_rows(results, cfg, max_epochs=max_epochs)
+    summary = write_results(rows, cfg, to_dict(base))
+    summary["leaderboard"] = join(cfg.output_dir, "leaderboard.md")
+    if math.isnan(summary.get("best", math.nan)):
+        errors = [r.error for r in results if r.error]
+        raise UserError(f"no trial reported {cfg.metric}; first error: {errors[0] if errors else 'none'}")
+    return summary
+
+
+def _yaml(uri: str) -> dict[str, Any]:
+    return yaml.safe_load(read_text(uri))

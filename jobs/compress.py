@@ -1,0 +1,34 @@
+"""Compress a trained model's embedding tables with the DDS-attention compressor, on Ray Train.
+
+Local (an embedded Ray on this machine), after jobs/train.py wrote <run>/embeddings/:
+    python jobs/compress.py --config configs/compress/ml-1m.yaml source.run=runs/mf-ml-1m
+    python jobs/compress.py --config configs/compress/ml-1m.yaml source.run=s3://bucket/mf-ml-1m ratios=[4]
+On a cluster (see cluster/README.md):
+    ray job submit --working-dir . -- python jobs/compress.py --config configs/compress/ml-1m.yaml source.run=s3://...
+
+Reads each table's shards per worker (ranged reads; every shard verified before training),
+trains one compressor per table and ratio with DDP, and writes
+<output_dir>/compressed/<table>-<ratio>x/ (codes as Parquet shards, encoder.safetensors,
+decoder.safetensors, manifest), metrics.json (the evaluation against PCA and scalar
+quantisation, downstream RMSE, held-out users), history.json and config.yaml. Re-running the
+same command resumes from the last checkpoint. The last line printed is metrics.json on one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from distrec.cli import job_parser, run_job
+from distrec.compress.config import CompressConfig
+from distrec.compress.launch import run_compress
+from distrec.compress.report import summary_table
+from distrec.config import load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser(__doc__).parse_args(argv)
+    return run_job(lambda: run_compress(load_config(CompressConfig, args.config, args.overrides)), quiet=args.quiet, describe=summary_table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
