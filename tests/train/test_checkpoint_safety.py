@@ -54,7 +54,7 @@ def _metadata(ckpt: str):
 def _tamper_and_load(data: str, root: str) -> dict[str, str]:
     """On one gloo rank: save a checkpoint, tamper with copies of it, load each; the error messages."""
     from torch.distributed.checkpoint.filesystem import _StorageInfo
-    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
     dmp, opt = _model(data)
     good = os.path.join(root, "good")
@@ -83,8 +83,8 @@ def _tamper_and_load(data: str, root: str) -> dict[str, str]:
         torch.save(_Payload(marker), os.path.join(ckpt, "evil.distcp"))
         size = os.path.getsize(os.path.join(ckpt, "evil.distcp"))
         md.state_dict_metadata["model.mean"] = BytesStorageMetadata()
-        index = next(k for k in md.storage_data if k.fqn == "model.mean")
-        md.storage_data[index] = _StorageInfo(relative_path="evil.distcp", offset=0, length=size)
+        md.storage_data = {k: v for k, v in md.storage_data.items() if k.fqn != "model.mean"}
+        md.storage_data[MetadataIndex("model.mean")] = _StorageInfo(relative_path="evil.distcp", offset=0, length=size)
         write_metadata(ckpt, md)
 
     def outside(path: str):
