@@ -53,9 +53,10 @@ def storage_error(uri: str, action: str, error: BaseException) -> DataError:
     elif isinstance(error, PermissionError):
         hint = "access denied: check the credentials or the role's permissions"
     elif uri.startswith(("s3://", "s3a://")):
-        attempts = os.environ.get("DISTREC_S3_MAX_ATTEMPTS", "8")
+        from distrec.storage.uri import S3FS_ROUNDS, s3_attempts  # uri.py imports this module
+
         hint = (
-            f"the object store kept failing after {attempts} attempts with backoff "
+            f"the object store kept failing through {S3FS_ROUNDS} rounds of {s3_attempts()} attempts with backoff "
             "(DISTREC_S3_MAX_ATTEMPTS); check the endpoint and the store's health, then re-run"
         )
     else:
