@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distrec.storage.commit import LOCK
-from distrec.storage.failures import STORAGE_ERRORS, storage_error, storage_errors
+from distrec.storage.failures import storage_errors
 from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
 from distrec.storage.uri import filesystem, join
 
@@ -138,18 +138,21 @@ class StoredDirectory:
         manifest and every page against the CRC written with it."""
         entry = self.entry(path)
         full = join(self.uri, path)
-        try:
-            with self.fs.open(f"{self.root}/{path}", "rb", block_size=1 << 22) as f:
-                if f.size != entry.bytes:
-                    raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
-                pf = pq.ParquetFile(f, page_checksum_verification=True)
+        with storage_errors(full, "open"):
+            try:
+                f = self.fs.open(f"{self.root}/{path}", "rb", block_size=1 << 22)
+            except FileNotFoundError:
+                raise DataError(f"{full}: listed in the manifest but missing") from None
+        with f:
+            if f.size != entry.bytes:
+                raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
+            try:  # the store's failures are DataErrors by now (_StoreReads); what is left is the file's fault
+                pf = pq.ParquetFile(_StoreReads(f, full), page_checksum_verification=True)
                 return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
-        except FileNotFoundError:
-            raise DataError(f"{full}: listed in the manifest but missing") from None
-        except pa.ArrowException as e:
-            raise DataError(f"{full}: corrupt or unreadable Parquet ({e})") from None
-        except STORAGE_ERRORS as e:
-            raise storage_error(full, "read", e) from None
+            except DataError:
+                raise
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(f"{full}: corrupt or unreadable Parquet ({e})") from None
 
     def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
         try:
@@ -162,3 +165,27 @@ class StoredDirectory:
             return json.load(io.BytesIO(self.read_bytes(path)))
         except ValueError as e:
             raise DataError(f"{join(self.uri, path)}: not valid JSON ({e})") from None
+
+
+class _StoreReads(io.RawIOBase):
+    """A file from the store whose failed reads raise DataErrors naming it, so that pyarrow's own
+    OSErrors (a failed page CRC, a truncated footer) are not mistaken for a store's outage."""
+
+    def __init__(self, f: Any, uri: str) -> None:
+        self.f, self.uri = f, uri
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        with storage_errors(self.uri, "read"):
+            return self.f.read(size)

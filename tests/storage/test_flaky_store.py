@@ -57,8 +57,12 @@ def test_a_store_that_keeps_failing_ends_with_an_error_naming_the_object(s3_serv
 def test_a_dropping_store_ends_with_an_error_naming_the_object(s3_server, s3_uri, monkeypatch):
     tiny_synthetic(s3_uri, ratings=2000, rows_per_shard=1000)
     monkeypatch.setenv("DISTREC_S3_MAX_ATTEMPTS", "2")
-    with FaultyProxy(s3_server, rate=1.0, faults=("drop",), max_consecutive=None) as proxy:
+    with FaultyProxy(s3_server, rate=0.0, faults=("drop",), max_consecutive=None) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        dataset = InteractionDataset(s3_uri)
+        proxy.rate = 1.0  # the store goes away after the manifest was read: a shard's read fails
+        with pytest.raises(DataError, match=rf"^{s3_uri}/part-00000.parquet: cannot (open|read) \(.*\); the object store kept failing"):
+            dataset.read(split=None, parts=["train"], rank=0, world=1)
         with pytest.raises(DataError, match=rf"^{s3_uri}/_manifest.json: cannot read"):
             InteractionDataset(s3_uri)
-    assert proxy.injected["drop"] == proxy.requests >= 3
+    assert proxy.injected["drop"] >= 2 * 2 * 2
