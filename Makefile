@@ -10,7 +10,7 @@ RAY_DASHBOARD_PORT ?= 8265
 RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-fast demo lint prepare train tune submit ray-up ray-down cluster-up cluster-down bench clean
+.PHONY: help setup test test-fast fuzz demo lint prepare train tune submit ray-up ray-down cluster-up cluster-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: setup ## run the whole test suite
 
 test-fast: setup ## the tests that start no Ray cluster
 	$(PY) -m pytest -q -m "not slow" tests
+
+fuzz: setup ## the parser fuzz properties with 5,000 examples each (make test runs 60)
+	DISTREC_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/data/test_parser_fuzz.py
 
 demo: setup ## the main job: synthetic ML-100K-shaped data, biased MF on 2 workers of a local Ray
 	$(PY) jobs/prepare.py synthetic --like ml-100k --out $(OUT)/demo/data

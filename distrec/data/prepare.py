@@ -265,8 +265,7 @@ def _add_split_columns(writer: DirectoryWriter, parts: list[str], codes: dict[st
     offset = 0
     with progress(total=len(parts), desc="write splits", unit="shards") as bar:
         for name in parts:
-            path = f"{writer.root}/{name}"
-            table = pq.read_table(pa.BufferReader(writer.fs.cat_file(path)))
+            table = pq.read_table(pa.BufferReader(writer.read_back(name)))
             n = table.num_rows
             for split, c in codes.items():
                 table = table.append_column(pa.field(split_column(split), pa.int8(), nullable=False), pa.array(c[offset : offset + n]))

@@ -8,10 +8,13 @@ Workers of a distributed job may write their own files into the directory while 
 holds the writer: each calls ``write_shard`` and the holder lists the returned entries with
 ``adopt`` before it commits, so the manifest still appears last and only once.
 
-Opening the writer removes an existing manifest first (a re-run makes the old version invisible
-before touching it) and takes a lock file so a second writer on the same URI refuses instead of
-interleaving. Leaving the block with an exception removes what this writer wrote and no manifest
-appears. File names are chosen by the caller deterministically, so re-running is idempotent.
+Opening the writer takes a lock file (lock.py) so a second writer on the same URI refuses
+instead of interleaving, then removes an existing manifest (a re-run makes the old version
+invisible before touching it). Leaving the block with an exception removes what this writer
+wrote and no manifest appears; a writer killed outright leaves files, its lock and no manifest,
+which readers refuse and a re-run takes over. File names are chosen by the caller
+deterministically, so re-running is idempotent. Storage failures surface as DataErrors naming
+the file (failures.py).
 """
 
 from __future__ import annotations
@@ -20,14 +23,13 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
-import socket
-import uuid
 from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distrec.storage.failures import storage_errors
+from distrec.storage.lock import WriterLock
 from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest, check_relative_path
 from distrec.storage.uri import filesystem, join
 
@@ -48,9 +50,10 @@ def table_to_parquet_bytes(table: pa.Table, *, row_group_size: int | None = None
 def _put(fs, root: str, uri: str, path: str, data: bytes, *, rows: int) -> FileEntry:
     check_relative_path(path, where=uri)
     full = f"{root}/{path}"
-    if "/" in path:
-        fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(full, data)
+    with storage_errors(join(uri, path), "write"):
+        if "/" in path:
+            fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(full, data)
     return FileEntry(path=path, rows=int(rows), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -62,15 +65,19 @@ def write_shard(uri: str, path: str, table: pa.Table, *, row_group_size: int | N
 
 
 class DirectoryWriter:
-    """Writes files into ``uri`` and makes them visible together by writing the manifest last."""
+    """Writes files into ``uri`` and makes them visible together by writing the manifest last.
 
-    def __init__(self, uri: str, *, kind: str, schema_version: int) -> None:
+    ``wait_s``: how long to wait for another writer's lock to expire before refusing (0: refuse
+    at once; a job re-run after its writer's host died waits out the lease)."""
+
+    def __init__(self, uri: str, *, kind: str, schema_version: int, wait_s: float = 0.0) -> None:
         self.uri = uri.rstrip("/")
         self.kind = kind
         self.schema_version = schema_version
+        self.wait_s = wait_s
         self.fs, self.root = filesystem(self.uri)
         self.entries: dict[str, FileEntry] = {}
-        self._token = uuid.uuid4().hex
+        self.lock = WriterLock(join(self.uri, LOCK), what=f"{kind} writer")
         self._created_dir = False
         self._open = False
 
@@ -84,13 +91,15 @@ class DirectoryWriter:
             self.abort()
 
     def begin(self) -> None:
-        self._created_dir = not self.fs.exists(self.root)
-        self.fs.makedirs(self.root, exist_ok=True)
-        self._take_lock()
+        with storage_errors(self.uri, "create the directory"):
+            self._created_dir = not self.fs.exists(self.root)
+            self.fs.makedirs(self.root, exist_ok=True)
+        self.lock.acquire(wait_s=self.wait_s)
         manifest = f"{self.root}/{MANIFEST}"
-        if self.fs.exists(manifest):
-            log.info("replacing the existing contents of %s", self.uri)
-            self.fs.rm(manifest)
+        with storage_errors(join(self.uri, MANIFEST), "remove the previous manifest"):
+            if self.fs.exists(manifest):
+                log.info("replacing the existing contents of %s", self.uri)
+                self.fs.rm(manifest)
         self._open = True
 
     def commit(self, meta: dict[str, Any] | None = None) -> Manifest:
@@ -105,29 +114,35 @@ class DirectoryWriter:
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             writer=f"distrec {__version__}",
         )
-        self._check_lock()
-        self.fs.pipe_file(f"{self.root}/{MANIFEST}", manifest.to_json().encode())
-        for stale in self._files_on_disk() - set(self.entries) - {LOCK, MANIFEST}:
-            self.fs.rm(f"{self.root}/{stale}")
-        self._release_lock()
+        self.lock.check()
+        with storage_errors(join(self.uri, MANIFEST), "write"):
+            self.fs.pipe_file(f"{self.root}/{MANIFEST}", manifest.to_json().encode())
+        with storage_errors(self.uri, "remove files of the previous version"):
+            for stale in self._files_on_disk() - set(self.entries) - {LOCK, MANIFEST}:
+                self.fs.rm(f"{self.root}/{stale}")
+        self.lock.release()
         self._open = False
         return manifest
 
     def abort(self) -> None:
-        """Remove what this writer wrote; no manifest is written."""
-        for path in self.entries:
-            try:
-                self.fs.rm(f"{self.root}/{path}")
-            except FileNotFoundError:
-                pass
-        self.entries.clear()
-        self._release_lock()
-        if self._created_dir and not self._files_on_disk():
-            try:
-                self.fs.rm(self.root, recursive=True)
-            except FileNotFoundError:
-                pass
+        """Remove what this writer wrote; no manifest is written. Best effort: a store that is
+        down leaves files behind (never a manifest), and the error that caused the abort stands."""
         self._open = False
+        try:
+            for path in self.entries:
+                try:
+                    self.fs.rm(f"{self.root}/{path}")
+                except FileNotFoundError:
+                    pass
+            self.entries.clear()
+            self.lock.release()
+            if self._created_dir and not self._files_on_disk():
+                try:
+                    self.fs.rm(self.root, recursive=True)
+                except FileNotFoundError:
+                    pass
+        except Exception as e:
+            log.warning("%s: could not clean up after a failed write (%s); the directory has no manifest", self.uri, e)
 
     # -- writing ---------------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes, *, rows: int) -> FileEntry:
@@ -143,10 +158,11 @@ class DirectoryWriter:
             raise RuntimeError("DirectoryWriter.adopt called outside begin()/commit()")
         for entry in entries:
             check_relative_path(entry.path, where=self.uri)
-            try:
-                size = self.fs.size(f"{self.root}/{entry.path}")
-            except FileNotFoundError:
-                raise DataError(f"{join(self.uri, entry.path)}: a worker reported writing it, but it is missing") from None
+            with storage_errors(join(self.uri, entry.path), "read the size of"):
+                try:
+                    size = self.fs.size(f"{self.root}/{entry.path}")
+                except FileNotFoundError:
+                    raise DataError(f"{join(self.uri, entry.path)}: a worker reported writing it, but it is missing") from None
             if size != entry.bytes:
                 raise DataError(f"{join(self.uri, entry.path)}: {size} bytes, the worker that wrote it reported {entry.bytes}")
             self.entries[entry.path] = entry
@@ -158,44 +174,10 @@ class DirectoryWriter:
     def write_json(self, path: str, obj: Any) -> FileEntry:
         return self.write_bytes(path, json.dumps(obj, indent=1).encode(), rows=0)
 
-    # -- lock ------------------------------------------------------------------------------
-    def _lock_path(self) -> str:
-        return f"{self.root}/{LOCK}"
-
-    def _take_lock(self) -> None:
-        path = self._lock_path()
-        if self.fs.exists(path):
-            holder = self._read_lock()
-            if holder and not _is_stale(holder):
-                raise DataError(
-                    f"{join(self.uri, LOCK)}: another writer (pid {holder.get('pid')} on {holder.get('host')}, "
-                    f"since {holder.get('started')}) is writing this directory; wait for it to finish or "
-                    f"write to another URI. If no such writer is running, delete the lock file."
-                )
-            log.warning("taking over the stale lock of %s (its writer is gone)", self.uri)
-        info = {
-            "token": self._token,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        self.fs.pipe_file(path, json.dumps(info).encode())
-
-    def _read_lock(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.fs.cat_file(self._lock_path()))
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _check_lock(self) -> None:
-        holder = self._read_lock()
-        if not holder or holder.get("token") != self._token:
-            raise DataError(f"{join(self.uri, LOCK)}: this writer lost its lock to another writer; not committing")
-
-    def _release_lock(self) -> None:
-        holder = self._read_lock()
-        if holder and holder.get("token") == self._token:
-            self.fs.rm(self._lock_path())
+    def read_back(self, path: str) -> bytes:
+        """A file this writer wrote (e.g. to rewrite it with more columns)."""
+        with storage_errors(join(self.uri, path), "read"):
+            return self.fs.cat_file(f"{self.root}/{check_relative_path(path, where=self.uri)}")
 
     def _files_on_disk(self) -> set[str]:
         try:
@@ -204,16 +186,3 @@ class DirectoryWriter:
             return set()
         prefix = self.root.rstrip("/") + "/"
         return {p[len(prefix):] for p in found if p.startswith(prefix)}
-
-
-def _is_stale(holder: dict[str, Any]) -> bool:
-    """A lock is stale when its writer ran on this host and that process no longer exists."""
-    if holder.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return False
-    return False

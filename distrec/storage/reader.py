@@ -4,6 +4,8 @@ Opening checks that the manifest exists, has the expected kind and schema versio
 every listed file is present with its recorded size (``verify="size"``, cheap) or content hash
 (``verify="sha256"``, reads everything). Every later ``read_bytes`` checks size and sha256 of the
 bytes it returns, so a shard that changed after the check is still caught before it is parsed.
+A store that keeps failing ends in a DataError naming the file (failures.py), never in a
+"corrupt" verdict on a file that merely could not be fetched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distrec.storage.commit import LOCK
+from distrec.storage.failures import storage_errors
 from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
 from distrec.storage.uri import filesystem, join
 
@@ -56,23 +59,24 @@ class StoredDirectory:
 
     def _load_manifest(self) -> Manifest:
         path = f"{self.root}/{MANIFEST}"
-        try:
-            text = self.fs.cat_file(path).decode()
-        except FileNotFoundError:
-            if not self.fs.exists(self.root):
-                raise DataError(f"{self.uri}: no such directory") from None
-            writing = self.fs.exists(f"{self.root}/{LOCK}")
-            why = (
-                "a writer is still writing it, or was killed before it finished"
-                if writing
-                else "it is incomplete or was never committed"
-            )
-            raise DataError(
-                f"{self.uri}: no {MANIFEST}, so it is not a committed distrec directory ({why}); "
-                "re-run the job that writes it"
-            ) from None
-        except UnicodeDecodeError:
-            raise DataError(f"{join(self.uri, MANIFEST)}: not UTF-8 JSON") from None
+        with storage_errors(join(self.uri, MANIFEST), "read"):
+            try:
+                text = self.fs.cat_file(path).decode()
+            except FileNotFoundError:
+                if not self.fs.exists(self.root):
+                    raise DataError(f"{self.uri}: no such directory") from None
+                writing = self.fs.exists(f"{self.root}/{LOCK}")
+                why = (
+                    "a writer is still writing it, or was killed before it finished"
+                    if writing
+                    else "it is incomplete or was never committed"
+                )
+                raise DataError(
+                    f"{self.uri}: no {MANIFEST}, so it is not a committed distrec directory ({why}); "
+                    "re-run the job that writes it"
+                ) from None
+            except UnicodeDecodeError:
+                raise DataError(f"{join(self.uri, MANIFEST)}: not UTF-8 JSON") from None
         return Manifest.from_json(text, where=join(self.uri, MANIFEST))
 
     def verify(self, *, full: bool = False) -> None:
@@ -81,10 +85,11 @@ class StoredDirectory:
             if full:
                 self.read_bytes(entry.path)
                 continue
-            try:
-                size = self.fs.size(f"{self.root}/{entry.path}")
-            except FileNotFoundError:
-                raise DataError(f"{join(self.uri, entry.path)}: listed in the manifest but missing") from None
+            with storage_errors(join(self.uri, entry.path), "read the size of"):
+                try:
+                    size = self.fs.size(f"{self.root}/{entry.path}")
+                except FileNotFoundError:
+                    raise DataError(f"{join(self.uri, entry.path)}: listed in the manifest but missing") from None
             if size != entry.bytes:
                 raise DataError(
                     f"{join(self.uri, entry.path)}: {size} bytes, the manifest says {entry.bytes}; "
@@ -100,10 +105,11 @@ class StoredDirectory:
     def read_bytes(self, path: str) -> bytes:
         """The file's bytes, after checking their size and sha256 against the manifest."""
         entry = self.entry(path)
-        try:
-            data = self.fs.cat_file(f"{self.root}/{path}")
-        except FileNotFoundError:
-            raise DataError(f"{join(self.uri, path)}: listed in the manifest but missing") from None
+        with storage_errors(join(self.uri, path), "read"):
+            try:
+                data = self.fs.cat_file(f"{self.root}/{path}")
+            except FileNotFoundError:
+                raise DataError(f"{join(self.uri, path)}: listed in the manifest but missing") from None
         if len(data) != entry.bytes:
             raise DataError(
                 f"{join(self.uri, path)}: {len(data)} bytes, the manifest says {entry.bytes}; "
@@ -132,16 +138,21 @@ class StoredDirectory:
         manifest and every page against the CRC written with it."""
         entry = self.entry(path)
         full = join(self.uri, path)
-        try:
-            with self.fs.open(f"{self.root}/{path}", "rb", block_size=1 << 22) as f:
-                if f.size != entry.bytes:
-                    raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
-                pf = pq.ParquetFile(f, page_checksum_verification=True)
+        with storage_errors(full, "open"):
+            try:
+                f = self.fs.open(f"{self.root}/{path}", "rb", block_size=1 << 22)
+            except FileNotFoundError:
+                raise DataError(f"{full}: listed in the manifest but missing") from None
+        with f:
+            if f.size != entry.bytes:
+                raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
+            try:  # the store's failures are DataErrors by now (_StoreReads); what is left is the file's fault
+                pf = pq.ParquetFile(_StoreReads(f, full), page_checksum_verification=True)
                 return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
-        except FileNotFoundError:
-            raise DataError(f"{full}: listed in the manifest but missing") from None
-        except (pa.ArrowException, OSError) as e:
-            raise DataError(f"{full}: corrupt or unreadable Parquet ({e})") from None
+            except DataError:
+                raise
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(f"{full}: corrupt or unreadable Parquet ({e})") from None
 
     def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
         try:
@@ -154,3 +165,27 @@ class StoredDirectory:
             return json.load(io.BytesIO(self.read_bytes(path)))
         except ValueError as e:
             raise DataError(f"{join(self.uri, path)}: not valid JSON ({e})") from None
+
+
+class _StoreReads(io.RawIOBase):
+    """A file from the store whose failed reads raise DataErrors naming it, so that pyarrow's own
+    OSErrors (a failed page CRC, a truncated footer) are not mistaken for a store's outage."""
+
+    def __init__(self, f: Any, uri: str) -> None:
+        self.f, self.uri = f, uri
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        with storage_errors(self.uri, "read"):
+            return self.f.read(size)

@@ -3,8 +3,10 @@
 S3 endpoint and credentials come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, profiles, instance roles); nothing is hard-coded.
 Requests to object storage are retried with exponential backoff by botocore's ``standard`` mode
-(``DISTREC_S3_MAX_ATTEMPTS`` attempts, default 8) so a flaky store does not fail a job;
-s3fs retries its own I/O errors on top of that.
+(``DISTREC_S3_MAX_ATTEMPTS`` attempts, default 8) so a flaky store does not fail a job. s3fs
+re-issues a request once more when botocore gives up or the answer's body breaks off mid-read
+(which botocore cannot retry); s3fs's default of 5 rounds of botocore's attempts would make a
+store that is down take minutes to report.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join", "is_local", "absolute", "storage_options", "write_text", "read_text"]
+from distrec.storage.failures import storage_errors
+
+__all__ = ["filesystem", "join", "is_local", "absolute", "storage_options", "write_text", "read_text", "s3_attempts"]
+
+S3FS_ROUNDS = 2
 
 
 def storage_options(uri: str) -> dict[str, Any]:
     """Options for the filesystem that serves ``uri`` (only S3 needs any)."""
     if not uri.startswith(("s3://", "s3a://")):
         return {}
-    attempts = int(os.environ.get("DISTREC_S3_MAX_ATTEMPTS", "8"))
+    attempts = s3_attempts()
     options: dict[str, Any] = {
         # botocore's standard retry mode backs off exponentially on throttling, 5xx and dropped
         # connections.
@@ -41,9 +47,16 @@ def storage_options(uri: str) -> dict[str, Any]:
     return options
 
 
+def s3_attempts() -> int:
+    """botocore's attempts per S3 request (``DISTREC_S3_MAX_ATTEMPTS``, default 8)."""
+    return int(os.environ.get("DISTREC_S3_MAX_ATTEMPTS", "8"))
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem serving ``uri`` and the path inside it (fresh instance, no stale caches)."""
     fs, path = url_to_fs(uri, skip_instance_cache=True, **storage_options(uri))
+    if hasattr(fs, "retries"):  # s3fs: rounds of botocore's attempts
+        fs.retries = S3FS_ROUNDS
     return fs, path.rstrip("/") or path
 
 
@@ -64,12 +77,14 @@ def absolute(uri: str) -> str:
 def write_text(uri: str, text: str) -> None:
     """Write a small text file (a report, metrics.json) in one request."""
     fs, path = filesystem(uri)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, text.encode())
+    with storage_errors(uri, "write"):
+        parent = posixpath.dirname(path)
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, text.encode())
 
 
 def read_text(uri: str) -> str:
     fs, path = filesystem(uri)
-    return fs.cat_file(path).decode()
+    with storage_errors(uri, "read"):
+        return fs.cat_file(path).decode()

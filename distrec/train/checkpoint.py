@@ -9,9 +9,12 @@ optimizer state (``dense_optim.pt``, identical on every worker, saved by rank 0)
 Models without embedding tables (the dense loop) are replicated on every worker: rank 0 saves
 their ``state_dict`` as ``model.pt`` beside ``progress.json`` (``save_model_checkpoint``).
 
-Nothing read back is unpickled freely: DCP's ``.metadata`` goes through an unpickler that only
-builds DCP's own metadata classes and torch dtypes/sizes, and ``dense_optim.pt`` is read with
-``torch.load(weights_only=True)``.
+Nothing read back is unpickled freely, and nothing is read from outside the checkpoint folder:
+DCP's ``.metadata`` goes through an unpickler that only builds DCP's own metadata classes and
+torch dtypes/sizes, and every file it names must be a plain relative path inside the folder;
+DCP's non-tensor entries (which DCP itself would ``torch.load(weights_only=False)``) and
+``dense_optim.pt`` / ``model.pt`` are read with ``torch.load(weights_only=True)``. A checkpoint that breaks
+these rules is refused with a DataError naming it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint import CheckpointException, DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._nested_dict import set_element
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from distrec.storage import DataError
+from distrec.storage.manifest import check_relative_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "PROGRESS"]
 
@@ -70,10 +75,27 @@ class _SafeReader(FileSystemReader):
             raise DataError(f"{path}: refused checkpoint metadata ({e})") from None
         if not isinstance(metadata, Metadata):
             raise DataError(f"{path}: not a torch.distributed.checkpoint metadata file")
+        for info in (metadata.storage_data or {}).values():  # the files DCP will open
+            check_relative_path(str(getattr(info, "relative_path", "")), where=path)
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+class _SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's default planner, except that non-tensor entries load with ``weights_only=True``."""
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
+        try:
+            obj = torch.load(value, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise DataError(f"refused checkpoint entry {fqn!r} ({str(e).splitlines()[0]})") from None
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
+        else:
+            self.state_dict[fqn] = obj
 
 
 def save_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer, progress: dict) -> None:
@@ -93,10 +115,16 @@ def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
         if not os.path.exists(os.path.join(directory, name)):
             raise DataError(f"{directory}: checkpoint is missing {name}")
     state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
-    dcp.load(state, storage_reader=_SafeReader(directory))
+    try:
+        dcp.load(state, storage_reader=_SafeReader(directory), planner=_SafeLoadPlanner())
+    except CheckpointException as e:  # DCP gathers each rank's error; show the first
+        failure = next(iter(e.failures.values()), (e, None))[0]
+        if isinstance(failure, DataError):
+            raise failure from None
+        raise DataError(f"{directory}: cannot restore the checkpoint ({failure})") from None
     dmp.load_state_dict(state["model"])
     dmp.fused_optimizer.load_state_dict(state["fused"])
-    dense_opt.load_state_dict(torch.load(os.path.join(directory, DENSE), weights_only=True))
+    dense_opt.load_state_dict(_load_tensors(os.path.join(directory, DENSE)))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
 
@@ -115,6 +143,14 @@ def load_model_checkpoint(directory: str, *, model: torch.nn.Module) -> dict:
     for name in (MODEL, PROGRESS):
         if not os.path.exists(os.path.join(directory, name)):
             raise DataError(f"{directory}: checkpoint is missing {name}")
-    model.load_state_dict(torch.load(os.path.join(directory, MODEL), weights_only=True))
+    model.load_state_dict(_load_tensors(os.path.join(directory, MODEL)))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
+
+
+def _load_tensors(path: str) -> dict:
+    """``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects."""
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise DataError(f"{path}: refused ({str(e).splitlines()[0]})") from None

@@ -1,9 +1,12 @@
 """Random and mutated lines through the u.data and Netflix parsers: every input either prepares, with
-one rating per data line, or fails with a DataError; never another exception."""
+one rating per data line, or fails with a DataError; never another exception.
+
+`make fuzz` runs the same properties with many more examples (DISTREC_FUZZ_EXAMPLES)."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -18,7 +21,7 @@ from distrec.storage import DataError
 ODD_FIELDS = ["", "NA", "nan", "inf", "-", "+5", " 7", "1e3", "3.5", "0", "6", "0x1f", "1_0", "٣", "²",
               "99999999999999999999", "2005-02-30", "2005-9-6", "1:", "\r", "\x00"]
 FIELD = st.one_of(st.integers(-5, 3_000_000).map(str), st.sampled_from(ODD_FIELDS), st.text(max_size=5))
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(os.environ.get("DISTREC_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _lines(valid: st.SearchStrategy[str], delimiter: str) -> st.SearchStrategy[list[bytes]]:

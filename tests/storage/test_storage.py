@@ -99,7 +99,7 @@ def test_second_writer_refuses_while_first_holds_lock(tmp_path):
     uri = str(tmp_path / "d")
     first = DirectoryWriter(uri, kind="test", schema_version=1)
     first.begin()
-    with pytest.raises(DataError, match="another writer .* is writing this directory"):
+    with pytest.raises(DataError, match="another test writer .* is writing this directory"):
         DirectoryWriter(uri, kind="test", schema_version=1).begin()
     first.write_table("part-00000.parquet", pa.table({"x": [1]}))
     first.commit({})
@@ -143,3 +143,37 @@ def test_garbage_manifest(tmp_path):
     (tmp_path / "d" / MANIFEST).write_text("{not json")
     with pytest.raises(DataError, match="not a valid distrec manifest"):
         StoredDirectory(uri)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that a pickle ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_is_never_unpickled(tmp_path):
+    import hashlib
+    import pickle
+
+    uri = str(tmp_path / "d")
+    write_dir(uri)
+    marker = tmp_path / "payload-ran"
+    evil = pickle.dumps(_Payload(str(marker)))
+    (tmp_path / "d" / "extra.pkl").write_bytes(evil)  # not listed: never read
+    (tmp_path / "d" / "part-00000.parquet").write_bytes(evil)  # listed, with a manifest that agrees
+    path = tmp_path / "d" / MANIFEST
+    raw = json.loads(path.read_text())
+    entry = next(f for f in raw["files"] if f["path"] == "part-00000.parquet")
+    entry.update(bytes=len(evil), sha256=hashlib.sha256(evil).hexdigest())
+    path.write_text(json.dumps(raw))
+    d = StoredDirectory(uri, verify="sha256")
+    assert "extra.pkl" not in d.manifest.paths()
+    with pytest.raises(DataError, match="part-00000.parquet: not a readable Parquet file"):
+        d.read_table("part-00000.parquet")
+    with pytest.raises(DataError, match="part-00000.parquet: corrupt or unreadable Parquet"):
+        d.read_row_groups("part-00000.parquet", [0])
+    assert not marker.exists()
