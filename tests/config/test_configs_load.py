@@ -9,12 +9,13 @@ import pytest
 from distrec.compare.config import CompareConfig
 from distrec.compress.config import CompressConfig
 from distrec.config import load_config
+from distrec.distill.config import DistillConfig
 from distrec.fit.config import FitConfig
 from distrec.train.config import TrainConfig
 from distrec.tune.config import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-JOBS = {"mf": TrainConfig, "compress": CompressConfig, "tune": SweepConfig, "ease": FitConfig, "infae": FitConfig, "compare": CompareConfig}
+JOBS = {"mf": TrainConfig, "compress": CompressConfig, "tune": SweepConfig, "ease": FitConfig, "infae": FitConfig, "compare": CompareConfig, "distill": DistillConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
