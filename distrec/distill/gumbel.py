@@ -24,9 +24,11 @@ CHUNK_ELEMENTS = 1 << 24  # noise values drawn at once (64 MiB in float32)
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Gumbel(0, 1) noise −log E with E ~ Exp(1), drawn from ``generator`` (so it can be redrawn)."""
-    e = torch.empty(shape, dtype=dtype, device=device).exponential_(generator=generator)
-    return e.clamp_(min=torch.finfo(dtype).tiny).log_().neg_()
+    """Gumbel(0, 1) noise −log(−log U), U ~ U[0, 1), drawn from ``generator`` (so it can be redrawn).
+    (``exponential_`` would save a log but is 4× slower than ``rand`` on CPU.) U = 0 gives −∞:
+    a probability of 0 for that item in that draw, which is harmless."""
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    return u.log_().neg_().log_().neg_()
 
 
 def _chunks(draws: int, shape: torch.Size) -> list[int]:

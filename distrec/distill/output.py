@@ -44,9 +44,9 @@ def read_synthetic(uri: str, *, verify: Verify = "size") -> tuple[torch.Tensor, 
     store = StoredDirectory(uri, kind=KIND, schema_version=SCHEMA_VERSION, verify=verify)
     n, items = int(store.meta["users"]), int(store.meta["items"])
     table = store.read_table(TABLE)
-    user, item = table.column("user").to_numpy(), table.column("item").to_numpy()
+    user, item = table.column("user").to_numpy().copy(), table.column("item").to_numpy().copy()  # Arrow's buffers are read-only
     if len(user) and (user.min() < 0 or user.max() >= n or item.min() < 0 or item.max() >= items):
         raise DataError(f"{uri}/{TABLE}: a user or item index is outside {n} users × {items} items")
     x = torch.zeros(n, items)
-    x[torch.from_numpy(user), torch.from_numpy(item)] = torch.from_numpy(table.column("weight").to_numpy())
+    x[torch.from_numpy(user), torch.from_numpy(item)] = torch.tensor(table.column("weight").to_numpy())
     return x, dict(store.meta)

@@ -91,7 +91,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1) -> dict[str, A
                 logits.grad /= world
             optimizer.step()
             bar.update(1)
-            record: dict[str, Any] = {"step": step, "loss": float(loss), **parts}
+            record: dict[str, Any] = {"step": step, "loss": loss.item(), **parts}
             if step % cfg.validate_every == 0 or step == cfg.steps:
                 with torch.no_grad():
                     x = _sample(cfg, logits.detach(), cfg.seed * 1_000_003 + step + VALIDATION_SEED)
