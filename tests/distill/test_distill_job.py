@@ -62,6 +62,7 @@ def _distill_rank(cfg: dict) -> dict:
     return distill(from_dict(DistillConfig, cfg), rank=dist.get_rank(), world=dist.get_world_size())
 
 
+@pytest.mark.slow
 def test_two_workers_keep_one_synthetic_set(dataset, tmp_path):
     """Each worker draws its own real users; averaged gradients keep the logits identical."""
     cfg = {"data": {"path": dataset}, "output_dir": str(tmp_path / "out"), "budget": 12, "samples_per_user": 20, "tau": 1.0,
