@@ -6,6 +6,7 @@
     fit:        {epochs: 60, batch_size: 256, lr: 0.003, ...}
     holdout:    {table: user, fraction: 0.1}   # entities kept out of training, for the new-entity check
     ray:        {num_workers: 2, storage_path: runs/ray, ...}   # as in the training job
+    tracking:   {tensorboard: false, mlflow_uri: null, ...}     # as in the training job
     output_dir: URI
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from distrec.models.compressor import CompressorConfig
 from distrec.storage.reader import Verify
+from distrec.tracking import TrackingConfig
 from distrec.train.config import RayConfig
 
 __all__ = ["SourceConfig", "FitConfig", "HoldoutConfig", "CompressConfig"]
@@ -68,6 +70,7 @@ class CompressConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if not self.ratios or any(r < 1 for r in self.ratios):

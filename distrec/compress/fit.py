@@ -36,7 +36,9 @@ from distrec.resources import Stopwatch
 from distrec.storage import DataError, DirectoryWriter, join, write_text
 from distrec.storage.commit import write_shard
 from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
+from distrec.tracking import Tracker
 from distrec.train.batches import agreed_steps
+from distrec.train.launch import run_name
 from distrec.train.session import Session
 
 __all__ = ["fit_worker", "table_uri", "compressed_uri", "model_key"]
@@ -57,7 +59,14 @@ def model_key(table: str, ratio: int) -> str:
 
 
 def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
-    """One worker's whole run; returns the training history (identical on every worker)."""
+    """One worker's whole run; returns the training history (identical on every worker). Rank 0
+    logs the config and each model's per-epoch metrics (``<table>-<ratio>x/loss``, step = its
+    epoch) to the tracking backends the config asks for."""
+    with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg, enabled=dist.get_rank() == 0) as tracker:
+        return _fit(cfg, session, tracker)
+
+
+def _fit(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
     progress: dict[str, Any] = {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0}
     resumed: dict[str, Any] | None = None
@@ -91,6 +100,7 @@ def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
                 for epoch in range(start, cfg.fit.epochs):
                     metrics = {"model": key, "model_epoch": epoch + 1, **_train_epoch(ddp, model, opt, train, cfg, key, epoch)}
                     history.append(metrics)
+                    tracker.log_metrics({f"{key}/{k}": v for k, v in metrics.items() if k != "model_epoch"}, step=epoch + 1)
                     progress.update(current=key, epoch=epoch + 1, epochs_total=progress["epochs_total"] + 1)
                     if (epoch + 1) % cfg.fit.checkpoint_every == 0:
                         _checkpoint(session, model, opt, progress, metrics)

@@ -23,6 +23,7 @@ from distrec.models.compressor import code_size
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import DataError, absolute, join, write_text
 from distrec.storage.embeddings import EmbeddingShards
+from distrec.tracking import Tracker, check_tracking
 from distrec.train.launch import run_name, run_workers
 
 __all__ = ["check_sources", "run_compress"]
@@ -30,7 +31,8 @@ __all__ = ["check_sources", "run_compress"]
 
 def check_sources(cfg: CompressConfig) -> dict[str, int]:
     """Open and verify every source table; returns table → dim. Raises DataError naming the
-    shard, or UserError for a ratio the dim cannot meet."""
+    shard, or UserError for a ratio the dim cannot meet (or a tracking backend that is missing)."""
+    check_tracking(cfg.tracking, output_dir=cfg.output_dir)
     dims = {}
     for table in cfg.source.tables:
         uri = table_uri(cfg, table)
@@ -62,5 +64,7 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     metrics: dict[str, Any] = {**{f"{t}_dim": d for t, d in dims.items()}, "num_workers": cfg.ray.num_workers, "train_wall_s": train_s}
     metrics.update(evaluate(cfg))
     metrics.update(wall_s=clock.seconds(), peak_rss_mb=peak_rss_mb())
+    with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg) as tracker:  # the workers' run
+        tracker.log_metrics(metrics, step=cfg.fit.epochs)
     write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics

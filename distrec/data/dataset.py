@@ -75,8 +75,11 @@ class InteractionDataset:
         return list(self.meta.get("splits", {}))
 
     def resolve_split(self, name: str | None) -> str:
-        """``name`` if the dataset records it (``None`` → the default split), else a clear error."""
+        """The recorded split called ``name`` or prepared from the spec ``name`` (``u1:0.05`` →
+        ``u1_val``); ``None`` → the default split; else a clear error."""
         name = name or self.meta.get("default_split")
+        by_spec = {entry.get("spec"): split for split, entry in self.meta.get("splits", {}).items()}
+        name = by_spec.get(name, name)
         if name not in self.splits:
             raise DataError(
                 f"{self.uri}: no split named {name!r}; it records {', '.join(self.splits) or 'none'}. "

@@ -3,9 +3,10 @@
 Pass 1 streams the parser's chunks: ratings are range-checked (errors name file and line), raw
 ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill. Splits the
 source defines itself (ML-100K folds, the ∞-AE index, Netflix probe) arrive with the chunks;
-splits computed from the data (per-user ratio, leave-last-out, temporal) need every user's rows,
-so pass 2 computes them from the ``user``/``ts`` columns kept in memory (16 bytes a rating) and
-rewrites each shard with the new columns. Id maps and metadata follow, and the manifest last.
+splits computed from the data (per-user ratio, leave-last-out, temporal, an official split with a
+validation part carved out) need every user's rows, so pass 2 computes them from the
+``user``/``ts`` columns (and the official codes they build on) kept in memory (16 bytes a rating)
+and rewrites each shard with the new columns. Id maps and metadata follow, and the manifest last.
 Any error leaves no manifest, and the writer removes what it wrote.
 """
 
@@ -117,17 +118,19 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
         raise DataError(f"splits {req.splits}: each split kind may be recorded once")
     official = tuple(s.name for s in specs if s.kind == "official")
     computed = [s for s in specs if s.kind != "official"]
+    bases = tuple(dict.fromkeys(s.base for s in computed if s.base))  # official splits that computed ones build on
     if req.rows_per_shard <= 0 or req.row_group_size < 0:
         raise DataError("rows_per_shard must be positive and row_group_size non-negative")
 
     source = _open_source(spec, req)
-    parsed = spec.read(source, ReadOptions(splits=official, seed=req.seed, like=req.like, sizes=req.sizes))
+    parsed = spec.read(source, ReadOptions(splits=tuple(dict.fromkeys(official + bases)), seed=req.seed, like=req.like, sizes=req.sizes))
     if not req.row_group_size:
         req.row_group_size = _auto_row_group_size(parsed.expected_rows or (spec.expected[2] if spec.expected else None))
     users, items = IdMap(), IdMap()
     stats = _Stats()
     keep_user: list[np.ndarray] = []
     keep_ts: list[np.ndarray] = []
+    keep_base: dict[str, list[np.ndarray]] = {name: [] for name in bases}
     has_ts = True
     with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION) as writer:
         shards = _ShardBuffer(writer, req)
@@ -140,6 +143,8 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
                 if computed:
                     keep_user.append(table.column("user").to_numpy().astype(np.int32))
                     keep_ts.append(table.column("ts").to_numpy(zero_copy_only=False) if chunk.ts is not None else np.zeros(0))
+                    for name in bases:
+                        keep_base[name].append(_official_codes(chunk, name))
                 shards.add(table)
                 bar.update(len(chunk))
         shards.flush()
@@ -149,8 +154,9 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
         if computed:
             user = np.concatenate(keep_user)
             ts = np.concatenate(keep_ts) if has_ts else None
-            del keep_user, keep_ts
-            codes = {s.name: compute_split(s, user, ts, seed=req.seed) for s in computed}
+            base = {name: np.concatenate(parts) for name, parts in keep_base.items()}
+            del keep_user, keep_ts, keep_base
+            codes = {s.name: compute_split(s, user, ts, seed=req.seed, base=base.get(s.base)) for s in computed}
             for s in computed:
                 split_meta[s.name] = {"spec": s.text, "counts": split_counts(codes[s.name])}
             _add_split_columns(writer, shards.parts, codes, req)
@@ -196,10 +202,15 @@ def _encode(chunk: RatingChunk, users: IdMap, items: IdMap, official: tuple[str,
         "ts": pa.array(chunk.ts.astype(np.int64, copy=False)) if chunk.ts is not None else pa.nulls(n, pa.int64()),
     }
     for name in official:
-        if name not in chunk.splits:
-            raise DataError(f"the parser did not decode the official split {name!r}")
-        columns[split_column(name)] = pa.array(chunk.splits[name].astype(np.int8, copy=False))
+        columns[split_column(name)] = pa.array(_official_codes(chunk, name))
     return pa.table(columns, schema=interaction_schema(list(official)))
+
+
+def _official_codes(chunk: RatingChunk, name: str) -> np.ndarray:
+    """int8 codes [N] of the official split ``name`` for the chunk's rows."""
+    if name not in chunk.splits:
+        raise DataError(f"the parser did not decode the official split {name!r}")
+    return chunk.splits[name].astype(np.int8, copy=False)
 
 
 class _Stats:

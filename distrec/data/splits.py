@@ -11,10 +11,14 @@ Split specs (``--split`` on prepare, recorded in the manifest, chosen by ``data.
   the next 10 % validation, the rest test.
 - the dataset's own split by name (``u1``…``u5``, ``ua``, ``ub`` for ML-100K, ``probe`` for
   Netflix, ``official`` for Douban and the ∞-AE index), decided by the parser.
+- ``u1:0.05`` (name ``u1_val``): the official split with a fraction of its training ratings
+  (each independently, seeded) moved to validation; its test part is untouched. Official splits
+  such as u1 have no validation rows, so this is where hyper-parameters are chosen honestly.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,19 +35,29 @@ COMPUTED = ("random", "user-ratio", "leave-last-out", "temporal")
 
 @dataclass(frozen=True)
 class SplitSpec:
-    kind: str  # one of COMPUTED, or "official"
+    kind: str  # one of COMPUTED, "official", or "official-val" (an official split plus validation)
     name: str  # column suffix and the name used by data.split
     ratios: tuple[float, ...] = ()
     text: str = ""
+    base: str = ""  # "official-val": the official split whose training rows give the validation part
 
 
 def parse_split(text: str, official: tuple[str, ...]) -> SplitSpec:
     """Parse a ``--split`` spec; ``official`` lists the dataset's own split names."""
     kind, _, args = text.strip().partition(":")
     if kind in official:
-        if args:
-            raise DataError(f"split {text!r}: the official split {kind!r} takes no arguments")
-        return SplitSpec(kind="official", name=kind, text=text)
+        if not args:
+            return SplitSpec(kind="official", name=kind, text=kind)
+        try:
+            fraction = float(args)
+        except ValueError:
+            fraction = math.nan
+        if not 0 < fraction < 1:
+            raise DataError(
+                f"split {text!r}: after the official split {kind!r} give the fraction of its training "
+                f"ratings to hold out for validation, a number between 0 and 1 (e.g. {kind}:0.05)"
+            )
+        return SplitSpec(kind="official-val", name=f"{kind}_val", ratios=(fraction,), text=f"{kind}:{fraction:g}", base=kind)
     if kind not in COMPUTED:
         choices = ", ".join(list(COMPUTED) + list(official))
         raise DataError(f"unknown split {text!r}; choose one of: {choices}")
@@ -63,10 +77,17 @@ def parse_split(text: str, official: tuple[str, ...]) -> SplitSpec:
     return SplitSpec(kind=kind, name=kind.replace("-", "_"), ratios=ratios, text=f"{kind}:{args}" if args else kind)
 
 
-def compute_split(spec: SplitSpec, user: np.ndarray, ts: np.ndarray | None, *, seed: int) -> np.ndarray:
-    """int8 codes [N] (TRAIN/VAL/TEST) for rows given their dense ``user`` [N] and ``ts`` [N]."""
+def compute_split(
+    spec: SplitSpec, user: np.ndarray, ts: np.ndarray | None, *, seed: int, base: np.ndarray | None = None
+) -> np.ndarray:
+    """int8 codes [N] (TRAIN/VAL/TEST) for rows given their dense ``user`` [N] and ``ts`` [N];
+    ``base`` [N]: the codes of the official split ``spec.base`` (for ``official-val`` only)."""
     n = len(user)
     rng = np.random.default_rng([seed, 7919])
+    if spec.kind == "official-val":
+        assert base is not None and len(base) == n, "official-val needs the base split's codes"
+        (fraction,) = spec.ratios
+        return np.where((base == TRAIN) & (rng.random(n) < fraction), VAL, base).astype(np.int8)
     if spec.kind == "random":
         u = rng.random(n)
         train, val, _ = spec.ratios

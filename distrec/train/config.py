@@ -6,6 +6,7 @@
     optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
     sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
     ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
+    tracking: {tensorboard: false, mlflow_uri: null, ...}   # see distrec/tracking.py; off by default
     output_dir: URI
 """
 
@@ -16,6 +17,7 @@ from typing import Literal
 
 from distrec.data.dataset import DataConfig
 from distrec.models.registry import ModelConfig
+from distrec.tracking import TrackingConfig
 
 __all__ = [
     "DataConfig",
@@ -110,3 +112,4 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)

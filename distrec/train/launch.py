@@ -27,6 +27,7 @@ from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError, absolute, join, read_text
+from distrec.tracking import check_tracking
 from distrec.train.config import ADAM_ON_CPU, RayConfig, TrainConfig
 from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
@@ -50,6 +51,7 @@ def run_name(cfg: Any) -> str:
 
 def check_config(cfg: TrainConfig) -> InteractionDataset:
     """Everything that can be checked before any worker starts."""
+    check_tracking(cfg.tracking, output_dir=cfg.output_dir)
     if cfg.optim.sparse == "adam" and not cfg.ray.use_gpu:
         raise UserError(ADAM_ON_CPU)
     if cfg.ray.use_gpu and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available():

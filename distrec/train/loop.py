@@ -25,9 +25,11 @@ from distrec.data.dataset import InteractionDataset
 from distrec.models.registry import build_model
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
+from distrec.tracking import Tracker
 from distrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, TrainConfig
 from distrec.train.export import export_tables
+from distrec.train.launch import run_name
 from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 from distrec.train.tasks import make_task
@@ -65,7 +67,13 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 
 def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
-    """One worker's whole run; returns the final metrics (identical on every worker)."""
+    """One worker's whole run; returns the final metrics (identical on every worker). Rank 0
+    logs the config and every epoch's metrics to the tracking backends the config asks for."""
+    with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg, enabled=dist.get_rank() == 0) as tracker:
+        return _train(cfg, session, tracker)
+
+
+def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
     clock = Stopwatch()
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.ray.use_gpu else torch.device("cpu")
@@ -117,6 +125,7 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
             save_checkpoint(tmp, dmp=dmp, dense_opt=opt, progress=progress)
             session.report(metrics, tmp)
+        tracker.log_metrics(metrics, step=epoch + 1)
         if rank == 0:
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
             print(f"epoch {epoch + 1}/{cfg.train.epochs} {shown}", flush=True)
@@ -153,6 +162,8 @@ def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
         wall_s=clock.seconds(),
         noise_floor_rmse=dataset.meta.get("noise_floor_rmse"),
     )
+    last = progress["history"][-1] if progress["history"] else {}
+    tracker.log_metrics({k: v for k, v in final.items() if k not in last}, step=progress["epoch"])  # test metrics, wall time
     if rank == 0:
         write_text(join(cfg.output_dir, "metrics.json"), json.dumps(_finite(final), indent=1))
         write_text(join(cfg.output_dir, "history.json"), json.dumps(progress["history"], indent=1))

@@ -12,12 +12,15 @@ to search it.
     num_samples: 8
     scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
     output_dir: runs/tune/mf-ml-1m
+    tracking: {mlflow_uri: file:///abs/mlruns, experiment: mf-ml-1m}   # one MLflow run per trial
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+from distrec.tracking import TrackingConfig
 
 __all__ = ["SpaceConfig", "SchedulerConfig", "SweepConfig", "SPACE_KINDS"]
 
@@ -83,6 +86,7 @@ class SweepConfig:
     search_alg: Literal["random", "optuna"] = "random"  # grid axes are always enumerated
     seed: int = 0
     ray_address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # mlflow_uri: Tune's MLflow logger
 
     def __post_init__(self) -> None:
         if not self.search:
@@ -93,5 +97,10 @@ class SweepConfig:
         clash = sorted(fixed & set(self.search))
         if clash:
             raise ValueError(f"overrides and search both set {clash}: a searched key cannot also be fixed")
+        if self.tracking.tensorboard:
+            raise ValueError(
+                "tracking.tensorboard: Tune already writes TensorBoard event files for every trial under "
+                "<output_dir>/experiment; for each trial's own per-epoch files set tracking.tensorboard in the base config"
+            )
         if self.search_alg == "optuna" and any(s.kind == "grid" for s in self.search.values()):
             raise ValueError("search_alg=optuna cannot enumerate grid axes; use choice instead of grid")

@@ -21,6 +21,7 @@ from ray import tune
 from distrec.cli import UserError
 from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
 from distrec.storage import absolute, filesystem, join, read_text, write_text
+from distrec.tracking import allow_file_store, check_tracking, mlflow_key
 from distrec.train.launch import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
@@ -36,6 +37,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     cfg.output_dir = absolute(cfg.output_dir)
     base = base_config(cfg)
     JOBS[cfg.job].check(base)
+    check_tracking(cfg.tracking, output_dir=cfg.output_dir)
     fs, root = filesystem(cfg.output_dir)
     if fs.exists(f"{root}/{EXPERIMENT}"):
         raise UserError(
@@ -55,7 +57,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             scheduler=_scheduler(cfg, base),
             search_alg=_search_alg(cfg, cfg.max_concurrent_trials or _concurrency(base)),
         ),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1, callbacks=_callbacks(cfg)),
     )
     return _finish(tuner.fit(), cfg, base)
 
@@ -143,6 +145,25 @@ def _search_alg(cfg: SweepConfig, concurrent: int):
     except ImportError:
         raise UserError("search_alg=optuna needs Optuna: pip install optuna (or use search_alg=random)") from None
     return tune.search.ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=concurrent)
+
+
+def _callbacks(cfg: SweepConfig) -> list:
+    """Tune's MLflow logger when the sweep asks for it: one MLflow run per trial, with the
+    trial's searched values as params and every report's metrics."""
+    if cfg.tracking.mlflow_uri is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.utils import flatten_dict
+
+    class MLflowCallback(MLflowLoggerCallback):
+        """Metric names MLflow accepts (``val_ndcg@10`` → ``val_ndcg_at_10``)."""
+
+        def log_trial_result(self, iteration, trial, result):
+            super().log_trial_result(iteration, trial, {mlflow_key(k): v for k, v in flatten_dict(result).items()})
+
+    allow_file_store(cfg.tracking.mlflow_uri)  # the callback logs from this process
+    tags = {"distrec.sweep": cfg.output_dir}
+    return [MLflowCallback(cfg.tracking.mlflow_uri, experiment_name=cfg.tracking.experiment, tags=tags)]
 
 
 def _finish(results, cfg: SweepConfig, base: Any) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""Split specs: an official split with a validation part carved from its training rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distrec.data.dataset import InteractionDataset
+from distrec.data.schema import TEST, TRAIN, VAL
+from distrec.data.splits import compute_split, parse_split
+from distrec.storage import DataError
+from tests.data.test_movielens_parser import write_ml100k
+
+FOLDS = ("u1", "u2")
+
+
+def test_official_validation_moves_only_training_rows():
+    spec = parse_split("u1:0.05", FOLDS)
+    assert (spec.kind, spec.name, spec.base, spec.text) == ("official-val", "u1_val", "u1", "u1:0.05")
+    base = np.where(np.arange(20_000) % 5 == 0, TEST, TRAIN).astype(np.int8)
+    user = np.zeros(len(base), dtype=np.int64)
+    codes = compute_split(spec, user, None, seed=3, base=base)
+    assert np.array_equal(codes == TEST, base == TEST)  # test untouched
+    moved = (base == TRAIN) & (codes == VAL)
+    assert np.array_equal(codes == VAL, moved)
+    assert 0.04 < moved.sum() / (base == TRAIN).sum() < 0.06
+    assert np.array_equal(codes, compute_split(spec, user, None, seed=3, base=base))  # seeded
+    assert not np.array_equal(codes, compute_split(spec, user, None, seed=4, base=base))
+
+
+@pytest.mark.parametrize("text", ["u1:0", "u1:1", "u1:1.5", "u1:-0.1", "u1:five", "u1:0.1/0.1"])
+def test_bad_validation_fraction_names_the_spec(text):
+    with pytest.raises(DataError) as info:
+        parse_split(text, FOLDS)
+    assert f"split {text!r}" in str(info.value) and "between 0 and 1" in str(info.value)
+
+
+def test_prepare_records_the_official_split_beside_its_validation_variant(tmp_path, prepare):
+    got = prepare("ml-100k", write_ml100k(tmp_path / "ml-100k"), splits=["u1", "u1:0.5"])
+    u1, carved = got.column("split_u1"), got.column("split_u1_val")
+    assert u1 == [TRAIN, TRAIN, TEST, TRAIN, TEST]
+    assert [c for c, b in zip(carved, u1) if b == TEST] == [TEST, TEST]
+    assert set(c for c, b in zip(carved, u1) if b == TRAIN) <= {TRAIN, VAL}
+    counts = got.summary["splits"]["u1_val"]
+    assert counts["spec"] == "u1:0.5" and counts["counts"]["test"] == 2 and got.summary["default_split"] == "u1"
+    dataset = InteractionDataset(got.directory.uri)
+    assert dataset.resolve_split("u1:0.5") == "u1_val" == dataset.resolve_split("u1_val")
+    val = dataset.read(split="u1:0.5", parts=["val"], rank=0, world=1)
+    assert len(val.rating) == counts["counts"]["val"]
+
+
+def test_validation_variant_alone_needs_no_official_column(tmp_path, fails, prepare):
+    root = write_ml100k(tmp_path / "ml-100k")
+    got = prepare("ml-100k", root, splits=["u1:0.5"])
+    assert "split_u1" not in got.rows.column_names and got.summary["default_split"] == "u1_val"
+    assert "each split kind may be recorded once" in fails("ml-100k", root, splits=["u1:0.1", "u1:0.2"])
