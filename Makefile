@@ -47,6 +47,10 @@ train: setup ## make train CONFIG=configs/mf/ml-100k.yaml [ARGS="train.epochs=5 
 fit: setup ## make fit CONFIG=configs/infae/ml-1m.yaml [ARGS=...]: a closed form (EASE, ∞-AE), λ on validation, test
 	$(PY) jobs/fit.py --config $(CONFIG) $(ARGS)
 
+.PHONY: distill
+distill: setup ## make distill [CONFIG=configs/distill/ml-1m.yaml] [ARGS=...]: Distill-CF synthetic users, ∞-AE on them
+	$(PY) jobs/distill.py --config $(or $(CONFIG),configs/distill/ml-1m.yaml) $(ARGS)
+
 compare: setup ## make compare CONFIG=configs/compare/ml-1m-infae.yaml: every listed model on one dataset, table + plot
 	$(PY) jobs/compare.py --config $(CONFIG) $(ARGS)
 

@@ -177,7 +177,7 @@ def _convert_union(tp: Any, value: Any, *, key: str, source: str) -> Any:
         return None
     options = [a for a in args if a is not type(None)]
     variants = {_variant_name(a): a for a in options if dataclasses.is_dataclass(a)}
-    if variants and len(variants) == len(options):
+    if variants and None not in variants and len(variants) == len(options):  # a tagged union (by `name`)
         if not isinstance(value, dict) or "name" not in value:
             raise ConfigError(f"{_where(key, source)}: expected a mapping with 'name', one of {sorted(variants)}")
         if value["name"] not in variants:

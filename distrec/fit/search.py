@@ -20,7 +20,7 @@ from distrec.models.closed_form import ClosedForm, NotPositiveDefinite
 from distrec.resources import Stopwatch
 from distrec.storage import DataError
 
-__all__ = ["search_and_test"]
+__all__ = ["search_and_test", "search_lambda"]
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,19 @@ def _evaluate(model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg:
     )
 
 
-def search_and_test(
+def search_lambda(
     model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Returns the metrics (``lambda``: the chosen λ, None for a model without one; its
-    ``val_*`` and the ``test_*`` metrics; ``search_s``, ``test_s``) and one record per λ tried."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], tuple[float | None, Any]]:
+    """The λ of the model's grid with the best ``val_<select>`` (its ``lambda`` and ``val_*``
+    metrics), one record per λ tried, and the last solve ``(λ, weights)``: only one λ's weights
+    are ever held, so the caller re-solves the best λ if it was not the last."""
     propensity = holdout.propensity()
     key = f"val_{eval_cfg.label}{select}"
     trials: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
-    fitted, fitted_lam = None, None
-    search = Stopwatch()
     for lam in model.lambdas or [None]:
         clock = Stopwatch()
-        fitted = None  # the previous λ's weights go before the next solve (see the memory plan)
+        fitted, fitted_lam = None, None  # the previous λ's weights go before the next solve (see the memory plan)
         try:
             fitted, fitted_lam = model.solve(lam), lam
         except NotPositiveDefinite as e:
@@ -65,11 +64,21 @@ def search_and_test(
             best = {"lambda": lam, **val}
     if best is None:
         raise UserError(f"no λ in {model.lambdas} gave a positive-definite system; add larger values to model.lambdas")
+    return best, trials, (fitted_lam, fitted)
+
+
+def search_and_test(
+    model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Returns the metrics (``lambda``: the chosen λ, None for a model without one; its
+    ``val_*`` and the ``test_*`` metrics; ``search_s``, ``test_s``) and one record per λ tried."""
+    search = Stopwatch()
+    best, trials, (fitted_lam, fitted) = search_lambda(model, holdout, eval_cfg=eval_cfg, select=select)
     search_s = search.seconds()
     clock = Stopwatch()
     if fitted_lam != best["lambda"]:
         fitted = None
         fitted = model.solve(best["lambda"])
-    log.info("chosen λ=%s (best %s); scoring test", best["lambda"], key)
-    test = _evaluate(model, fitted, holdout, "test", eval_cfg, propensity)
+    log.info("chosen λ=%s (best val_%s%s); scoring test", best["lambda"], eval_cfg.label, select)
+    test = _evaluate(model, fitted, holdout, "test", eval_cfg, holdout.propensity())
     return {**best, **test, "search_s": search_s, "test_s": clock.seconds()}, trials

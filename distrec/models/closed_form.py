@@ -203,8 +203,21 @@ class InfiniteAE:
         if wanted < len(active):
             rng = np.random.default_rng(cfg.seed)
             self.support = np.sort(rng.choice(active, size=wanted, replace=False))
-        self.x = train.dense(self.support, dtype=self.dtype)  # X_s [n, I]
-        n = len(self.support)
+        self._build(train.dense(self.support, dtype=self.dtype))
+
+    @classmethod
+    def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> "InfiniteAE":
+        """∞-AE whose support is the given rows ``x`` [n, I] (values in [0, 1]; Distill-CF's
+        synthetic users) instead of users of a training set."""
+        model = cls.__new__(cls)
+        model.cfg, model.lambdas, model.dtype = cfg, list(cfg.lambdas), DTYPES[cfg.dtype]
+        model.support = np.arange(len(x))
+        model._build(x.detach().to(model.dtype))
+        return model
+
+    def _build(self, x: torch.Tensor) -> None:
+        self.x = x  # X_s [n, I]
+        n = len(x)
         self.gram = torch.empty(n, n, dtype=self.dtype)  # K = Θ(X_s, X_s) [n, n], built by row blocks
         for start in range(0, n, BLOCK):
             self.gram[start : start + BLOCK] = self.kernel(self.x[start : start + BLOCK])

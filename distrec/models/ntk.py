@@ -13,7 +13,9 @@ NTK, starting from the inputs (d features):
     next Dense:  Σ' = w·Σ̃ + b,   Θ' = Σ' + w·Σ̇·Θ
 
 The output layer's width does not change the kernel (outputs are independent), so this scalar
-kernel serves every item column of the autoencoder.
+kernel serves every item column of the autoencoder. It is differentiable in its inputs
+(Distill-CF learns the support through it); callers form it in row blocks, so its few
+out-of-place temporaries are [block, n].
 """
 
 from __future__ import annotations
@@ -28,19 +30,23 @@ __all__ = ["ntk"]
 def ntk(x1: torch.Tensor, x2: torch.Tensor, *, depth: int = 1, w_var: float = 2.0, b_var: float = 0.01) -> torch.Tensor:
     """Θ(x1, x2) [n1, n2] for inputs ``x1`` [n1, d] and ``x2`` [n2, d] (same dtype and device)."""
     d = x1.shape[1]
-    cross = x1 @ x2.T  # [n1, n2]
-    nngp = cross.mul_(w_var / d).add_(b_var)  # Σ₁, in place of the product
-    var1 = (x1 * x1).sum(1).mul_(w_var / d).add_(b_var)  # Σ₁(x, x) [n1]
-    var2 = (x2 * x2).sum(1).mul_(w_var / d).add_(b_var)  # [n2]
-    theta_k = nngp.clone()
+    nngp = (x1 @ x2.T) * (w_var / d) + b_var  # Σ₁ [n1, n2]
+    var1 = (x1 * x1).sum(1) * (w_var / d) + b_var  # Σ₁(x, x) [n1]
+    var2 = (x2 * x2).sum(1) * (w_var / d) + b_var  # [n2]
+    theta_k = nngp
     for _ in range(depth):
-        norms = torch.outer(var1, var2).sqrt_()  # √(Σ(x,x) Σ(x',x'))
-        cos = (nngp / norms).clamp_(-1.0, 1.0)
-        angle = torch.arccos(cos)
-        sin = (1.0 - cos * cos).clamp_(min=0.0).sqrt_()
-        theta_k.mul_((math.pi - angle) / (2 * math.pi))  # Θ · Σ̇
-        nngp = norms.mul_(sin + (math.pi - angle) * cos).div_(2 * math.pi)  # Σ̃
-        nngp.mul_(w_var).add_(b_var)  # next Dense: Σ'
+        # θ from (cos, sin) · √(Σ(x,x) Σ(x',x')) by atan2, as neural-tangents does: no division, and
+        # the gradient stays finite where θ = 0 (x = x'), which arccos's does not
+        sin_norms = _safe_sqrt(torch.outer(var1, var2) - nngp * nngp)  # √(Σ(x,x) Σ(x',x')) · sin θ
+        angle = torch.atan2(sin_norms, nngp)
+        theta_k = theta_k * ((math.pi - angle) / (2 * math.pi))  # Θ · Σ̇
+        nngp = (sin_norms + (math.pi - angle) * nngp) * (w_var / (2 * math.pi)) + b_var  # next Dense: Σ' = w Σ̃ + b
         var1, var2 = var1 * (w_var / 2) + b_var, var2 * (w_var / 2) + b_var  # on the diagonal θ = 0: Σ̃ = Σ/2
-        theta_k.mul_(w_var).add_(nngp)  # Θ' = Σ' + w Σ̇ Θ
+        theta_k = theta_k * w_var + nngp  # Θ' = Σ' + w Σ̇ Θ
     return theta_k
+
+
+def _safe_sqrt(x: torch.Tensor, tol: float = 1e-30) -> torch.Tensor:
+    """√max(x, tol): rounding can make Σ(x,x)Σ(x',x') − Σ(x,x')² slightly negative, and √ has no
+    finite gradient at 0; below ``tol`` the gradient is 0 (neural-tangents' ``_sqrt``)."""
+    return x.clamp(min=tol).sqrt()

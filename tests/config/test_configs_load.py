@@ -9,6 +9,7 @@ import pytest
 from distrec.compare.config import CompareConfig
 from distrec.compress.config import CompressConfig
 from distrec.config import load_config
+from distrec.distill.config import DistillConfig
 from distrec.fit.config import FitConfig
 from distrec.train.config import TrainConfig
 from distrec.tune.config import SweepConfig
@@ -22,6 +23,7 @@ JOBS = {
     "ease": FitConfig,
     "infae": FitConfig,
     "compare": CompareConfig,
+    "distill": DistillConfig,
 }
 
 

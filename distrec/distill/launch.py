@@ -1,0 +1,31 @@
+"""The distill job's driver: run Distill-CF in this process, or on Ray Train workers.
+
+``ray: null`` runs here (one process). With ``ray.num_workers: N`` the same loop runs on N Ray
+Train workers (gloo): each draws its own batch of real users, the logits' gradients are
+averaged, rank 0 writes the outputs; the driver returns the ``metrics.json`` it wrote. A run
+that fails is not resumed from a checkpoint (it restarts from step 0).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from distrec.config import to_dict
+from distrec.distill.config import DistillConfig
+from distrec.distill.run import distill
+from distrec.distill.worker import ray_worker
+from distrec.storage import absolute, join, read_text
+
+__all__ = ["run_distill"]
+
+
+def run_distill(cfg: DistillConfig) -> dict[str, Any]:
+    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
+    if cfg.ray is None:
+        return distill(cfg)
+    from distrec.train.launch import run_name, run_workers  # Ray only when asked for
+
+    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
+    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg))
+    return json.loads(read_text(join(cfg.output_dir, "metrics.json")))
