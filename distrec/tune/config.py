@@ -77,7 +77,7 @@ class SweepConfig:
     search: dict[str, SpaceConfig]
     metric: str  # a per-epoch metric the job reports, e.g. val_rmse, val_ndcg@10
     output_dir: str
-    job: Literal["train", "compress", "fit"] = "train"  # the job of the base config
+    job: Literal["train", "compress", "fit", "distill"] = "train"  # the job of the base config
     mode: Literal["min", "max"] = "min"
     overrides: list[str] = field(default_factory=list)  # dotted key=value for the base
     num_samples: int = 4  # samples of the space; with grid axes, samples of each grid point

@@ -16,7 +16,7 @@ from distrec.config import to_yaml
 from distrec.report import Report
 from distrec.storage import filesystem, join, write_text
 from distrec.tune.config import SweepConfig
-from distrec.tune.trials import trial_config
+from distrec.tune.trials import on_ray_train, trial_config
 
 __all__ = ["trial_rows", "write_results"]
 
@@ -62,7 +62,7 @@ def write_results(rows: list[dict[str, Any]], sweep: SweepConfig, base: dict[str
         params = {k: best[f"param.{k}"] for k in sweep.search}
         cfg = trial_config(sweep.job, base, params, output_dir=out, trial_id=best["trial_id"])
         cfg.output_dir = join(out, "best")
-        if hasattr(cfg, "ray"):
+        if on_ray_train(cfg):
             cfg.ray.name = None  # retraining the best is a new run
         write_text(join(out, "best_config.yaml"), f"# best trial {best['trial_id']} of {out}\n" + to_yaml(cfg))
         summary.update(best_trial=best["trial_id"], best_params=params, best=best[f"best_{sweep.metric}"])

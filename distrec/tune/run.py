@@ -25,7 +25,7 @@ from distrec.tracking import allow_file_store, check_tracking, mlflow_key
 from distrec.train.launch import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
-from distrec.tune.trials import JOBS, trainable_for
+from distrec.tune.trials import JOBS, on_ray_train, trainable_for
 
 __all__ = ["sweep", "resume", "base_config"]
 
@@ -97,7 +97,7 @@ def base_config(cfg: SweepConfig) -> Any:
         section = functools.reduce(getattr, parents, base)
         setattr(section, leaf, absolute(getattr(section, leaf)))
     base.output_dir = cfg.output_dir
-    if job.on_ray_train:
+    if on_ray_train(base):
         base.ray.storage_path = join(cfg.output_dir, "ray")
     return base
 
@@ -106,8 +106,8 @@ def _trainable(cfg: SweepConfig, base: dict[str, Any]):
     # A trial function that only drives its Train run (workers hold the CPUs) takes no CPU,
     # otherwise one trial with N one-CPU workers could never start on an N-CPU machine. Tune
     # needs some resource in a trial's request, hence a token 1 MiB of Ray's logical memory.
-    # A closed-form trial computes in the trial process itself: one CPU.
-    resources = {"CPU": 0, "memory": 2**20} if JOBS[cfg.job].on_ray_train else {"CPU": 1}
+    # An in-process trial (closed forms, distillation with ray: null) computes there: one CPU.
+    resources = {"CPU": 0, "memory": 2**20} if on_ray_train(base) else {"CPU": 1}
     return tune.with_resources(trainable_for(cfg.job, base, cfg.output_dir), resources)
 
 
@@ -123,7 +123,7 @@ def _space(space: SpaceConfig):
 
 
 def _concurrency(base: Any) -> int:
-    per_trial = base.ray.num_workers * base.ray.cpus_per_worker if hasattr(base, "ray") else 1
+    per_trial = base.ray.num_workers * base.ray.cpus_per_worker if on_ray_train(base) else 1
     return max(1, int(ray.cluster_resources().get("CPU", 0) // per_trial))
 
 

@@ -10,20 +10,22 @@ report their final metrics once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from distrec.compress.config import CompressConfig
 from distrec.compress.launch import check_sources, run_compress
 from distrec.config import from_dict, merge, nest
 from distrec.data.dataset import InteractionDataset
+from distrec.distill.config import DistillConfig
+from distrec.distill.launch import run_distill
 from distrec.fit.config import FitConfig
 from distrec.fit.run import fit_closed_form
 from distrec.storage import join
 from distrec.train.config import TrainConfig
 from distrec.train.launch import check_config, fit
 
-__all__ = ["Job", "JOBS", "trial_config", "trainable_for"]
+__all__ = ["Job", "JOBS", "on_ray_train", "trial_config", "trainable_for"]
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,24 @@ class Job:
     per_epoch: bool  # its per-epoch reports carry the metrics a sweep optimises
     paths: tuple[str, ...]  # dotted keys of input locations, made absolute for the trials
 
-    @property
-    def on_ray_train(self) -> bool:
-        """Whether a trial is a Ray Train run (its workers hold the CPUs), not in-process work."""
-        return "ray" in {f.name for f in fields(self.config)}
+
+def on_ray_train(cfg: Any) -> bool:
+    """Whether a trial of this config is a Ray Train run (its workers hold the CPUs) rather than
+    work in the trial's own process (closed forms, ``ray: null`` distillation)."""
+    ray = cfg.get("ray") if isinstance(cfg, dict) else getattr(cfg, "ray", None)
+    return ray is not None
 
 
 def _closed_form(cfg: FitConfig, callbacks: Sequence = ()) -> dict[str, Any]:
     return fit_closed_form(cfg)
+
+
+def _distill(cfg: DistillConfig, callbacks: Sequence = ()) -> dict[str, Any]:
+    return run_distill(cfg)
+
+
+def _dataset(cfg: Any) -> InteractionDataset:
+    return InteractionDataset(cfg.data.path, verify=cfg.data.verify)
 
 
 JOBS = {
@@ -49,10 +61,9 @@ JOBS = {
     # the compressor's sweep metrics (rmse deltas, cosines) come from the evaluation at the end
     "compress": Job(CompressConfig, run_compress, check_sources, per_epoch=False, paths=("source.run",)),
     # EASE / ∞-AE: a trial solves in its own process; search model.lambdas one λ per trial
-    "fit": Job(
-        FitConfig, _closed_form, lambda cfg: InteractionDataset(cfg.data.path, verify=cfg.data.verify),
-        per_epoch=False, paths=("data.path",),
-    ),
+    "fit": Job(FitConfig, _closed_form, _dataset, per_epoch=False, paths=("data.path",)),
+    # Distill-CF reports its final ∞-AE metrics once (validation picks its best step inside)
+    "distill": Job(DistillConfig, _distill, _dataset, per_epoch=False, paths=("data.path",)),
 }
 
 
@@ -60,7 +71,7 @@ def trial_config(job: str, base: dict[str, Any], params: dict[str, Any], *, outp
     """The base config (plain data, paths absolute) with the trial's dotted values applied."""
     raw = merge(base, nest(params))
     raw["output_dir"] = join(output_dir, "trials", trial_id)
-    if JOBS[job].on_ray_train:
+    if on_ray_train(raw):
         raw["ray"] = {**raw.get("ray", {}), "name": f"trial-{trial_id}", "storage_path": join(output_dir, "ray")}
     return from_dict(JOBS[job].config, raw, source=f"trial {trial_id}")
 
