@@ -97,11 +97,15 @@ def test_submitted_training_job_runs_on_the_cluster(ray_head, tmp_path):
             }
         )
     )
-    submit = subprocess.run(
-        ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-         "python", "jobs/train.py", "--config", str(config), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    for _ in range(12):  # the head's job agent registers a little after the Jobs API answers
+        submit = subprocess.run(
+            ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+             "python", "jobs/train.py", "--config", str(config), "--quiet"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if "No available agent" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(5)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in submit.stdout + submit.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
