@@ -54,16 +54,16 @@ def test_two_workers_table_wise_plan_converges(local_ray, dataset, tmp_path):
 
 
 def _train_worker_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
-            except OSError:
-                continue
-            if cmdline.startswith(b"ray::RayTrainWorker"):
-                pids.append(int(entry))
-    return sorted(pids)
+    """This Ray instance's live Ray Train workers (never a stray process of another instance)."""
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        detail=True,
+    )
+    return sorted(a.pid for a in actors if a.pid)
 
 
 def _registered_checkpoints(run_dir) -> list:
@@ -95,8 +95,7 @@ def test_killed_worker_resumes_from_last_checkpoint(local_ray, dataset, tmp_path
 
 
 def test_two_workers_train_glocal_k_on_item_rows(local_ray, dataset, tmp_path):
-    """The dense loop through Ray Train: worker.py picks it, items split over 2 workers, loss falls.
-    (Last in the file: the killed-worker test takes any RayTrainWorker process as its victim.)"""
+    """The dense loop through Ray Train: worker.py picks it, items split over 2 workers, loss falls."""
     cfg = from_dict(
         TrainConfig,
         {
