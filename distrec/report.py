@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display anywhere a job runs
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from distrec.storage import filesystem, join, write_text  # noqa: E402
 
@@ -161,6 +162,7 @@ def line_figure(
             ax.axhline(y, ls="--", color="grey", label=label)
         if log2_x:
             ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())  # 4, 8, 16 rather than 2², 2³, 2⁴
         ax.set_xlabel(xlabel)
         ax.set_title(name)
         ax.grid(alpha=0.3)
