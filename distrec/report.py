@@ -12,16 +12,17 @@ import html
 import io
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display anywhere a job runs
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from distrec.storage import filesystem, join, write_text  # noqa: E402
 
-__all__ = ["Report", "metrics_table", "history_figure", "bar_figure"]
+__all__ = ["Report", "metrics_table", "history_figure", "bar_figure", "line_figure"]
 
 
 @dataclass
@@ -139,4 +140,33 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], *, ylabel: str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def line_figure(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    *,
+    xlabel: str,
+    title: str,
+    references: Mapping[str, float] | None = None,
+    log2_x: bool = False,
+):
+    """One panel per entry of ``panels`` (panel title → {line label → (xs, ys)}); ``references``
+    (label → y) are drawn as dashed horizontal lines in every panel."""
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, (name, lines) in zip(axes[0], panels.items()):
+        for label, (xs, ys) in lines.items():
+            ax.plot(xs, ys, marker="o", ms=3, label=label)
+        for label, y in (references or {}).items():
+            ax.axhline(y, ls="--", color="grey", label=label)
+        if log2_x:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())  # 4, 8, 16 rather than 2², 2³, 2⁴
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1 or references:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, y=1.04)
     return fig

@@ -10,7 +10,8 @@ Reads each table's shards per worker (ranged reads; every shard verified before 
 trains one compressor per table and ratio with DDP, and writes
 <output_dir>/compressed/<table>-<ratio>x/ (codes as Parquet shards, encoder.safetensors,
 decoder.safetensors, manifest), metrics.json (the evaluation against PCA and scalar
-quantisation, downstream RMSE, held-out users), history.json and config.yaml. Re-running the
+quantisation, downstream RMSE, held-out users), history.json, config.yaml and
+report.md/report.html (reconstruction.png, rmse_delta.png). Re-running the
 same command resumes from the last checkpoint. The last line printed is metrics.json on one line.
 """
 

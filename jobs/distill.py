@@ -10,8 +10,8 @@ Real users from object storage, on Ray Train workers (gradients averaged over th
 
 A bar counts the steps; each validation (λ search) is logged. Writes <output_dir>/users/ (the
 synthetic users: Parquet user, item, weight + _manifest.json), metrics.json (∞-AE on the best
-synthetic set: λ on validation, then test; metrics are fractions), curve.json and config.yaml;
-the last line printed is metrics.json on one line.
+synthetic set: λ on validation, then test; metrics are fractions), curve.json, config.yaml and
+report.md/report.html (validation.png); the last line printed is metrics.json on one line.
 """
 
 from __future__ import annotations

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import socket
 import traceback
 from typing import Any, Callable
 
+import matplotlib.image
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from distrec.data.prepare import PrepareConfig, prepare_dataset
+from distrec.storage import filesystem, join, read_text
 
 
 def free_port() -> int:
@@ -77,3 +81,17 @@ def tiny_synthetic(out: str, *, users: int = 300, items: int = 200, ratings: int
             row_group_size=1000,
         )
     )
+
+
+def check_report(output_dir: str, figures: list[str]) -> str:
+    """The run report in ``output_dir``: report.md beside report.html, every PNG of ``figures``
+    written there, opening as an image and embedded in the HTML. Returns the HTML."""
+    html = read_text(join(output_dir, "report.html"))
+    assert read_text(join(output_dir, "report.md")).startswith("# ")
+    fs, root = filesystem(output_dir)
+    for name in figures:
+        png = fs.cat_file(f"{root}/{name}")
+        image = matplotlib.image.imread(io.BytesIO(png), format="png")
+        assert image.ndim == 3 and min(image.shape[:2]) > 50, (name, image.shape)
+        assert base64.b64encode(png).decode() in html, f"{name} is not embedded in report.html"
+    return html

@@ -1,5 +1,5 @@
 """The compressor job's driver: check the source tables, train on Ray Train workers, evaluate,
-write ``metrics.json``.
+write ``metrics.json`` and the run report.
 
 Every shard of every source table is checked before a worker starts (sizes, and with
 ``source.verify: sha256`` every byte against the manifest's hash), so a corrupt or truncated
@@ -17,6 +17,7 @@ from distrec.cli import UserError
 from distrec.compress.config import CompressConfig
 from distrec.compress.evaluate import evaluate
 from distrec.compress.fit import table_uri
+from distrec.compress.report import write_compress_report
 from distrec.compress.worker import ray_worker
 from distrec.config import to_dict, to_yaml
 from distrec.models.compressor import code_size
@@ -66,5 +67,6 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     metrics.update(wall_s=clock.seconds(), peak_rss_mb=peak_rss_mb())
     with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg) as tracker:  # the workers' run
         tracker.log_metrics(metrics, step=cfg.fit.epochs)
+    metrics["report"] = write_compress_report(cfg, metrics)
     write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics

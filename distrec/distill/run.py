@@ -9,7 +9,8 @@ Approach", NeurIPS 2022), in torch; the paper's code (JAX) is ``distill.py`` of 
               also the one later steps regress with); keep the best X̃; stop after `patience`
               steps without improvement
     finish    ∞-AE on the best X̃: λ on validation, then test; rank 0 writes the synthetic users
-              (<output_dir>/users/), metrics.json, curve.json, config.yaml
+              (<output_dir>/users/), metrics.json, curve.json, config.yaml and the run report
+              (report.md, report.html, validation.png; its URI is ``report`` in the metrics)
 
 Every worker holds the same logits (same initial users, the same Gumbel seed per step, averaged
 gradients), so only the target batches differ between workers; the ranking evaluation splits
@@ -33,6 +34,7 @@ from distrec.distill.config import DistillConfig
 from distrec.distill.gumbel import multi_gumbel
 from distrec.distill.objective import distill_loss
 from distrec.distill.output import write_synthetic
+from distrec.distill.report import write_distill_report
 from distrec.distill.targets import TargetBatches
 from distrec.eval.holdout import Holdout
 from distrec.fit.search import search_and_test, search_lambda
@@ -133,5 +135,6 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1) -> dict[str, A
         )
         write_text(join(cfg.output_dir, "curve.json"), json.dumps(curve, indent=1))
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+        metrics["report"] = write_distill_report(cfg, metrics, curve)
         write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics

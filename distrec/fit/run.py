@@ -2,7 +2,8 @@
 
 Writes ``<output_dir>/metrics.json`` (flat: ``lambda``, ``val_*`` of the chosen λ, ``test_*``,
 timings, ``peak_rss_mb``; metrics are fractions, ×100 is the papers' scale),
-``lambdas.json`` (every λ tried with its validation metrics) and ``config.yaml``.
+``lambdas.json`` (every λ tried with its validation metrics), ``config.yaml`` and the run report
+(``report.md``, ``report.html``, ``test_at_k.png``; its URI is ``report`` in the metrics).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from distrec.config import to_yaml
 from distrec.data.dataset import InteractionDataset
 from distrec.eval.holdout import Holdout
 from distrec.fit.config import FitConfig
+from distrec.fit.report import write_fit_report
 from distrec.fit.search import search_and_test
 from distrec.models.closed_form import build_closed_form
 from distrec.resources import Stopwatch, peak_rss_mb
@@ -48,7 +50,8 @@ def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
         "wall_s": clock.seconds(),
         "peak_rss_mb": peak_rss_mb(),
     }
-    write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     write_text(join(cfg.output_dir, "lambdas.json"), json.dumps(trials, indent=1))
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+    metrics["report"] = write_fit_report(cfg, dataset, metrics, trials)
+    write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics

@@ -16,6 +16,7 @@ from distrec.compress.config import HoldoutConfig
 from distrec.storage import StoredDirectory, join, read_text
 from distrec.storage.embeddings import EmbeddingShards, read_embeddings
 from tests.compress.conftest import write_run
+from tests.helpers import check_report
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "jobs"))
@@ -60,6 +61,9 @@ def test_job_reads_a_multi_shard_table_from_s3_and_reuses_the_codec(tiny_dataset
         assert metrics[f"{method}@4x_user_ratio"] == 4 and -1 <= metrics[f"{method}@4x_user_cosine"] <= 1
         assert np.isfinite(metrics[f"{method}@4x_rmse_delta_both"])
     assert metrics["new_users"] > 0 and np.isfinite(metrics["dds@4x_new_users_rmse_delta"])
+    assert metrics["report"] == join(out, "report.html")
+    html = check_report(out, ["reconstruction.png", "rmse_delta.png"])
+    assert "dds@4x" in html  # the summary table
 
     codes_uri = join(out, "compressed", "user-4x")
     store = StoredDirectory(codes_uri, kind="codes", schema_version=1)

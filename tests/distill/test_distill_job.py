@@ -14,7 +14,7 @@ from distrec.distill.run import SYNTHETIC_DIR, distill
 from distrec.config import from_dict
 from distrec.storage import StoredDirectory, join, read_text
 from jobs.distill import main
-from tests.helpers import run_ranks, tiny_synthetic
+from tests.helpers import check_report, run_ranks, tiny_synthetic
 
 SHORT = ["budget=12", "samples_per_user=20", "tau=1.0", "lr=0.1", "validate_every=10", "eval.ks=[5,20]",
          "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]", "batch_users=64"]
@@ -44,6 +44,8 @@ def test_distill_improves_on_its_initial_real_users(dataset, tmp_path, capsys):
     assert x.min() >= 0 and x.max() <= 1 and int((x > 0).sum()) == metrics["entries"] == meta["entries"]
     assert float(x.sum(1).mean()) == pytest.approx(metrics["mean_row_mass"], rel=1e-4)
     assert (out / "config.yaml").exists()
+    assert metrics["report"] == str(out / "report.html")
+    check_report(str(out), ["validation.png"])
 
 
 def test_data_and_outputs_on_s3(s3_uri, tmp_path):
@@ -56,6 +58,8 @@ def test_data_and_outputs_on_s3(s3_uri, tmp_path):
     assert StoredDirectory(join(out, SYNTHETIC_DIR)).manifest.kind == "distilled-users"
     assert x.shape == (12, 60) and meta["source"] == join(s3_uri, "data")
     assert metrics["entries"] == int((x > 0).sum()) and x[x > 0].min() > 0.05
+    assert metrics["report"] == join(out, "report.html")
+    check_report(out, ["validation.png"])
 
 
 def _distill_rank(cfg: dict) -> dict:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jobs.fit import main
-from tests.helpers import tiny_synthetic
+from tests.helpers import check_report, tiny_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,9 @@ def test_fit_job(dataset, tmp_path, capsys, model):
     if "model.name=infae" in model:
         assert metrics["support_users"] == 90
     assert (out / "config.yaml").exists()
+    assert metrics["report"] == str(out / "report.html")
+    html = check_report(str(out), ["test_at_k.png"])
+    assert html.count("<tr>") >= len(trials) + 1  # the λ table has a row per λ tried
 
 
 def test_unknown_select_metric_is_a_config_error(dataset, tmp_path, capsys):
