@@ -80,6 +80,7 @@ class SweepConfig:
     job: Literal["train", "compress", "fit", "distill"] = "train"  # the job of the base config
     mode: Literal["min", "max"] = "min"
     overrides: list[str] = field(default_factory=list)  # dotted key=value for the base
+    also_report: list[str] = field(default_factory=list)  # final metrics shown per trial, e.g. test_ndcg@10
     num_samples: int = 4  # samples of the space; with grid axes, samples of each grid point
     max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs hold at once
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

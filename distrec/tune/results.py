@@ -3,6 +3,7 @@ best_config.yaml (a config the job accepts as is) and plots, plus the usual repo
 
 from __future__ import annotations
 
+import json
 import math
 import posixpath
 from typing import Any
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 
 from distrec.config import to_yaml
 from distrec.report import Report
-from distrec.storage import filesystem, join, write_text
+from distrec.storage import filesystem, join, read_text, write_text
 from distrec.tune.config import SweepConfig
 from distrec.tune.trials import on_ray_train, trial_config
 
@@ -32,9 +33,10 @@ def trial_rows(results, sweep: SweepConfig, max_epochs: int | None) -> list[dict
         best = (min if sweep.mode == "min" else max)(series) if series else math.nan
         metrics = result.metrics or {}
         epochs = int(history["epoch"].max()) if history is not None and "epoch" in history else 0
+        trial_id = metrics.get("trial_id") or posixpath.basename(result.path)
         rows.append(
             {
-                "trial_id": metrics.get("trial_id") or posixpath.basename(result.path),
+                "trial_id": trial_id,
                 **{f"param.{k}": result.config.get(k) for k in sweep.search},
                 f"final_{sweep.metric}": series[-1] if series else math.nan,
                 f"best_{sweep.metric}": best,
@@ -42,6 +44,7 @@ def trial_rows(results, sweep: SweepConfig, max_epochs: int | None) -> list[dict
                 "status": "error" if result.error else "stopped early" if max_epochs and epochs < max_epochs else "completed",
                 "time_s": float(metrics.get("time_total_s", math.nan)),
                 "history": [float(v) for v in series],
+                **_job_metrics(sweep, trial_id),
             }
         )
     sign = 1 if sweep.mode == "min" else -1
@@ -77,12 +80,25 @@ def write_results(rows: list[dict[str, Any]], sweep: SweepConfig, base: dict[str
     return summary
 
 
+def _job_metrics(sweep: SweepConfig, trial_id: str) -> dict[str, float]:
+    """``sweep.also_report`` from the trial's own metrics.json (test metrics, wall time); NaN where
+    the trial did not get that far."""
+    if not sweep.also_report:
+        return {}
+    try:
+        written = json.loads(read_text(join(sweep.output_dir, "trials", trial_id, "metrics.json")))
+    except (OSError, ValueError):
+        written = {}
+    return {k: float(written[k]) if isinstance(written.get(k), (int, float)) else math.nan for k in sweep.also_report}
+
+
 def _leaderboard(rows: list[dict[str, Any]], sweep: SweepConfig) -> str:
     keys = [f"param.{k}" for k in sweep.search]
-    head = ["rank", "trial", *sweep.search, f"best {sweep.metric}", f"final {sweep.metric}", "epochs", "status", "time s"]
+    head = ["rank", "trial", *sweep.search, f"best {sweep.metric}", f"final {sweep.metric}", *sweep.also_report, "epochs", "status", "time s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows, 1):
-        cells = [i, r["trial_id"], *(r[k] for k in keys), r[f"best_{sweep.metric}"], r[f"final_{sweep.metric}"], r["epochs"], r["status"], r["time_s"]]
+        cells = [i, r["trial_id"], *(r[k] for k in keys), r[f"best_{sweep.metric}"], r[f"final_{sweep.metric}"],
+                 *(r[k] for k in sweep.also_report), r["epochs"], r["status"], r["time_s"]]  # fmt: skip
         lines.append("| " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells) + " |")
     return "\n".join(lines)
 

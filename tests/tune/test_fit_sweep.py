@@ -26,12 +26,13 @@ def test_ease_lambda_sweep(tmp_path, local_ray, monkeypatch):
     path.write_text(
         f"base: configs/ease/ml-1m.yaml\njob: fit\noverrides: [data.path={data}, data.split=null]\n"
         "search:\n  model.lambdas: {grid: [[1], [30], [100000]]}\n"
-        f"metric: val_hr@100\nmode: max\nnum_samples: 1\nscheduler: {{name: fifo}}\noutput_dir: {tmp_path / 'sweep'}\n"
+        f"metric: val_hr@100\nalso_report: [test_ndcg@10]\nmode: max\nnum_samples: 1\nscheduler: {{name: fifo}}\noutput_dir: {tmp_path / 'sweep'}\n"
     )
     summary = sweep(load_config(SweepConfig, path))
     rows = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()
     assert sorted(r["param.model.lambdas"][0] for r in rows) == [1, 30, 100000]
-    assert all(r["status"] == "completed" for r in rows)
+    assert all(r["status"] == "completed" and 0 < r["test_ndcg@10"] <= 1 for r in rows)
+    assert "test_ndcg@10" in (tmp_path / "sweep" / "leaderboard.md").read_text()
     assert summary["best"] == max(r["best_val_hr@100"] for r in rows)
     best = load_config(FitConfig, tmp_path / "sweep" / "best_config.yaml")
     assert best.model.lambdas == summary["best_params"]["model.lambdas"]
