@@ -68,11 +68,12 @@ JOBS = {
 
 
 def trial_config(job: str, base: dict[str, Any], params: dict[str, Any], *, output_dir: str, trial_id: str):
-    """The base config (plain data, paths absolute) with the trial's dotted values applied."""
+    """The base config (plain data, paths absolute, the sweep's Ray storage: ``base_config``) with
+    the trial's dotted values applied, its own output folder and Train run name."""
     raw = merge(base, nest(params))
     raw["output_dir"] = join(output_dir, "trials", trial_id)
     if on_ray_train(raw):
-        raw["ray"] = {**raw.get("ray", {}), "name": f"trial-{trial_id}", "storage_path": join(output_dir, "ray")}
+        raw["ray"] = {**raw["ray"], "name": f"trial-{trial_id}"}
     return from_dict(JOBS[job].config, raw, source=f"trial {trial_id}")
 
 
