@@ -112,14 +112,11 @@ def _trainable(cfg: SweepConfig, base: dict[str, Any]):
 
 
 def _space(space: SpaceConfig):
-    lo_hi = space.values
-    return {
-        "choice": lambda: tune.choice(space.values),
-        "grid": lambda: tune.grid_search(space.values),
-        "uniform": lambda: tune.uniform(*lo_hi),
-        "loguniform": lambda: tune.loguniform(*lo_hi),
-        "randint": lambda: tune.randint(*lo_hi),
-    }[space.kind]()
+    if space.kind == "choice":
+        return tune.choice(space.values)
+    if space.kind == "grid":
+        return tune.grid_search(space.values)
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[space.kind](*space.values)
 
 
 def _concurrency(base: Any) -> int:
