@@ -30,6 +30,9 @@ class Shapes:
     storage_mb: int
     repeats: int
     epochs_to_target: int
+    closed_form_like: str = "ml-1m"  # closed-form data when the real ML-1M split is not at hand
+    eval_like: str = "ml-25m"  # eval data (its test users are ranked against every item)
+    eval_users: int = 20_000  # test users ranked per eval run (a seeded sample)
 
     @classmethod
     def full(cls) -> "Shapes":
@@ -37,7 +40,8 @@ class Shapes:
 
     @classmethod
     def quick(cls) -> "Shapes":
-        return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2)
+        return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
+                   closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500)  # fmt: skip
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -73,14 +77,30 @@ def netflix_source(work: str, rows: int) -> str:
     return _once(f"{work}/netflix-format-{rows}", make)
 
 
-def synthetic_dataset(work: str, like: str | None, sizes: dict[str, int] | None = None) -> str:
+def synthetic_dataset(work: str, like: str | None, sizes: dict[str, int] | None = None, split: str | None = None) -> str:
     from distrec.data.prepare import PrepareConfig, prepare_dataset
 
-    name = like or "-".join(f"{k}{v}" for k, v in sorted((sizes or {}).items()))
+    name = (like or "-".join(f"{k}{v}" for k, v in sorted((sizes or {}).items()))) + (f"-{split.split(':')[0]}" if split else "")
     return _once(
         f"{work}/synthetic-{name}",
-        lambda tmp: prepare_dataset(PrepareConfig(dataset="synthetic", out=tmp, like=like, sizes=dict(sizes or {}))),
+        lambda tmp: prepare_dataset(
+            PrepareConfig(dataset="synthetic", out=tmp, like=like, sizes=dict(sizes or {}), splits=[split] if split else [])
+        ),
     )
+
+
+ML1M_SOURCE = "../shared/datasets/ml-1m-infae"  # the ∞-AE paper's ML-1M split, where this machine has it
+
+
+def closed_form_dataset(work: str, like: str) -> tuple[str, str]:
+    """The ∞-AE paper's ML-1M split when its files are at ``ML1M_SOURCE``, else a synthetic
+    ``like``-shaped dataset with a per-user 80/10/10 split; returns (URI, what it is)."""
+    from distrec.data.prepare import PrepareConfig, prepare_dataset
+
+    if like == "ml-1m" and os.path.isdir(ML1M_SOURCE):
+        make = lambda tmp: prepare_dataset(PrepareConfig(dataset="infae", out=tmp, source=ML1M_SOURCE))  # noqa: E731
+        return _once(f"{work}/ml-1m-infae", make), "ML-1M, the ∞-AE paper's split"
+    return synthetic_dataset(work, like, split="user-ratio:0.8/0.1/0.1"), f"synthetic {like}-shaped, user-ratio 80/10/10"
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -113,32 +133,39 @@ def read_csv_pandas(source: str, kind: str) -> dict[str, Any]:
 
 
 # -- train-mf -----------------------------------------------------------------------------------
-def _train_config(data: str, out: str, workers: int, epochs: int, early: bool):
+BATCH = 8192  # rows per training step in every train-mf case and the baseline
+SPARSE_LR = {"rowwise_adagrad": 0.1, "sgd": 0.05 * BATCH}  # SGD: the baseline's step (the loss is a batch mean)
+
+
+def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, sparse: str = "rowwise_adagrad"):
+    """Biased MF, dim 64; the cores are split evenly between the workers (torch threads follow)."""
     from distrec.config import from_dict
     from distrec.train.config import TrainConfig
 
+    cpus = max(1, (os.cpu_count() or 1) // workers)
     return from_dict(
         TrainConfig,
         {
             "data": {"path": data},
             "model": {"name": "mf", "dim": 64, "init_std": 0.1, "l2": 0.04},
-            "train": {"epochs": epochs, "batch_size": 8192, "eval_batch_size": 65536,
+            "train": {"epochs": epochs, "batch_size": BATCH, "eval_batch_size": 65536,
                       "export_embeddings": False, **({"early_stopping_metric": "val_rmse"} if early else {})},
-            "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1},
-            "ray": {"num_workers": workers, "storage_path": f"{out}/ray", "max_failures": 0},
+            "optim": {"sparse": sparse, "sparse_lr": SPARSE_LR[sparse]},
+            "ray": {"num_workers": workers, "cpus_per_worker": cpus, "storage_path": f"{out}/ray", "max_failures": 0},
             "output_dir": f"{out}/run",
         },
     )  # fmt: skip
 
 
-def train_distrec(data: str, workers: int) -> dict[str, Any]:
-    """One epoch of biased MF with TorchRec tables on ``workers`` Ray Train workers (dim 64)."""
+def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> dict[str, Any]:
+    """One epoch of biased MF with TorchRec tables on ``workers`` Ray Train workers (dim 64),
+    fused ``sparse`` optimizer (rowwise_adagrad: the product's default; sgd: the baseline's)."""
     from distrec.progress import set_quiet
     from distrec.train.launch import fit
 
     set_quiet(True)
     with tempfile.TemporaryDirectory() as out:
-        metrics = fit(_train_config(data, out, workers, epochs=1, early=False))
+        metrics = fit(_train_config(data, out, workers, epochs=1, early=False, sparse=sparse))
     rows = metrics["train_samples_per_s"] * metrics["epoch_s"]
     return {
         "seconds": metrics["epoch_s"],
@@ -149,8 +176,9 @@ def train_distrec(data: str, workers: int) -> dict[str, Any]:
     }
 
 
-def train_plain_torch(data: str, batch_size: int = 8192) -> dict[str, Any]:
-    """The baseline: one process, ``nn.Embedding(sparse=True)`` + SGD on the same rows and batch size."""
+def train_plain_torch(data: str, batch_size: int = BATCH) -> dict[str, Any]:
+    """The baseline: one process on every core, ``nn.Embedding(sparse=True)`` + SGD on the same
+    rows and batch size."""
     import numpy as np
     import torch
 
@@ -165,7 +193,7 @@ def train_plain_torch(data: str, batch_size: int = 8192) -> dict[str, Any]:
     for table in (user, item):
         torch.nn.init.normal_(table.weight, std=0.1)
     mean = float(train.rating.mean())
-    opt = torch.optim.SGD([user.weight, item.weight], lr=0.05 * batch_size)
+    opt = torch.optim.SGD([user.weight, item.weight], lr=0.05 * batch_size)  # SPARSE_LR["sgd"] at BATCH
     u, i, r = (torch.from_numpy(x) for x in (train.user, train.item, train.rating))
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(u)))
     start = time.perf_counter()
@@ -199,6 +227,110 @@ def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
             break
     return {"seconds": elapsed if reached else math.inf, "units": 1, "target_val_rmse": target, "epochs": reached,
             "best_val_rmse": min(h["val_rmse"] for h in history)}  # fmt: skip
+
+
+# -- closed-form --------------------------------------------------------------------------------
+def fit_distrec(data: str, model: str) -> dict[str, Any]:
+    """``jobs/fit.py --config configs/<model>/ml-1m.yaml`` on ``data``: build, λ search on
+    validation, test; the rate counts the λ values tried."""
+    from distrec.config import load_config
+    from distrec.fit.config import FitConfig
+    from distrec.fit.run import fit_closed_form
+    from distrec.progress import set_quiet
+
+    set_quiet(True)
+    with tempfile.TemporaryDirectory() as out:
+        m = fit_closed_form(load_config(FitConfig, f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}"]))
+    lambdas = len(load_config(FitConfig, f"configs/{model}/ml-1m.yaml").model.lambdas)
+    return {"seconds": m["wall_s"], "units": lambdas, "lambda": m["lambda"], "test_ndcg@10": m["test_ndcg@10"],
+            "build_s": m["build_s"], "search_s": m["search_s"], "test_s": m["test_s"]}  # fmt: skip
+
+
+def ease_reference(data: str) -> dict[str, Any]:
+    """The baseline: Steck's reference EASE (dense numpy: ``P = inv(G + λI)``, ``B = P / -diag(P)``,
+    scores ``X·B`` from dense rows) over the same λ grid and evaluation as ``fit_distrec``."""
+    import numpy as np
+    import torch
+
+    from distrec.config import load_config
+    from distrec.data.dataset import InteractionDataset
+    from distrec.eval.holdout import Holdout
+    from distrec.eval.ranking import evaluate_ranking
+    from distrec.fit.config import FitConfig
+    from distrec.progress import set_quiet
+
+    set_quiet(True)
+    cfg = load_config(FitConfig, "configs/ease/ml-1m.yaml", [f"data.path={data}", "output_dir=unused"])
+    dataset = InteractionDataset(data)
+    holdout = Holdout.read(dataset, dataset.resolve_split(None))
+    start = time.perf_counter()
+    x = holdout.train.dense(np.arange(holdout.train.num_users)).numpy()
+    gram = (x.T @ x).astype(np.float64)
+
+    def solve(lam: float) -> torch.Tensor:
+        p = np.linalg.inv(gram + lam * np.eye(len(gram)))
+        b = p / -np.diag(p)
+        np.fill_diagonal(b, 0.0)
+        return torch.from_numpy(b.astype(np.float32))
+
+    def evaluate(weights: torch.Tensor, part: str) -> dict[str, float]:
+        context = holdout.context(part)  # type: ignore[arg-type]
+        return evaluate_ranking(lambda u: context.dense(u.numpy()) @ weights, target=holdout.target(part),  # type: ignore[arg-type]
+                                seen=holdout.seen(part), cfg=cfg.eval, prefix=part, propensity=holdout.propensity())  # type: ignore[arg-type]  # fmt: skip
+
+    val = {lam: evaluate(solve(lam), "val")[f"val_{cfg.select}"] for lam in cfg.model.lambdas}
+    chosen = max(val, key=val.__getitem__)
+    test = evaluate(solve(chosen), "test")
+    return {"seconds": time.perf_counter() - start, "units": len(val), "lambda": chosen, "test_ndcg@10": test["test_ndcg@10"]}
+
+
+# -- eval ---------------------------------------------------------------------------------------
+def _eval_inputs(data: str, users: int):
+    import numpy as np
+    import torch
+
+    from distrec.data.dataset import InteractionDataset
+    from distrec.eval.holdout import Holdout
+
+    dataset = InteractionDataset(data)
+    holdout = Holdout.read(dataset, dataset.resolve_split(None))
+    gen = torch.Generator().manual_seed(0)
+    user_f = torch.randn(dataset.num_users, 64, generator=gen)
+    item_f = torch.randn(dataset.num_items, 64, generator=gen)
+    target = holdout.target("test")
+    candidates = np.flatnonzero(target.counts() > 0)
+    chosen = np.sort(np.random.default_rng(0).choice(candidates, size=min(users, len(candidates)), replace=False))
+    return holdout, lambda u: user_f[u] @ item_f.T, target, chosen
+
+
+def rank_users(data: str, users: int) -> dict[str, Any]:
+    """Full-ranking top-k evaluation (every metric of the full protocol, ks 10 and 100) of
+    ``users`` test users with dim-64 factors: users/s."""
+    from distrec.eval.ranking import RankingConfig, evaluate_ranking
+    from distrec.progress import set_quiet
+
+    set_quiet(True)
+    holdout, score, target, chosen = _eval_inputs(data, users)
+    start = time.perf_counter()
+    m = evaluate_ranking(score, target=target, seen=holdout.seen("test"), cfg=RankingConfig(ks=[10, 100]),
+                         prefix="test", propensity=holdout.propensity(), users=chosen)  # fmt: skip
+    return {"seconds": time.perf_counter() - start, "units": m["test_users"], "items": target.num_items}
+
+
+def topk_only(data: str, users: int) -> dict[str, Any]:
+    """The baseline: the least any full-ranking evaluation does: scores, seen items masked, top-100."""
+    import torch
+
+    holdout, score, _, chosen = _eval_inputs(data, users)
+    seen = holdout.seen("test")
+    start = time.perf_counter()
+    for s in range(0, len(chosen), 2048):
+        block = chosen[s : s + 2048]
+        scores = score(torch.from_numpy(block))
+        rows, items = seen.block(block)
+        scores[torch.from_numpy(rows), torch.from_numpy(items)] = -torch.inf
+        scores.topk(100, dim=1)
+    return {"seconds": time.perf_counter() - start, "units": len(chosen)}
 
 
 # -- storage ------------------------------------------------------------------------------------
@@ -251,7 +383,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
 
 
 # -- the list -----------------------------------------------------------------------------------
-SUITES = ("prepare", "train-mf", "storage", "netflix-scale")
+SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale")
 
 
 def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
@@ -259,6 +391,7 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
     os.makedirs(work, exist_ok=True)
     out: list[Case] = []
     r = shapes.repeats
+    warm = r > 1  # a smoke run (one repeat) skips the warm-up runs of the cases below
     if "prepare" in suites:
         ml = ml25m_source(work, shapes.ml25m_rows)
         nf = netflix_source(work, shapes.netflix_rows)
@@ -276,11 +409,29 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
             Case("train-mf", "plain-pytorch-1proc", train_plain_torch, (data,), unit="samples", repeats=r),
             Case("train-mf", "torchrec-1worker", train_distrec, (data, 1), unit="samples",
                  baseline="plain-pytorch-1proc", repeats=r, warmup=False),
+            Case("train-mf", "torchrec-1worker-sgd", train_distrec, (data, 1, "sgd"), unit="samples",
+                 baseline="plain-pytorch-1proc", repeats=r, warmup=False),
             Case("train-mf", "torchrec-2workers", train_distrec, (data, 2), unit="samples",
                  baseline="plain-pytorch-1proc", repeats=r, warmup=False),
             Case("train-mf", "time-to-target-2workers", time_to_target, (data, 2, shapes.epochs_to_target),
                  unit="runs", repeats=1, warmup=False),
         ]  # fmt: skip
+    if "closed-form" in suites:
+        data, what = closed_form_dataset(work, shapes.closed_form_like)
+        print(f"closed-form data: {what}", flush=True)
+        out += [
+            Case("closed-form", "ease/steck-numpy", ease_reference, (data,), unit="λ", repeats=r, warmup=warm),
+            Case("closed-form", "ease/distrec", fit_distrec, (data, "ease"), unit="λ", baseline="ease/steck-numpy",
+                 repeats=r, warmup=warm),
+            Case("closed-form", "infae/distrec", fit_distrec, (data, "infae"), unit="λ", repeats=r, warmup=warm),
+        ]
+    if "eval" in suites:
+        data = synthetic_dataset(work, shapes.eval_like)
+        out += [
+            Case("eval", "topk-only", topk_only, (data, shapes.eval_users), unit="users", repeats=r, warmup=warm),
+            Case("eval", "full-ranking", rank_users, (data, shapes.eval_users), unit="users", baseline="topk-only",
+                 repeats=r, warmup=warm),
+        ]
     if "storage" in suites:
         mb = shapes.storage_mb
         out += [

@@ -2,17 +2,21 @@
 
 Top-k recommendation reads ratings as implicit feedback: a (user, item) pair is a positive
 whatever its rating. ``UserItems`` holds those pairs per user, sorted and without duplicates,
-and gives the two views the rest of the code needs for a block of users: the flat
-``(row in block, item)`` pairs (to mask seen items or mark positives) and the dense 0/1 rows
-(the input of EASE and ∞-AE, the ``X`` of their papers).
+and gives the views the rest of the code needs for a block of users: the flat
+``(row in block, item)`` pairs (to mask seen items or mark positives), the dense 0/1 rows
+(the input of EASE and ∞-AE, the ``X`` of their papers) and the same rows as a sparse CSR
+tensor (a few percent dense: products with it cost nnz × width instead of rows × items × width).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")  # stable for what is used here
 
 __all__ = ["UserItems"]
 
@@ -83,6 +87,17 @@ class UserItems:
         out = torch.zeros(len(users), self.num_items, dtype=dtype, device=device)
         out[torch.from_numpy(rows).to(device), torch.from_numpy(items).to(device)] = 1
         return out
+
+    def sparse(self, users: np.ndarray, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Rows of ``users`` as a sparse CSR 0/1 matrix [B, I] (for ``sparse @ dense`` products)."""
+        users = np.asarray(users, dtype=np.int64)
+        _, items = self.block(users)
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(self.counts()[users], out=indptr[1:])
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(indptr), torch.from_numpy(items), torch.ones(len(items), dtype=dtype),
+            size=(len(users), self.num_items),
+        )
 
     def _row_of_each(self) -> np.ndarray:
         return np.repeat(np.arange(self.num_users, dtype=np.int64), self.counts())

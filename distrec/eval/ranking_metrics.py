@@ -75,6 +75,17 @@ def _auc(scores: torch.Tensor, positives: Pairs, n_pos: torch.Tensor, negatives:
     return torch.where(n_valid > 0, _per_user(per_positive, rows, n_pos), torch.full_like(n_pos, math.nan))
 
 
+def _largest_sums(values: torch.Tensor, rows: torch.Tensor, n_pos: torch.Tensor):
+    """For values [P] of positives grouped by ``rows``, a function j [B] → the sum of each row's
+    j largest values (1 ≤ j ≤ its count). Sorts the P pairs only, never a [B, I] block."""
+    order = torch.argsort(values, descending=True, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]  # by row, then by value, largest first
+    cum = values[order].double().cumsum(0)  # [P]
+    start = n_pos.long().cumsum(0) - n_pos.long()  # [B]: the row's first position
+    before = torch.where(start > 0, cum[(start - 1).clamp(min=0)], torch.zeros_like(cum[:1]))  # [B]
+    return lambda j: cum[start + j - 1] - before
+
+
 def full_ranking_metrics(
     scores: torch.Tensor,
     *,
@@ -109,9 +120,7 @@ def full_ranking_metrics(
     ideal = discount.cumsum(0)  # ideal DCG with j+1 positives on top
     if weights is not None:
         w_top = weights[top]  # [B, K]
-        w_pos = torch.zeros(scores.shape, dtype=weights.dtype, device=scores.device)
-        w_pos[positives] = weights[items]
-        best_w = w_pos.topk(kmax, dim=1).values.cumsum(1)  # [B, K]: the best PSP numerator with j+1 hits
+        best_w = _largest_sums(weights[items], rows, n_pos)  # the best PSP numerator with j hits
     for k in ks:
         kk = min(k, kmax)
         hits = hit[:, :kk].sum(1)
@@ -122,7 +131,7 @@ def full_ranking_metrics(
         out[f"precision@{k}"] = hits / k
         out[f"ndcg@{k}"] = (hit[:, :kk] * discount[:kk]).sum(1) / ideal[slot.squeeze(1)]
         if weights is not None:
-            out[f"psp@{k}"] = (hit[:, :kk] * w_top[:, :kk]).sum(1) / denom / best_w.gather(1, slot).squeeze(1)
+            out[f"psp@{k}"] = (hit[:, :kk] * w_top[:, :kk]).sum(1) / denom / best_w(slot.squeeze(1) + 1)
     best = torch.full((num_users,), -math.inf, device=scores.device).scatter_reduce_(0, rows, masked[rows, items], "amax")
     above = (masked > best.unsqueeze(1)).sum(1).double()  # items ranked above the best unmasked positive
     out["mrr"] = torch.where(best > -math.inf, 1.0 / (above + 1.0), torch.zeros_like(above))

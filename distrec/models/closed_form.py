@@ -166,8 +166,8 @@ class EASE:
         self.gram = torch.zeros(train.num_items, train.num_items, dtype=self.dtype)  # XᵀX [I, I]
         users = np.arange(train.num_users)
         for start in range(0, train.num_users, BLOCK):
-            x = train.dense(users[start : start + BLOCK])  # [b, I]; counts are exact in float32 below 2^24
-            self.gram += (x.T @ x).to(self.dtype)
+            x = train.sparse(users[start : start + BLOCK])  # [b, I]; counts are exact in float32 below 2^24
+            self.gram += (x.t() @ x.to_dense()).to(self.dtype)
 
     def solve(self, lam: float) -> torch.Tensor:
         """B [I, I] in the configured precision."""
@@ -180,7 +180,7 @@ class EASE:
 
     def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
         weights = fitted.float()  # scoring in float32 whatever the solve's precision: ranking needs no more
-        return lambda users: context.dense(users.numpy()) @ weights
+        return lambda users: context.sparse(users.numpy()) @ weights
 
     def describe(self) -> dict[str, Any]:
         return {"items": self.num_items, "dtype": self.cfg.dtype}
@@ -203,7 +203,7 @@ class InfiniteAE:
         if wanted < len(active):
             rng = np.random.default_rng(cfg.seed)
             self.support = np.sort(rng.choice(active, size=wanted, replace=False))
-        self._build(train.dense(self.support, dtype=self.dtype))
+        self._build(train.dense(self.support, dtype=self.dtype), sparse_rows=True)
 
     @classmethod
     def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> "InfiniteAE":
@@ -215,16 +215,19 @@ class InfiniteAE:
         model._build(x.detach().to(model.dtype))
         return model
 
-    def _build(self, x: torch.Tensor) -> None:
+    def _build(self, x: torch.Tensor, *, sparse_rows: bool = False) -> None:
+        """K from the support ``x``; ``sparse_rows``: x is users' 0/1 rows, whose blocks are
+        cheaper as sparse CSR (a learned, dense support is not)."""
         self.x = x  # X_s [n, I]
         n = len(x)
         self.gram = torch.empty(n, n, dtype=self.dtype)  # K = Θ(X_s, X_s) [n, n], built by row blocks
         for start in range(0, n, BLOCK):
-            self.gram[start : start + BLOCK] = self.kernel(self.x[start : start + BLOCK])
+            rows = self.x[start : start + BLOCK]
+            self.gram[start : start + BLOCK] = self.kernel(rows.to_sparse_csr() if sparse_rows else rows)
         self.mean_diag = float(self.gram.diagonal().mean())  # tr(K)/n
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """Θ(x, X_s) [b, n] for user rows ``x`` [b, I]."""
+        """Θ(x, X_s) [b, n] for user rows ``x`` [b, I] (dense, or sparse CSR in the model's dtype)."""
         return ntk(x.to(self.dtype), self.x, depth=self.cfg.depth, w_var=self.cfg.w_var, b_var=self.cfg.b_var)
 
     def solve(self, lam: float) -> torch.Tensor:
@@ -233,7 +236,7 @@ class InfiniteAE:
         return torch.cholesky_solve(self.x, factor)
 
     def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
-        return lambda users: (self.kernel(context.dense(users.numpy(), dtype=self.dtype)) @ fitted).float()
+        return lambda users: (self.kernel(context.sparse(users.numpy(), dtype=self.dtype)) @ fitted).float()
 
     def describe(self) -> dict[str, Any]:
         return {"support_users": len(self.support), "depth": self.cfg.depth, "dtype": self.cfg.dtype}

@@ -34,3 +34,17 @@ def test_quick_train_suite_with_ray(tmp_path):
     plain, torchrec = run_cases(todo, log=lambda _: None)
     assert plain.rate > 0 and torchrec.rate > 0 and torchrec.ratio == pytest.approx(torchrec.rate / plain.rate)
     assert torchrec.extra["peak_rss_mb_per_worker"] > 0
+
+
+def test_quick_closed_form_and_eval_suites(tmp_path, monkeypatch):
+    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, closed_form_like="ml-100k", eval_like="ml-100k", eval_users=300)
+    monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--suite", "closed-form", "--suite", "eval", "--work", str(tmp_path / "w"), "--out", str(out)]
+    assert main(argv) == 0
+    names = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(names) == {"ease/steck-numpy", "ease/distrec", "infae/distrec", "topk-only", "full-ranking"}
+    reference, ours = names["ease/steck-numpy"]["extra"], names["ease/distrec"]["extra"]
+    assert ours["lambda"] == reference["lambda"]  # the same model: the same λ chosen on validation
+    assert ours["test_ndcg@10"] == pytest.approx(reference["test_ndcg@10"], abs=1e-3)
+    assert names["full-ranking"]["ratio"] > 0 and names["ease/distrec"]["ratio"] > 0
