@@ -3,7 +3,14 @@
 The same call runs on a laptop (no address: an embedded local Ray with this machine's CPUs),
 against a cluster (``ray.address`` or ``$RAY_ADDRESS``), and inside ``ray job submit`` (the job
 driver is already connected). The run name is derived from ``output_dir`` unless given, so
-re-running the same command after the driver died resumes from the last checkpoint.
+re-running the same command after the driver died resumes from the last checkpoint: Train V2
+finds the run's checkpoints in ``<storage_path>/<name>`` and hands the latest to the workers.
+
+One run at a time writes an ``output_dir``: the driver holds the storage writer lock
+(``<output_dir>/_writing.lock``, distrec/storage/lock.py) for the whole run, so a second run
+on the same directory refuses at once, naming the holder. A killed driver's lock is stale and
+the re-launch takes it over: at once on the same host (the holder's pid is gone), after the
+lock's lease (``DISTREC_LOCK_LEASE_S``, 120 s) from another host.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError, absolute, join, read_text
+from distrec.storage.commit import LOCK
+from distrec.storage.lock import WriterLock
 from distrec.tracking import check_tracking
 from distrec.train.config import ADAM_ON_CPU, RayConfig, TrainConfig
 from distrec.train.report import write_train_report
@@ -185,13 +194,16 @@ def run_workers(
 
 
 def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
-    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``."""
+    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``.
+    Refuses (DataError naming the lock and its holder) while another run writes ``output_dir``."""
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     check_config(cfg)
-    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
-    metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
-    metrics["report"] = write_train_report(cfg, metrics)
+    name = run_name(cfg)
+    with WriterLock(join(cfg.output_dir, LOCK), what=f"training run {name!r}"):
+        run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=name, callbacks=callbacks)
+        metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
+        metrics["report"] = write_train_report(cfg, metrics)
     return metrics
 
 
