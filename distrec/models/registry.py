@@ -12,12 +12,13 @@ from torch import nn
 
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.mf import BiasedMF, MFConfig
+from distrec.models.mf_bpr import MFBPR, MFBPRConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig | GLocalKConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig  # resolved by `name` (distrec.config)
 
-_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK}
+_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK, MFBPRConfig: MFBPR}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
     """A model with embedding tables, unsharded (on ``device``, usually meta) for the planner."""
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
+    if isinstance(cfg, MFBPRConfig):
+        return MFBPR(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 
