@@ -13,12 +13,13 @@ from torch import nn
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.mf import BiasedMF, MFConfig
 from distrec.models.mf_bpr import MFBPR, MFBPRConfig
+from distrec.models.neumf import NeuMF, NeuMFConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig | NeuMFConfig  # resolved by `name` (distrec.config)
 
-_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK, MFBPRConfig: MFBPR}
+_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK, MFBPRConfig: MFBPR, NeuMFConfig: NeuMF}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
     if isinstance(cfg, MFBPRConfig):
         return MFBPR(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+    if isinstance(cfg, NeuMFConfig):
+        return NeuMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 
