@@ -30,15 +30,16 @@ worker, propagation would have to gather only the ``K``-hop neighbourhood of the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
+from torchrec import EmbeddingBagCollection
 
+from distrec.eval.ranking import Scorer
 from distrec.models.bipartite import Graph, build_graph, propagate
-from distrec.models.tables import TableSpec, padded_width, table_config
+from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
 __all__ = ["LightGCNConfig", "LightGCN"]
 
@@ -70,24 +71,18 @@ class LightGCN(nn.Module):
         self.cfg = cfg
         self.dim = cfg.dim
         self.num_users, self.num_items = num_users, num_items
-        width = padded_width(cfg.dim)
-
-        def normal(gen: torch.Generator, rows: int, cols: int) -> torch.Tensor:
-            values = torch.zeros(rows, cols)
-            values[:, : cfg.dim] = torch.randn(rows, cfg.dim, generator=gen) * cfg.init_std
-            return values
-
-        self.tables = [TableSpec("user", num_users, width, normal), TableSpec("item", num_items, width, normal)]
+        width, init = padded_width(cfg.dim), gaussian_rows(cfg.dim, cfg.init_std)
+        self.tables = [TableSpec("user", num_users, width, init), TableSpec("item", num_items, width, init)]
+        self.keys = [t.name for t in self.tables]
         self.export_groups = {"user": ("user",), "item": ("item",)}
         self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
         self.graph: Graph = build_graph(*pairs, num_users=num_users, num_items=num_items)
-        self._every_row = _every_row_kjt(num_users, num_items)
+        self._every_row = {"user": torch.arange(num_users), "item": torch.arange(num_items)}
 
     def ego(self) -> torch.Tensor:
         """E⁽⁰⁾ [N, dim]: every user row, then every item row. Collective (sharded lookup)."""
-        values = self.sparse(self._every_row).values()  # [max(U, I), 2 · width]
-        width = self.tables[0].width
-        return torch.cat([values[: self.num_users, : self.dim], values[: self.num_items, width : width + self.dim]])
+        rows = lookup(self.sparse, self.keys, self._every_row)
+        return torch.cat([rows["user"][:, : self.dim], rows["item"][:, : self.dim]])
 
     def propagated(self, ego: torch.Tensor) -> torch.Tensor:
         """E [N, dim]: the mean of E⁽⁰⁾ … E⁽ᴷ⁾. Collective."""
@@ -96,11 +91,6 @@ class LightGCN(nn.Module):
             layer = propagate(layer, self.graph)
             total = total + layer
         return total / (self.cfg.layers + 1)
-
-    @staticmethod
-    def features(user: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The arguments of ``forward`` for users [B] and their candidate items [B, C]."""
-        return user, items
 
     def forward(self, user: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores ŷ(u, i) [B, C] of each user's candidates ``items`` [B, C] (the positive first
@@ -118,11 +108,12 @@ class LightGCN(nn.Module):
         final = self.propagated(self.ego())
         return final[: self.num_users], final[self.num_users :]
 
-    def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def scorer(self) -> Scorer:
         """users [B] → scores of every item [B, I], from one propagation. Collective to build,
         local to call."""
         users, items = self.factors()
-        return lambda block: users[block] @ items.T
+        items_t = items.T.contiguous()  # [dim, I]
+        return lambda block: users[block] @ items_t
 
     def export(self, name: str, blocks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Columns of an exported block: the ego embeddings ``vector`` [R, dim] (E⁽⁰⁾ rows)."""
@@ -131,13 +122,3 @@ class LightGCN(nn.Module):
     def export_meta(self) -> dict[str, float]:
         return {"layers": float(self.cfg.layers)}
 
-
-def _every_row_kjt(num_users: int, num_items: int) -> KeyedJaggedTensor:
-    """A KJT that looks up each user and each item row once: bag b holds user b (if b < U) and
-    item b (if b < I), so the pooled output has max(U, I) rows (empty bags pool to zeros)."""
-    rows = max(num_users, num_items)
-    lengths = torch.zeros(2, rows, dtype=torch.int32)
-    lengths[0, :num_users] = 1
-    lengths[1, :num_items] = 1
-    values = torch.cat([torch.arange(num_users), torch.arange(num_items)])
-    return KeyedJaggedTensor(keys=["user", "item"], values=values, lengths=lengths.reshape(-1))

@@ -14,12 +14,20 @@ from distrec.data.dataset import Interactions
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
 from distrec.models.mf import BiasedMF, MFConfig
+from distrec.models.mf_bpr import MFBPR, MFBPRConfig
+from distrec.models.neumf import NeuMF, NeuMFConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig | GLocalKConfig | LightGCNConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig  # resolved by `name` (distrec.config)
 
-_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK, LightGCNConfig: LightGCN}
+_CLASSES: dict[type, type[nn.Module]] = {
+    MFConfig: BiasedMF,
+    GLocalKConfig: GLocalK,
+    MFBPRConfig: MFBPR,
+    NeuMFConfig: NeuMF,
+    LightGCNConfig: LightGCN,
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,10 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
     """A model with embedding tables, unsharded (on ``device``, usually meta) for the planner."""
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
+    if isinstance(cfg, MFBPRConfig):
+        return MFBPR(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+    if isinstance(cfg, NeuMFConfig):
+        return NeuMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
     if isinstance(cfg, LightGCNConfig):
         if ctx.train is None:
             raise ValueError("model lightgcn needs the training pairs (ModelContext.train) to build its graph")

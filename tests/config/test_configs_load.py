@@ -18,6 +18,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 JOBS = {
     "mf": TrainConfig,
     "glocal_k": TrainConfig,
+    "mf_bpr": TrainConfig,
+    "neumf": TrainConfig,
     "compress": CompressConfig,
     "tune": SweepConfig,
     "ease": FitConfig,
