@@ -20,6 +20,7 @@ JOBS = {
     "glocal_k": TrainConfig,
     "mf_bpr": TrainConfig,
     "neumf": TrainConfig,
+    "lightgcn": TrainConfig,
     "compress": CompressConfig,
     "tune": SweepConfig,
     "ease": FitConfig,
