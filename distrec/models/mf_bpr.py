@@ -1,7 +1,12 @@
 """Matrix factorisation for top-k recommendation from implicit feedback (MF-BPR; Rendle et al. 2009).
 
-    s(u, i) = p_u · q_i
+    s(u, i) = p_u · q_i + b_i
     reg     = l2 · (|p_u|² + Σ_c |q_c|²)    over the rows a training row touches (user, positive, negatives)
+
+The item bias ``b_i`` (``item_bias: true``, the default) learns popularity directly, which the
+factors otherwise have to encode in their norms; it is the item table's column ``dim`` (a
+column the table pads to anyway when ``dim`` is not a multiple of 4), exported as the item
+table's ``bias`` column, which ``distrec/eval/factors.py`` adds to the dot product.
 
 The loss on the candidate scores (BPR or sampled softmax) is the task's (distrec/train/
 ranking_task.py); the model gives scores and its penalty. ``user`` and ``item`` are TorchRec
@@ -31,6 +36,7 @@ class MFBPRConfig:
     dim: int = 64
     init_std: float = 0.1
     l2: float = 0.0  # on the factors of the rows a training row touches
+    item_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -46,8 +52,11 @@ class MFBPR(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        width, init = padded_width(cfg.dim), gaussian_rows(cfg.dim, cfg.init_std)
-        self.tables = [TableSpec("user", num_users, width, init), TableSpec("item", num_items, width, init)]
+        init = gaussian_rows(cfg.dim, cfg.init_std)  # the bias column starts at 0
+        self.tables = [
+            TableSpec("user", num_users, padded_width(cfg.dim), init),
+            TableSpec("item", num_items, padded_width(cfg.dim + cfg.item_bias), init),
+        ]
         self.keys = [t.name for t in self.tables]
         self.export_groups = {"user": ("user",), "item": ("item",)}
         self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
@@ -59,18 +68,26 @@ class MFBPR(nn.Module):
         p = rows["user"][:, :d]  # [B, d]
         q = rows["item"][:, :d].reshape(*items.shape, d)  # [B, C, d]
         scores = torch.einsum("bd,bcd->bc", p, q)
+        if self.cfg.item_bias:
+            scores = scores + rows["item"][:, d].reshape(items.shape)
         reg = self.cfg.l2 * (p.square().sum(1) + q.square().sum((1, 2)))
         return scores, reg
 
     def scorer(self) -> Scorer:
         """``users`` [B] → scores of every item [B, I]. Collective (see distrec/train/ranking_task.py)."""
         d = self.cfg.dim
-        q_t = lookup(self.sparse, self.keys, {"item": torch.arange(self.num_items)})["item"][:, :d].T.contiguous()  # [d, I]
-        return lambda users: lookup(self.sparse, self.keys, {"user": users})["user"][:, :d] @ q_t
+        item = lookup(self.sparse, self.keys, {"item": torch.arange(self.num_items)})["item"]
+        q_t = item[:, :d].T.contiguous()  # [d, I]
+        bias = item[:, d] if self.cfg.item_bias else torch.zeros(self.num_items)  # [I]
+        return lambda users: torch.addmm(bias[None, :], lookup(self.sparse, self.keys, {"user": users})["user"][:, :d], q_t)
 
     def export(self, name: str, blocks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """An exported block of users or items: ``vector`` [R, dim] (scores are their dot products)."""
-        return {"vector": blocks[name][:, : self.cfg.dim].numpy()}
+        """An exported block of users or items: ``vector`` [R, dim], and the items' ``bias`` [R]
+        (scores are ``vector_u · vector_i + bias_i``)."""
+        out = {"vector": blocks[name][:, : self.cfg.dim].numpy()}
+        if name == "item" and self.cfg.item_bias:
+            out["bias"] = blocks[name][:, self.cfg.dim].numpy()
+        return out
 
     def export_meta(self) -> dict[str, float]:
         return {}

@@ -134,3 +134,8 @@ class TrainConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     ranking: RankingTaskConfig = field(default_factory=RankingTaskConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        watch = self.train.early_stopping_metric or ""
+        if watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc")) and self.train.early_stopping_mode != "max":
+            raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")
