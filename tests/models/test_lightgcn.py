@@ -10,17 +10,18 @@ import torch
 import torch.distributed as dist
 
 from distrec.config import from_dict
+from distrec.data.dataset import Interactions
 from distrec.models.bipartite import balanced_bounds, build_graph, propagate
 from distrec.models.lightgcn import LightGCNConfig
 from distrec.models.registry import ModelContext, build_model
 from distrec.models.tables import init_rows
-from distrec.data.dataset import Interactions
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.loop import train_worker
 from distrec.train.ranking_losses import bpr_loss
 from distrec.train.session import LocalSession
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks, tiny_synthetic
+from tests.train.test_ranking_task import _random_ndcg
 
 USERS, ITEMS, DIM, LAYERS = 7, 5, 3, 3
 
@@ -167,5 +168,7 @@ def test_two_workers_learn_to_rank(tmp_path):
     tiny_synthetic(data)
     result = run_ranks(_train, 2, data, str(tmp_path / "run"))[0]
     val = result["val"]
-    assert max(val[1:]) > val[0] + 0.01, val  # training raises validation nDCG@10
-    assert result["test_ndcg@10"] > 0 and result["num_workers"] == 2
+    assert max(val[1:]) > val[0], val  # it keeps improving after the first epoch
+    chance = _random_ndcg(data)
+    assert result["val_ndcg@10"] > chance + 0.05, (val, chance)
+    assert result["test_ndcg@10"] > chance and result["num_workers"] == 2
