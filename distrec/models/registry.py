@@ -10,14 +10,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from distrec.data.dataset import Interactions
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
+from distrec.models.lightgcn import LightGCN, LightGCNConfig
 from distrec.models.mf import BiasedMF, MFConfig
+from distrec.models.mf_bpr import MFBPR, MFBPRConfig
+from distrec.models.neumf import NeuMF, NeuMFConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig | GLocalKConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig  # resolved by `name` (distrec.config)
 
-_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK}
+_CLASSES: dict[type, type[nn.Module]] = {
+    MFConfig: BiasedMF,
+    GLocalKConfig: GLocalK,
+    MFBPRConfig: MFBPR,
+    NeuMFConfig: NeuMF,
+    LightGCNConfig: LightGCN,
+}
 
 
 @dataclass(frozen=True)
@@ -27,12 +37,22 @@ class ModelContext:
     num_users: int
     num_items: int
     global_mean: float  # mean training rating (all workers)
+    train: Interactions | None = None  # this worker's training pairs (graph models: LightGCN)
 
 
 def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn.Module:
     """A model with embedding tables, unsharded (on ``device``, usually meta) for the planner."""
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
+    if isinstance(cfg, MFBPRConfig):
+        return MFBPR(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+    if isinstance(cfg, NeuMFConfig):
+        return NeuMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+    if isinstance(cfg, LightGCNConfig):
+        if ctx.train is None:
+            raise ValueError("model lightgcn needs the training pairs (ModelContext.train) to build its graph")
+        pairs = (ctx.train.user, ctx.train.item)
+        return LightGCN(cfg, num_users=ctx.num_users, num_items=ctx.num_items, pairs=pairs, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 

@@ -15,7 +15,7 @@ import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 from torchrec.modules.embedding_configs import PoolingType
 
-__all__ = ["TableSpec", "table_config", "init_rows", "ids_to_kjt", "padded_width", "INIT_BLOCK"]
+__all__ = ["TableSpec", "table_config", "init_rows", "ids_to_kjt", "lookup", "gaussian_rows", "padded_width", "INIT_BLOCK"]
 
 INIT_BLOCK = 4096  # rows drawn from one seeded generator
 
@@ -35,6 +35,17 @@ class TableSpec:
 def padded_width(width: int) -> int:
     """fbgemm's CPU kernels take row widths that are multiples of 4."""
     return -(-width // 4) * 4
+
+
+def gaussian_rows(dim: int, std: float) -> Callable[[torch.Generator, int, int], torch.Tensor]:
+    """A ``TableSpec.init``: the first ``dim`` columns N(0, std²), the padding columns 0."""
+
+    def init(gen: torch.Generator, rows: int, width: int) -> torch.Tensor:
+        values = torch.zeros(rows, width)
+        values[:, :dim] = torch.randn(rows, dim, generator=gen) * std
+        return values
+
+    return init
 
 
 def table_config(spec: TableSpec) -> EmbeddingBagConfig:
@@ -69,3 +80,21 @@ def ids_to_kjt(features: dict[str, torch.Tensor]) -> KeyedJaggedTensor:
     values = torch.cat([features[k] for k in keys])
     lengths = torch.ones(values.numel(), dtype=torch.int32)
     return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
+
+
+def lookup(sparse, keys: list[str], ids: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rows of some features, ``ids`` feature → int64 [N_f] (any N_f, any subset of ``keys``),
+    through an EmbeddingBagCollection (sharded or not): feature → float [N_f, width].
+
+    A KJT has one bag count for all its keys, so each feature's ids fill the first bags and the
+    rest stay empty; ``keys`` (every feature of the collection, always in the same order, as a
+    sharded collection fixes its feature order at the first call) carries the absent ones as
+    empty. Collective when ``sparse`` is sharded: every worker calls it in step."""
+    bags = max(len(v) for v in ids.values())
+    empty = torch.zeros(0, dtype=torch.int64)
+    values = torch.cat([ids.get(k, empty) for k in keys])
+    lengths = torch.zeros(len(keys), bags, dtype=torch.int32)
+    for j, k in enumerate(keys):
+        lengths[j, : len(ids.get(k, empty))] = 1
+    pooled = sparse(KeyedJaggedTensor(keys=keys, values=values, lengths=lengths.reshape(-1)))
+    return {k: pooled[k][: len(v)] for k, v in ids.items()}

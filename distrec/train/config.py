@@ -5,6 +5,7 @@
     train:    {epochs: 20, batch_size: 8192, ...}
     optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
     sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
+    ranking:  {loss: bpr, negatives: 1, sampler: uniform, eval: {ks: [10, 100]}}   # top-k models only
     ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
     tracking: {tensorboard: false, mlflow_uri: null, ...}   # see distrec/tracking.py; off by default
     output_dir: URI
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distrec.data.dataset import DataConfig
+from distrec.eval.ranking import RankingConfig
 from distrec.models.registry import ModelConfig
 from distrec.tracking import TrackingConfig
 
@@ -25,6 +27,7 @@ __all__ = [
     "OptimConfig",
     "ShardingConfig",
     "RayConfig",
+    "RankingTaskConfig",
     "TrainConfig",
     "SHARDING_TYPES",
     "CPU_SHARDING_TYPES",
@@ -85,6 +88,23 @@ class ShardingConfig:
 
 
 @dataclass
+class RankingTaskConfig:
+    """How top-k models (``task = "ranking"``) train and are scored (distrec/train/ranking_task.py)."""
+
+    loss: Literal["bpr", "sampled_softmax"] = "bpr"
+    negatives: int = 1  # sampled per positive; bpr averages over them, sampled_softmax ranks the positive among them
+    sampler: Literal["uniform", "popularity"] = "uniform"
+    popularity_alpha: float = 0.75  # sampler=popularity: P(item) ∝ training count^alpha
+    eval: RankingConfig = field(default_factory=lambda: RankingConfig(block_users=1024))
+
+    def __post_init__(self) -> None:
+        if self.negatives < 1:
+            raise ValueError("ranking.negatives must be at least 1")
+        if self.popularity_alpha < 0:
+            raise ValueError("ranking.popularity_alpha must be non-negative")
+
+
+@dataclass
 class RayConfig:
     address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
     num_workers: int = 2
@@ -112,4 +132,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    ranking: RankingTaskConfig = field(default_factory=RankingTaskConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        watch = self.train.early_stopping_metric or ""
+        if watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc")) and self.train.early_stopping_mode != "max":
+            raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")

@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def _dense_optimizer(dmp: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Everything the fused embedding optimizer does not own (dense layers, data-parallel tables)."""
+    """Everything the fused embedding optimizer does not own (dense layers, data-parallel tables);
+    a model of tables only (MF-BPR) gets an optimizer over one empty group, a no-op."""
     params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
     kinds = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
-    return kinds[cfg.dense](params, lr=cfg.dense_lr)
+    return kinds[cfg.dense]([{"params": params}], lr=cfg.dense_lr)
 
 
 def _snapshot(dmp, model) -> dict[str, torch.Tensor]:

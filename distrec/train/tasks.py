@@ -3,7 +3,7 @@
 The loop (loop.py) owns everything else: sharding, resume, epochs, checkpoints, early stopping,
 export. A task reads this worker's slices of the data, tells the model builder what it needs to
 know (``context``), runs one epoch and scores a split part. ``RatingTask`` serves rating
-regression (biased MF, ...); top-k models add their own task beside it.
+regression (biased MF, ...); ``RankingTask`` (ranking_task.py) serves top-k models.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from distrec.progress import progress
 from distrec.resources import Stopwatch
 from distrec.train.batches import agreed_steps, rating_batches
 from distrec.train.config import TrainConfig
+from distrec.train.ranking_task import RankingTask
 
 __all__ = ["Task", "RatingTask", "make_task"]
 
@@ -92,4 +93,6 @@ def make_task(cfg: TrainConfig, dataset: InteractionDataset, split: str) -> Any:
     kind = model_task(cfg.model)
     if kind == "rating":
         return RatingTask(cfg, dataset, split)
+    if kind == "ranking":
+        return RankingTask(cfg, dataset, split)
     raise ValueError(f"no task {kind!r}")

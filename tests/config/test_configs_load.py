@@ -18,6 +18,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 JOBS = {
     "mf": TrainConfig,
     "glocal_k": TrainConfig,
+    "mf_bpr": TrainConfig,
+    "neumf": TrainConfig,
+    "lightgcn": TrainConfig,
     "compress": CompressConfig,
     "tune": SweepConfig,
     "ease": FitConfig,

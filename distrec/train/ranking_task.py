@@ -1,0 +1,125 @@
+"""Top-k training: (user, positive, sampled negatives) batches, BPR or sampled-softmax loss,
+full-ranking evaluation over every item.
+
+Data. Each worker reads its row-group slice of train/val/test, then the pairs move to the worker
+owning their user (``user % world``, one all-to-all): a worker then holds every training
+positive of its users, so negatives are rejected against a user's full history without any
+further communication, and it evaluates exactly its users (``evaluate_ranking(users=...)``).
+Item counts (for the popularity sampler and PSP@k) are all-reduced once.
+
+Protocol (distrec/eval/holdout.py, the ∞-AE paper's): val is ranked with train masked, test
+with train + val masked; keys ``{part}_ndcg@10``, ``{part}_hr@100``, ... as
+``distrec.eval.ranking`` names them, so early stopping watches ``val_ndcg@10`` (mode max).
+
+A ranking model (``task = "ranking"``) provides, besides the table model's ``tables``,
+``sparse``, ``export_groups``, ``export`` and ``export_meta``:
+
+    forward(user [B], items [B, C]) -> (scores [B, C], reg [B])   # called as dmp(user, items);
+                                        # items[:, 0] the positive; reg: its L2 penalty per row
+    scorer() -> Scorer                  # users [B] -> scores [B, I]; a collective: every worker
+                                        # builds it and calls it in step (distrec/eval/ranking.py)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.user_items import UserItems
+from distrec.eval.holdout import Holdout, Part
+from distrec.eval.ranking import evaluate_ranking
+from distrec.eval.ranking_metrics import item_propensity
+from distrec.models.registry import ModelContext
+from distrec.progress import progress
+from distrec.resources import Stopwatch
+from distrec.train.batches import agreed_steps, rating_batches
+from distrec.train.config import TrainConfig
+from distrec.train.negatives import NegativeSampler, popularity_weights
+from distrec.train.ranking_losses import LOSSES
+
+__all__ = ["RankingTask", "by_user"]
+
+
+def by_user(rows: Interactions) -> Interactions:
+    """This worker's user-owned pairs: every pair of ``rows`` goes to worker ``user % world``
+    (one all-to-all of users and items; ratings are dropped, top-k reads pairs as positives)."""
+    world = dist.get_world_size()
+    order = np.argsort(rows.user % world, kind="stable")
+    user, item = torch.from_numpy(rows.user[order]), torch.from_numpy(rows.item[order])
+    send = torch.bincount(user % world, minlength=world)  # pairs to each worker
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send)
+    out = {}
+    for name, values in (("user", user), ("item", item)):
+        got = torch.empty(int(recv.sum()), dtype=torch.int64)
+        dist.all_to_all_single(got, values.contiguous(), recv.tolist(), send.tolist())
+        out[name] = got.numpy()
+    return Interactions(out["user"], out["item"], np.zeros(len(out["user"]), np.float32))
+
+
+class RankingTask:
+    """Implicit feedback: every pair is a positive, negatives are sampled, items ranked in full."""
+
+    def __init__(self, cfg: TrainConfig, dataset: InteractionDataset, split: str) -> None:
+        self.cfg = cfg.train
+        self.rcfg = cfg.ranking
+        self.dataset = dataset
+        rank, world = dist.get_rank(), dist.get_world_size()
+        shape = {"num_users": dataset.num_users, "num_items": dataset.num_items}
+        rows = {p: by_user(dataset.read(split=split, parts=[p], rank=rank, world=world)) for p in ("train", "val", "test")}
+        self.train = rows["train"]
+        pairs = {p: UserItems.from_pairs(r.user, r.item, **shape) for p, r in rows.items()}
+        self.holdout = Holdout(**pairs, train_val=pairs["train"].union(pairs["val"]))
+        self.users = np.arange(rank, dataset.num_users, world, dtype=np.int64)  # the users this worker owns
+        counts = torch.from_numpy(pairs["train"].item_counts())
+        dist.all_reduce(counts)
+        counts = counts.numpy()
+        self.propensity = item_propensity(counts, int(counts.sum()))
+        weights = popularity_weights(counts, self.rcfg.popularity_alpha) if self.rcfg.sampler == "popularity" else None
+        self.sampler = NegativeSampler(self.train.user, self.train.item, num_items=dataset.num_items, weights=weights)
+
+    def context(self) -> ModelContext:
+        shape = {"num_users": self.dataset.num_users, "num_items": self.dataset.num_items}
+        return ModelContext(**shape, global_mean=0.0, train=self.train)  # train: a graph model's edges
+
+    def train_epoch(self, dmp, model, opt: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        batch_size, n = self.cfg.batch_size, self.rcfg.negatives
+        loss_fn = LOSSES[self.rcfg.loss]
+        steps = agreed_steps(len(self.train), batch_size)
+        rng = np.random.default_rng([self.cfg.seed, epoch, dist.get_rank()])  # reproducible on resume
+        total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
+        clock = Stopwatch()
+        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+            for batch in rating_batches(self.train, batch_size=batch_size, steps=steps, rng=rng):
+                neg = self.sampler.sample(batch.user.numpy(), n, rng)  # [B, n]
+                items = torch.cat([batch.item[:, None], torch.from_numpy(neg)], 1)  # [B, 1 + n], positive first
+                scores, reg = dmp(batch.user, items)
+                per_row = loss_fn(scores, torch.from_numpy(self.sampler.prob[neg]).float()) + reg  # [B]
+                loss = (batch.weight * per_row).sum() / batch_size
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # embedding rows are updated inside backward (fused optimizer)
+                opt.step()
+                total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+                bar.update(1)
+        seconds = clock.seconds()
+        dist.all_reduce(total)
+        return {
+            "train_loss": float(total[0] / max(total[1], 1)),
+            "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
+            "epoch_s": seconds,
+        }
+
+    def evaluate(self, dmp, model, part: Part) -> dict[str, float]:
+        with torch.no_grad():
+            score = model.scorer()  # collective: every worker builds it
+            return evaluate_ranking(
+                score,
+                target=self.holdout.target(part),
+                seen=self.holdout.seen(part),
+                cfg=self.rcfg.eval,
+                prefix=part,
+                propensity=self.propensity,
+                users=self.users,
+            )
