@@ -77,6 +77,11 @@ class UserItems:
         items = self.indices[np.repeat(starts, lengths) + np.arange(len(rows), dtype=np.int64) - offsets]
         return rows, items
 
+    def only(self, users: np.ndarray) -> "UserItems":
+        """The pairs of ``users`` alone: the same shape, every other user's row empty."""
+        rows, items = self.block(users)
+        return UserItems.from_pairs(np.asarray(users, dtype=np.int64)[rows], items, num_users=self.num_users, num_items=self.num_items)
+
     def dense(self, users: np.ndarray, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
         """Rows of ``users`` as a dense 0/1 matrix [B, I]."""
         rows, items = self.block(users)
