@@ -5,8 +5,8 @@ Approach", NeurIPS 2022), in torch; the paper's code (JAX) is ``distill.py`` of 
               real users (0/1); validate them as they are (step 0: the baseline to beat)
     step      X̃ = multi-Gumbel(logits) → ∞-AE regression from X̃ onto a batch of real users →
               softmax CE + cardinality → Adam on the logits (gradients averaged over workers)
-    validate  every `validate_every` steps: a fresh X̃, λ searched on validation (``val_users``:
-              a seeded sample of the validation users, for a large dataset; the best λ is
+    validate  every `validate_every` steps: a fresh X̃, λ searched on validation (``val_users``,
+              ``test_users``: seeded samples of the evaluated users, for a large dataset; the best λ is
               also the one later steps regress with); keep the best X̃; stop after `patience`
               steps without improvement
     checkpoint every `checkpoint_every` steps (distrec/distill/checkpoint.py): on Ray through
@@ -51,7 +51,7 @@ from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
 from distrec.train.session import LocalSession, Session
 
-__all__ = ["distill", "SYNTHETIC_DIR"]
+__all__ = ["distill", "sampled_holdout", "SYNTHETIC_DIR", "CHECKPOINT_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,18 @@ def _sample(cfg: DistillConfig, logits: torch.Tensor, seed: int) -> torch.Tensor
     return multi_gumbel(logits, seed=seed, draws=cfg.samples_per_user, tau=cfg.tau)
 
 
-def _validation(cfg: DistillConfig, holdout: Holdout) -> Holdout:
-    """``holdout`` with its validation part cut to a seeded sample of ``val_users`` users (the λ
-    searches then score only them: bounded on Netflix's 480k users); test is left whole."""
-    users = np.flatnonzero(holdout.val.counts() > 0)
-    if cfg.val_users is None or cfg.val_users >= len(users):
-        return holdout
-    sample = np.sort(np.random.default_rng([cfg.seed, VALIDATION_SEED]).choice(users, size=cfg.val_users, replace=False))
-    return replace(holdout, val=holdout.val.only(sample))
+def sampled_holdout(cfg: DistillConfig, holdout: Holdout) -> Holdout:
+    """``holdout`` with its validation part cut to a seeded sample of ``val_users`` users and its
+    test part to ``test_users`` (None: whole): the evaluations then score only them, bounded on
+    Netflix's 480k users. Training rows (targets, contexts, masks) are left whole."""
+    parts = {}
+    for part, size, salt in (("val", cfg.val_users, 1), ("test", cfg.test_users, 2)):
+        held = getattr(holdout, part)
+        users = np.flatnonzero(held.counts() > 0)
+        if size is not None and size < len(users):
+            sample = np.random.default_rng([cfg.seed, VALIDATION_SEED, salt]).choice(users, size=size, replace=False)
+            parts[part] = held.only(np.sort(sample))
+    return replace(holdout, **parts)
 
 
 def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Session | None = None) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
     holdout = Holdout.read(dataset, split)
-    validation = _validation(cfg, holdout)
+    validation = sampled_holdout(cfg, holdout)
     targets = TargetBatches(holdout.train, batch_users=cfg.batch_users, seed=cfg.seed, rank=rank, world=world)
     if cfg.budget > len(targets.active):
         raise UserError(f"budget {cfg.budget} exceeds the {len(targets.active)} users with a training item; lower budget")
