@@ -113,7 +113,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     full = {r["model"]: r for r in rows if r["sampler"] == "full"}
     for model in dict.fromkeys(r["model"] for r in rows):
-        for budget in dict.fromkeys(r["budget"] for r in rows if r["sampler"] != "full"):
+        for budget in sorted({r["budget"] for r in rows if r["sampler"] != "full"}):
             found = {r["sampler"]: r for r in rows if r["model"] == model and r["budget"] == budget} | {"full": full.get(model)}
             cells = [model, str(budget)] + [
                 "–" if found.get(s) is None else f"{found[s][m] * scale(m):.2f}" for s in samplers for m in METRICS]
