@@ -93,6 +93,7 @@ def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
             x = _rows(sampler, budget, holdout, distilled_uri=join(run.output_dir, SYNTHETIC_DIR), seed=cfg.seed)
             extra = {"distill_s": distilled["wall_s"], "best_step": distilled["best_step"]} if sampler == "distilled" else {}
             rows += _fit(cfg, x, holdout, budget=budget, sampler=sampler, **extra)
+        write_text(join(cfg.output_dir, "compare.json"), json.dumps(rows, indent=1))  # so far: readable while it runs
     rows += _fit(cfg, None, holdout, budget=holdout.train.num_users, sampler="full")
     metrics: dict[str, Any] = {"dataset": cfg.data.path, "budgets": cfg.compare.budgets, "steps": cfg.steps}
     for r in rows:
