@@ -85,7 +85,7 @@ def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     holdout = sampled_holdout(cfg, Holdout.read(dataset, dataset.resolve_split(cfg.data.split)))
-    rows: list[dict[str, Any]] = []
+    rows = _fit(cfg, None, holdout, budget=holdout.train.num_users, sampler="full")  # first: the reference of every budget
     for budget in cfg.compare.budgets:
         run = replace(cfg, budget=budget, output_dir=join(cfg.output_dir, f"budget-{budget}"))
         distilled = run_distill(run)
@@ -94,7 +94,6 @@ def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
             extra = {"distill_s": distilled["wall_s"], "best_step": distilled["best_step"]} if sampler == "distilled" else {}
             rows += _fit(cfg, x, holdout, budget=budget, sampler=sampler, **extra)
         write_text(join(cfg.output_dir, "compare.json"), json.dumps(rows, indent=1))  # so far: readable while it runs
-    rows += _fit(cfg, None, holdout, budget=holdout.train.num_users, sampler="full")
     metrics: dict[str, Any] = {"dataset": cfg.data.path, "budgets": cfg.compare.budgets, "steps": cfg.steps}
     for r in rows:
         tag = "full" if r["sampler"] == "full" else f"{r['sampler']}_{r['budget']}"
@@ -124,7 +123,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def _report(cfg: DistillConfig, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
     report = Report(f"Distill-CF: ∞-AE and EASE on a budget of users of {cfg.data.path}")
-    report.add("Test metrics (×100) by budget and sampler", markdown_table(rows) + f"\n\nfull: all {rows[-1]['budget']} users. "
+    report.add("Test metrics (×100) by budget and sampler", markdown_table(rows) + f"\n\nfull: all {rows[0]['budget']} users. "
                f"Distillation: {cfg.steps} steps, {cfg.samples_per_user} draws per user, batch {cfg.batch_users or 'all'} users; "
                f"wall {metrics['wall_s']:.0f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB.")
     for model in dict.fromkeys(r["model"] for r in rows):
