@@ -8,6 +8,12 @@ Real users from object storage, on Ray Train workers (gradients averaged over th
     ray job submit --working-dir . -- python jobs/distill.py --config configs/distill/ml-1m.yaml \
         data.path=s3://bucket/ml-1m-infae output_dir=s3://bucket/distill-ml-1m ray.num_workers=2
 
+Budget comparison (the paper's figure): a distill run per compare.budgets, then ∞-AE and EASE
+trained on the distilled, random, head (most active) and all users:
+    python jobs/distill.py --config configs/distill/ml-1m.yaml --compare output_dir=runs/distill-compare
+It writes <output_dir>/budget-<n>/ (each run), compare.json, metrics.json and report.md/html
+(the table; compare-infae.png, compare-ease.png: metric vs users, log x).
+
 A bar counts the steps; each validation (λ search) is logged. Writes <output_dir>/users/ (the
 synthetic users: Parquet user, item, weight + _manifest.json), metrics.json (∞-AE on the best
 synthetic set: λ on validation, then test; metrics are fractions), curve.json, config.yaml and
@@ -16,12 +22,16 @@ report.md/report.html (validation.png); the last line printed is metrics.json on
 
 from __future__ import annotations
 
+import json
+import posixpath
 import sys
 
 from distrec.cli import job_parser, run_job
 from distrec.config import load_config
+from distrec.distill.compare import compare_budgets, markdown_table
 from distrec.distill.config import DistillConfig
 from distrec.distill.launch import run_distill
+from distrec.storage import join, read_text
 
 
 def describe(metrics: dict) -> str:
@@ -36,9 +46,18 @@ def describe(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_comparison(metrics: dict) -> str:
+    return markdown_table(json.loads(read_text(join(posixpath.dirname(metrics["report"]), "compare.json"))))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = job_parser(__doc__).parse_args(argv)
-    return run_job(lambda: run_distill(load_config(DistillConfig, args.config, args.overrides)), quiet=args.quiet, describe=describe)
+    parser = job_parser(__doc__)
+    parser.add_argument("--compare", action="store_true", help="distil every compare.budgets and compare samplers")
+    args = parser.parse_args(argv)
+    cfg = lambda: load_config(DistillConfig, args.config, args.overrides)  # noqa: E731 (a config error is reported by run_job)
+    if args.compare:
+        return run_job(lambda: compare_budgets(cfg()), quiet=args.quiet, describe=describe_comparison)
+    return run_job(lambda: run_distill(cfg()), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,14 @@ def _chunks(draws: int, shape: torch.Size) -> list[int]:
 
 
 def _draws(logits: torch.Tensor, seed: int, draws: int, tau: float):
-    """Yields softmax((logits + g)/τ) [c, n, I] for successive chunks of the draws, from ``seed``."""
+    """Yields softmax((logits + g)/τ) [c, n, I] for successive chunks of the draws, from ``seed``
+    (computed in place in the noise's buffer: one [c, n, I] tensor per chunk)."""
     generator = torch.Generator(device=logits.device).manual_seed(seed)
     for c in _chunks(draws, logits.shape):
-        noise = gumbel_noise((c, *logits.shape), generator, dtype=logits.dtype, device=logits.device)
-        yield torch.softmax((logits + noise) / tau, dim=-1)
+        z = gumbel_noise((c, *logits.shape), generator, dtype=logits.dtype, device=logits.device)
+        z.add_(logits).div_(tau)
+        z.sub_(z.amax(-1, keepdim=True)).exp_()
+        yield z.div_(z.sum(-1, keepdim=True))
 
 
 class MultiGumbel(torch.autograd.Function):
@@ -61,8 +64,10 @@ class MultiGumbel(torch.autograd.Function):
         (logits,) = ctx.saved_tensors
         grad_logits = torch.zeros_like(logits)
         for p in _draws(logits, ctx.seed, ctx.draws, ctx.tau):  # the same noise as in forward, redrawn
-            # softmax's VJP, summed over the chunk's draws: p ⊙ (g − ⟨g, p⟩); 1/τ from the inner division
-            grad_logits += (p * (grad - (grad * p).sum(-1, keepdim=True))).sum(0)
+            # softmax's VJP summed over the chunk's draws c: Σ_c p_c ⊙ (g − ⟨g, p_c⟩) = g ⊙ Σ_c p_c − Σ_c ⟨g, p_c⟩ p_c
+            # (no [c, n, I] temporaries); 1/τ from the inner division
+            dots = torch.einsum("cni,ni->cn", p, grad)
+            grad_logits += grad * p.sum(0) - torch.einsum("cni,cn->ni", p, dots)
         return grad_logits / ctx.tau, None, None, None
 
 

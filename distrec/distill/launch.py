@@ -3,7 +3,9 @@
 ``ray: null`` runs here (one process). With ``ray.num_workers: N`` the same loop runs on N Ray
 Train workers (gloo): each draws its own batch of real users, the logits' gradients are
 averaged, rank 0 writes the outputs; the driver returns the ``metrics.json`` it wrote. A run
-that fails is not resumed from a checkpoint (it restarts from step 0).
+that fails resumes from its last checkpoint: on Ray from the run's checkpoints (a restarted
+worker, or the same command again: the run name comes from ``output_dir``), here from
+``<output_dir>/checkpoints/``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,14 @@ Approach", NeurIPS 2022), in torch; the paper's code (JAX) is ``distill.py`` of 
               real users (0/1); validate them as they are (step 0: the baseline to beat)
     step      X̃ = multi-Gumbel(logits) → ∞-AE regression from X̃ onto a batch of real users →
               softmax CE + cardinality → Adam on the logits (gradients averaged over workers)
-    validate  every `validate_every` steps: a fresh X̃, λ searched on validation (the best λ is
+    validate  every `validate_every` steps: a fresh X̃, λ searched on validation (``val_users``,
+              ``test_users``: seeded samples of the evaluated users, for a large dataset; the best λ is
               also the one later steps regress with); keep the best X̃; stop after `patience`
               steps without improvement
+    checkpoint every `checkpoint_every` steps (distrec/distill/checkpoint.py): on Ray through
+              Ray Train's checkpoints, otherwise in <output_dir>/checkpoints/ (the newest two
+              kept); a restarted run resumes after the last checkpointed step and, as every
+              step's randomness is seeded by its number, ends as the uninterrupted run would
     finish    ∞-AE on the best X̃: λ on validation, then test; rank 0 writes the synthetic users
               (<output_dir>/users/), metrics.json, curve.json, config.yaml and the run report
               (report.md, report.html, validation.png; its URI is ``report`` in the metrics)
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +36,7 @@ import torch.distributed as dist
 from distrec.cli import UserError
 from distrec.config import to_yaml
 from distrec.data.dataset import InteractionDataset
+from distrec.distill.checkpoint import load_distill_state, save_distill_state
 from distrec.distill.config import DistillConfig
 from distrec.distill.gumbel import multi_gumbel
 from distrec.distill.objective import distill_loss
@@ -42,12 +49,14 @@ from distrec.models.closed_form import InfiniteAE
 from distrec.progress import progress
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
+from distrec.train.session import LocalSession, Session
 
-__all__ = ["distill", "SYNTHETIC_DIR"]
+__all__ = ["distill", "sampled_holdout", "SYNTHETIC_DIR", "CHECKPOINT_DIR"]
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC_DIR = "users"  # under output_dir: the synthetic users' Parquet + manifest
+CHECKPOINT_DIR = "checkpoints"  # under output_dir, when not on Ray: the latest checkpoints (resumed from)
 VALIDATION_SEED = 7_919  # offsets the Gumbel seed of validation draws from the training steps'
 
 
@@ -60,12 +69,28 @@ def _sample(cfg: DistillConfig, logits: torch.Tensor, seed: int) -> torch.Tensor
     return multi_gumbel(logits, seed=seed, draws=cfg.samples_per_user, tau=cfg.tau)
 
 
-def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1) -> dict[str, Any]:
-    """The whole run on this worker; returns the metrics (rank 0 also writes them)."""
-    clock = Stopwatch()
+def sampled_holdout(cfg: DistillConfig, holdout: Holdout) -> Holdout:
+    """``holdout`` with its validation part cut to a seeded sample of ``val_users`` users and its
+    test part to ``test_users`` (None: whole): the evaluations then score only them, bounded on
+    Netflix's 480k users. Training rows (targets, contexts, masks) are left whole."""
+    parts = {}
+    for part, size, salt in (("val", cfg.val_users, 1), ("test", cfg.test_users, 2)):
+        held = getattr(holdout, part)
+        users = np.flatnonzero(held.counts() > 0)
+        if size is not None and size < len(users):
+            sample = np.random.default_rng([cfg.seed, VALIDATION_SEED, salt]).choice(users, size=size, replace=False)
+            parts[part] = held.only(np.sort(sample))
+    return replace(holdout, **parts)
+
+
+def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Session | None = None) -> dict[str, Any]:
+    """The whole run on this worker; returns the metrics (rank 0 also writes them). ``session``:
+    where checkpoints go and the one to resume from is found (None: ``<output_dir>/checkpoints``)."""
+    wall = clock = Stopwatch()  # clock: distillation time since the last checkpoint
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
     holdout = Holdout.read(dataset, split)
+    validation = sampled_holdout(cfg, holdout)
     targets = TargetBatches(holdout.train, batch_users=cfg.batch_users, seed=cfg.seed, rank=rank, world=world)
     if cfg.budget > len(targets.active):
         raise UserError(f"budget {cfg.budget} exceeds the {len(targets.active)} users with a training item; lower budget")
@@ -74,17 +99,26 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1) -> dict[str, A
     logits = holdout.train.dense(initial).requires_grad_()  # [n, I]: the paper starts from real users' 0/1 rows
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
     key = f"val_{cfg.eval.label}{cfg.select}"
+    session = session or LocalSession(join(cfg.output_dir, CHECKPOINT_DIR), keep=2)
 
-    best = _validate(cfg, logits.detach(), holdout)
-    best_x, best_step, lam = logits.detach().clone(), 0, best["lambda"]
-    initial_metric = best[key]
-    curve: list[dict[str, Any]] = [{"step": 0, "lambda": lam, key: best[key]}]
-    log.info("step 0 (the initial real users): %s = %.4f at λ=%g", key, best[key], lam)
-    step = 0
+    with session.latest_checkpoint() as ckpt:
+        if ckpt:
+            state, best_x = load_distill_state(ckpt, logits=logits, optimizer=optimizer)
+            state["resumes"] += 1
+            log.info("resumed from %s after step %d", ckpt, state["step"])
+    if not ckpt:
+        best = _validate(cfg, logits.detach(), validation)
+        best_x = logits.detach().clone()
+        state = {"step": 0, "best_step": 0, "best": best, "lambda": best["lambda"], "initial": best[key], "stopped": False,
+                 "resumes": 0, "distill_s": 0.0, "curve": [{"step": 0, "lambda": best["lambda"], key: best[key]}]}
+        log.info("step 0 (the initial real users): %s = %.4f at λ=%g", key, best[key], best["lambda"])
+    resumed_from = state["step"]
+    first = resumed_from + 1 if not state["stopped"] else cfg.steps + 1
     with progress(total=cfg.steps, desc="distill", unit="step", enabled=rank == 0) as bar:
-        for step in range(1, cfg.steps + 1):
+        bar.update(resumed_from)
+        for step in range(first, cfg.steps + 1):
             x = _sample(cfg, logits, cfg.seed * 1_000_003 + step)  # X̃ [n, I]
-            loss, parts = distill_loss(x, targets.batch(step), model=cfg.model, lam=lam,
+            loss, parts = distill_loss(x, targets.batch(step), model=cfg.model, lam=state["lambda"],
                                        real_cardinality=real_cardinality, cardinality_reg=cfg.cardinality_reg)
             optimizer.zero_grad()
             loss.backward()
@@ -97,44 +131,52 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1) -> dict[str, A
             if step % cfg.validate_every == 0 or step == cfg.steps:
                 with torch.no_grad():
                     x = _sample(cfg, logits.detach(), cfg.seed * 1_000_003 + step + VALIDATION_SEED)
-                val = _validate(cfg, x, holdout)
-                lam = val["lambda"]
-                record.update({"lambda": lam, key: val[key], "mean_row_mass": float(x.sum(1).mean())})
-                log.info("step %d: loss %.4f, %s = %.4f at λ=%g", step, record["loss"], key, val[key], lam)
-                if val[key] > best[key]:
-                    best, best_x, best_step = val, x, step
-                curve.append(record)
-                if step - best_step >= cfg.patience:
-                    log.info("no improvement for %d steps: stopping at step %d", step - best_step, step)
-                    break
-            else:
-                curve.append(record)
-    distill_s = clock.seconds()
+                val = _validate(cfg, x, validation)
+                state["lambda"] = val["lambda"]
+                record.update({"lambda": val["lambda"], key: val[key], "mean_row_mass": float(x.sum(1).mean())})
+                log.info("step %d: loss %.4f, %s = %.4f at λ=%g", step, record["loss"], key, val[key], val["lambda"])
+                if val[key] > state["best"][key]:
+                    state.update(best=val, best_step=step)
+                    best_x = x
+                if step - state["best_step"] >= cfg.patience:
+                    log.info("no improvement for %d steps: stopping at step %d", step - state["best_step"], step)
+                    state["stopped"] = True
+            state["curve"].append(record)
+            state["step"] = step
+            if step % cfg.checkpoint_every == 0 or state["stopped"]:
+                state["distill_s"] += clock.seconds()
+                clock = Stopwatch()
+                save_distill_state(session, rank=rank, logits=logits, best_x=best_x, optimizer=optimizer, progress=state)
+            if state["stopped"]:
+                break
+    distill_s = state["distill_s"] + clock.seconds()
 
     final = InfiniteAE.on_support(cfg.model, best_x)
-    metrics, _ = search_and_test(final, holdout, eval_cfg=cfg.eval, select=cfg.select)
+    metrics, _ = search_and_test(final, validation, eval_cfg=cfg.eval, select=cfg.select)
     metrics = {
         "dataset": cfg.data.path,
         "split": split,
         "budget": cfg.budget,
         "num_workers": world,
-        "steps": step,
-        "best_step": best_step,
-        f"initial_{key}": initial_metric,
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "resumed_from_step": resumed_from,
+        "resumes": state["resumes"],
+        f"initial_{key}": state["initial"],
         **metrics,
         "mean_row_mass": float(best_x.sum(1).mean()),
         "real_cardinality": real_cardinality,
         "distill_s": distill_s,
-        "wall_s": clock.seconds(),
+        "wall_s": wall.seconds(),
         "peak_rss_mb": peak_rss_mb(),
     }
     if rank == 0:
         metrics["entries"] = write_synthetic(
             join(cfg.output_dir, SYNTHETIC_DIR), best_x, min_weight=cfg.min_weight,
-            meta={"source": cfg.data.path, "split": split, "step": best_step, key: best[key], "lambda": metrics["lambda"]},
+            meta={"source": cfg.data.path, "split": split, "step": state["best_step"], key: state["best"][key], "lambda": metrics["lambda"]},
         )
-        write_text(join(cfg.output_dir, "curve.json"), json.dumps(curve, indent=1))
+        write_text(join(cfg.output_dir, "curve.json"), json.dumps(state["curve"], indent=1))
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
-        metrics["report"] = write_distill_report(cfg, metrics, curve)
+        metrics["report"] = write_distill_report(cfg, metrics, state["curve"])
         write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics

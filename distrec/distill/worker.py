@@ -16,9 +16,10 @@ def ray_worker(payload: dict[str, Any]) -> None:
     from distrec.config import from_dict
     from distrec.distill.config import DistillConfig
     from distrec.distill.run import distill
+    from distrec.train.session import RaySession
 
     cfg = from_dict(DistillConfig, payload["config"], source="distill config")
     assert cfg.ray is not None
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     context = ray.train.get_context()
-    distill(cfg, rank=context.get_world_rank(), world=context.get_world_size())
+    distill(cfg, rank=context.get_world_rank(), world=context.get_world_size(), session=RaySession())

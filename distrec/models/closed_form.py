@@ -169,6 +169,16 @@ class EASE:
             x = train.sparse(users[start : start + BLOCK])  # [b, I]; counts are exact in float32 below 2^24
             self.gram += (x.t() @ x.to_dense()).to(self.dtype)
 
+    @classmethod
+    def on_rows(cls, cfg: EASEConfig, x: torch.Tensor) -> "EASE":
+        """EASE whose Gram matrix is XᵀX of the given rows ``x`` [n, I] (values in [0, 1];
+        Distill-CF's synthetic users) instead of a training set's users."""
+        model = cls.__new__(cls)
+        model.cfg, model.lambdas, model.dtype, model.num_items = cfg, list(cfg.lambdas), DTYPES[cfg.dtype], x.shape[1]
+        rows = x.detach().to(model.dtype)
+        model.gram = rows.T @ rows  # [I, I]
+        return model
+
     def solve(self, lam: float) -> torch.Tensor:
         """B [I, I] in the configured precision."""
         factor = _factor(self.gram, lam, f"XᵀX + {lam:g}·I")

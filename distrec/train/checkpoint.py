@@ -35,7 +35,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from distrec.storage import DataError
 from distrec.storage.manifest import check_relative_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "PROGRESS"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "load_tensors", "PROGRESS"]
 
 PROGRESS = "progress.json"
 DENSE = "dense_optim.pt"
@@ -124,7 +124,7 @@ def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
         raise DataError(f"{directory}: cannot restore the checkpoint ({failure})") from None
     dmp.load_state_dict(state["model"])
     dmp.fused_optimizer.load_state_dict(state["fused"])
-    dense_opt.load_state_dict(_load_tensors(os.path.join(directory, DENSE)))
+    dense_opt.load_state_dict(load_tensors(os.path.join(directory, DENSE)))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
 
@@ -143,12 +143,12 @@ def load_model_checkpoint(directory: str, *, model: torch.nn.Module) -> dict:
     for name in (MODEL, PROGRESS):
         if not os.path.exists(os.path.join(directory, name)):
             raise DataError(f"{directory}: checkpoint is missing {name}")
-    model.load_state_dict(_load_tensors(os.path.join(directory, MODEL)))
+    model.load_state_dict(load_tensors(os.path.join(directory, MODEL)))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
 
 
-def _load_tensors(path: str) -> dict:
+def load_tensors(path: str) -> dict:
     """``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects."""
     try:
         return torch.load(path, weights_only=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
+import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator, Protocol
 
 import torch.distributed as dist
+
+from distrec.storage import filesystem, is_local, join
+from distrec.train.checkpoint import PROGRESS
 
 __all__ = ["Session", "RaySession", "LocalSession"]
 
@@ -21,23 +24,50 @@ class Session(Protocol):
 
 
 class LocalSession:
-    """Checkpoints in ``<root>/checkpoint_<epoch>``: every worker copies its files into the same
-    folder, as Ray Train does with the run's storage."""
+    """Checkpoints in ``<root>/checkpoint_<epoch>`` (``root`` any fsspec URI): every worker copies
+    its files into the same folder, as Ray Train does with the run's storage. ``progress.json``
+    goes last and a folder without it is passed over, so a copy cut short is never resumed from;
+    ``keep`` (None: all) is how many of the newest checkpoints stay."""
 
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self, root: str, *, keep: int | None = None) -> None:
+        self.root, self.keep = root, keep
         self.reports: list[dict[str, Any]] = []
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
-        target = os.path.join(self.root, f"checkpoint_{metrics['epoch']:05d}")
-        shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
-        dist.barrier()
+        fs, root = filesystem(self.root)
+        target = f"{root}/checkpoint_{metrics['epoch']:05d}"
+        fs.makedirs(target, exist_ok=True)
+        names = sorted(os.listdir(checkpoint_dir), key=lambda name: name == PROGRESS)  # progress.json last
+        for name in names:
+            fs.put_file(os.path.join(checkpoint_dir, name), f"{target}/{name}")
+        if dist.is_initialized():
+            dist.barrier()
+        if self.keep is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            for old in self._complete(fs, root)[: -self.keep]:
+                fs.rm(f"{root}/{old}", recursive=True)
         self.reports.append(metrics)
 
     @contextmanager
     def latest_checkpoint(self) -> Iterator[str | None]:
-        found = sorted(d for d in os.listdir(self.root) if d.startswith("checkpoint_")) if os.path.isdir(self.root) else []
-        yield os.path.join(self.root, found[-1]) if found else None
+        fs, root = filesystem(self.root)
+        found = self._complete(fs, root)
+        if not found:
+            yield None
+        elif is_local(self.root):
+            yield join(root, found[-1])
+        else:
+            with tempfile.TemporaryDirectory(prefix="distrec-resume-") as tmp:
+                for path in fs.ls(f"{root}/{found[-1]}", detail=False):
+                    fs.get_file(path, os.path.join(tmp, path.rsplit("/", 1)[-1]))
+                yield tmp
+
+    @staticmethod
+    def _complete(fs: Any, root: str) -> list[str]:
+        """The checkpoint folders holding ``progress.json``, oldest first."""
+        if not fs.isdir(root):
+            return []
+        names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+        return [n for n in names if n.startswith("checkpoint_") and fs.exists(f"{root}/{n}/{PROGRESS}")]
 
 
 class RaySession:

@@ -29,3 +29,9 @@ def test_union_and_range_check():
     assert [a.union(b).items_of(u).tolist() for u in range(2)] == [[0, 1], [1]]
     with pytest.raises(ValueError, match="out of range"):
         UserItems.from_pairs(np.array([2]), np.array([0]), num_users=2, num_items=2)
+
+
+def test_only_keeps_the_given_users_rows():
+    x = UserItems.from_pairs(np.array([0, 0, 1, 3]), np.array([1, 2, 0, 2]), num_users=4, num_items=3)
+    kept = x.only(np.array([3, 0]))
+    assert kept.num_users == 4 and [kept.items_of(u).tolist() for u in range(4)] == [[1, 2], [], [], [2]]

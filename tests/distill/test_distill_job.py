@@ -1,5 +1,6 @@
 """jobs/distill.py end to end on tiny data: the distilled users beat the real users they started
-from on validation, the outputs are complete and verified, S3 in and out, two workers agree."""
+from on validation, the outputs are complete and verified, S3 in and out (checkpoints too), two
+workers agree."""
 
 from __future__ import annotations
 
@@ -51,9 +52,13 @@ def test_distill_improves_on_its_initial_real_users(dataset, tmp_path, capsys):
 def test_data_and_outputs_on_s3(s3_uri, tmp_path):
     tiny_synthetic(join(s3_uri, "data"), users=80, items=60, ratings=1500, split="user-ratio:0.8/0.1/0.1")
     out = join(s3_uri, "distilled")
-    assert main(["--quiet", f"data.path={join(s3_uri, 'data')}", f"output_dir={out}", "steps=2", "validate_every=2", "min_weight=0.05",
-                 *SHORT]) == 0
+    args = ["--quiet", f"data.path={join(s3_uri, 'data')}", f"output_dir={out}", "steps=2", "validate_every=2", "checkpoint_every=1",
+            "min_weight=0.05", *SHORT]
+    assert main(args) == 0
+    first = json.loads(read_text(join(out, "metrics.json")))
+    assert main(args) == 0  # again: resumes from the checkpoint on S3 after the last step
     metrics = json.loads(read_text(join(out, "metrics.json")))
+    assert first["resumed_from_step"] == 0 and metrics["resumed_from_step"] == 2 and metrics["test_ndcg@5"] == first["test_ndcg@5"]
     x, meta = read_synthetic(join(out, SYNTHETIC_DIR))
     assert StoredDirectory(join(out, SYNTHETIC_DIR)).manifest.kind == "distilled-users"
     assert x.shape == (12, 60) and meta["source"] == join(s3_uri, "data")

@@ -48,6 +48,13 @@ def test_ease_scores_are_context_rows_times_b():
     assert torch.allclose(model.scorer(b, train)(users), train.dense(users.numpy()) @ b.float())
 
 
+def test_ease_on_rows_is_ease_on_those_users():
+    train = _random_items(2)
+    rows = train.dense(np.arange(train.num_users))
+    on_rows, on_train = EASE.on_rows(EASEConfig(lambdas=[2.0]), rows), EASE(EASEConfig(lambdas=[2.0]), train)
+    torch.testing.assert_close(on_rows.solve(2.0), on_train.solve(2.0))
+
+
 # -- ∞-AE: the kernel -------------------------------------------------------------------------
 def _empirical_ntk(x: torch.Tensor, *, width: int, depth: int, w_var: float, b_var: float, gen: torch.Generator) -> torch.Tensor:
     """⟨∂f(x)/∂θ, ∂f(x')/∂θ⟩ of one random finite network in the NTK parameterisation
