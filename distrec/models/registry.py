@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.mf import BiasedMF, MFConfig
+from distrec.models.two_tower import TwoTower, TwoTowerConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig | GLocalKConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | TwoTowerConfig  # resolved by `name` (distrec.config)
 
-_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK}
+_CLASSES: dict[type, type[nn.Module]] = {MFConfig: BiasedMF, GLocalKConfig: GLocalK, TwoTowerConfig: TwoTower}
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,16 @@ class ModelContext:
     num_users: int
     num_items: int
     global_mean: float  # mean training rating (all workers)
+    item_features: np.ndarray | None = None  # float32 [I, F] content features, for models that read them
 
 
 def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn.Module:
     """A model with embedding tables, unsharded (on ``device``, usually meta) for the planner."""
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
+    if isinstance(cfg, TwoTowerConfig):
+        features = ctx.item_features if ctx.item_features is not None else np.zeros((ctx.num_items, 0), np.float32)
+        return TwoTower(cfg, num_items=ctx.num_items, item_features=features, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 
@@ -43,7 +49,8 @@ def _model_class(cfg: ModelConfig) -> type[nn.Module]:
 
 
 def model_task(cfg: ModelConfig) -> str:
-    """The task a model trains on: "rating" (explicit ratings) or "ranking" (top-k)."""
+    """The task a model trains on: "rating" (explicit ratings), "ranking" (top-k) or
+    "retrieval" (two towers over users' histories)."""
     return _model_class(cfg).task
 
 

@@ -92,4 +92,8 @@ def make_task(cfg: TrainConfig, dataset: InteractionDataset, split: str) -> Any:
     kind = model_task(cfg.model)
     if kind == "rating":
         return RatingTask(cfg, dataset, split)
+    if kind == "retrieval":
+        from distrec.train.retrieval import RetrievalTask
+
+        return RetrievalTask(cfg, dataset, split)
     raise ValueError(f"no task {kind!r}")
