@@ -26,7 +26,7 @@ import torch.distributed as dist
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.user_items import UserItems
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
-from distrec.features.items import item_content
+from distrec.data.item_features import item_features
 from distrec.features.text import cached_text_embeddings
 from distrec.models.registry import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
@@ -104,16 +104,17 @@ class RetrievalTask:
         )
 
     def _item_features(self) -> np.ndarray:
-        """float32 [I, F]: genres multi-hot, scaled year, and the frozen text encoder's vector."""
-        content = item_content(self.dataset)
-        blocks = [content.genres, content.year[:, None]]
+        """float32 [I, F]: genres multi-hot, year, year missing, and the frozen text encoder's
+        vector of "title. overview"."""
+        content = item_features(self.dataset)
+        blocks = [content.dense().numpy()]
         text = self.model_cfg.text
         if text.model is not None:  # rank 0 encodes and caches; the others read the cache
             if dist.get_rank() == 0:
-                blocks.append(cached_text_embeddings(content.texts, text))
+                blocks.append(cached_text_embeddings(content.texts(), text))
             dist.barrier()
             if dist.get_rank() != 0:
-                blocks.append(cached_text_embeddings(content.texts, text))
+                blocks.append(cached_text_embeddings(content.texts(), text))
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def train_epoch(self, dmp, model, opt: torch.optim.Optimizer, epoch: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 JOBS = {
     "mf": TrainConfig,
     "glocal_k": TrainConfig,
+    "two_tower": TrainConfig,
     "compress": CompressConfig,
     "tune": SweepConfig,
     "ease": FitConfig,
