@@ -59,3 +59,14 @@ def test_towers_give_unit_vectors_and_ignore_history_padding():
     # what sits in a padded slot (its id is never looked up) does not change the user vector
     again, _ = model(model.features(item, history), item, history, buckets.masked_fill(history < 0, 7))
     torch.testing.assert_close(again, users)
+
+
+def test_projection_per_distinct_item_equals_the_linear_layer_on_joined_inputs():
+    torch.manual_seed(1)
+    cfg = TwoTowerConfig(dim=8, id_dim=4, history=3, layers=1, heads=2, ffn=16)
+    features = np.random.default_rng(1).random((6, 5)).astype(np.float32)
+    model = TwoTower(cfg, num_items=6, item_features=features, device=torch.device("cpu"))
+    ids = torch.tensor([[3, 3, 0], [5, -1, 3]])
+    id_vectors = torch.randn(2, 3, 4)
+    joined = torch.cat([id_vectors, torch.from_numpy(features)[ids.clamp(min=0)]], dim=-1)  # [2, 3, 4 + 5]
+    torch.testing.assert_close(model._project(model.token, ids, id_vectors), model.token(joined))
