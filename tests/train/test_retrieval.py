@@ -83,7 +83,7 @@ def _train_and_export(data: str, out: str, encoder: str) -> dict:
     dmp, _ = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=torch.device("cpu"), seed=0)
     model = dmp.module
     opt = _dense_optimizer(dmp, cfg.optim)
-    losses = [task.train_epoch(dmp, model, opt, epoch)["train_loss"] for epoch in range(4)]
+    losses = [task.train_epoch(dmp, model, opt, epoch)["train_loss"] for epoch in range(3)]
     metrics = task.evaluate(dmp, model, "test")
     dmp.eval()
     with torch.no_grad():  # the model's own top-k for every user, from the test-time histories
@@ -112,7 +112,7 @@ def test_two_ranks_loss_falls_and_exported_vectors_rank_identically(dataset, enc
 @pytest.mark.slow
 def test_two_ray_workers_train_and_exported_vectors_give_the_test_metrics(local_ray, dataset, encoder, tmp_path):
     out = str(tmp_path / "out")
-    cfg = _config(dataset, out, encoder, epochs=3, early_stopping_metric=f"val_recall@{K}", early_stopping_mode="max")
+    cfg = _config(dataset, out, encoder, epochs=2, early_stopping_metric=f"val_recall@{K}", early_stopping_mode="max")
     metrics = fit(cfg)
     history = json.load(open(os.path.join(out, "history.json")))
     assert len(history) >= 2 and history[-1]["train_loss"] < history[0]["train_loss"]
