@@ -95,3 +95,22 @@ def check_report(output_dir: str, figures: list[str]) -> str:
         assert image.ndim == 3 and min(image.shape[:2]) > 50, (name, image.shape)
         assert base64.b64encode(png).decode() in html, f"{name} is not embedded in report.html"
     return html
+
+
+def tiny_text_encoder(out: str) -> str:
+    """A randomly initialised 1-layer BERT (hidden 16) and its word-piece tokenizer, saved as a
+    Hugging Face model directory at ``out`` (nothing downloaded)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    os.makedirs(out, exist_ok=True)
+    words = "synthetic item film from and the a of drama comedy action thriller romance horror 19 20".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *(f"##{d}" for d in "0123456789"), *"0123456789."]
+    with open(os.path.join(out, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=os.path.join(out, "vocab.txt")).save_pretrained(out)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,10 +17,11 @@ from distrec.models.lightgcn import LightGCN, LightGCNConfig
 from distrec.models.mf import BiasedMF, MFConfig
 from distrec.models.mf_bpr import MFBPR, MFBPRConfig
 from distrec.models.neumf import NeuMF, NeuMFConfig
+from distrec.models.two_tower import TwoTower, TwoTowerConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
 
-ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig | TwoTowerConfig  # resolved by `name` (distrec.config)
 
 _CLASSES: dict[type, type[nn.Module]] = {
     MFConfig: BiasedMF,
@@ -27,6 +29,7 @@ _CLASSES: dict[type, type[nn.Module]] = {
     MFBPRConfig: MFBPR,
     NeuMFConfig: NeuMF,
     LightGCNConfig: LightGCN,
+    TwoTowerConfig: TwoTower,
 }
 
 
@@ -38,6 +41,7 @@ class ModelContext:
     num_items: int
     global_mean: float  # mean training rating (all workers)
     train: Interactions | None = None  # this worker's training pairs (graph models: LightGCN)
+    item_features: np.ndarray | None = None  # float32 [I, F] content features, for models that read them
 
 
 def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn.Module:
@@ -53,6 +57,9 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
             raise ValueError("model lightgcn needs the training pairs (ModelContext.train) to build its graph")
         pairs = (ctx.train.user, ctx.train.item)
         return LightGCN(cfg, num_users=ctx.num_users, num_items=ctx.num_items, pairs=pairs, device=device)
+    if isinstance(cfg, TwoTowerConfig):
+        features = ctx.item_features if ctx.item_features is not None else np.zeros((ctx.num_items, 0), np.float32)
+        return TwoTower(cfg, num_items=ctx.num_items, item_features=features, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 
@@ -63,7 +70,8 @@ def _model_class(cfg: ModelConfig) -> type[nn.Module]:
 
 
 def model_task(cfg: ModelConfig) -> str:
-    """The task a model trains on: "rating" (explicit ratings) or "ranking" (top-k)."""
+    """The task a model trains on: "rating" (explicit ratings), "ranking" (top-k) or
+    "retrieval" (two towers over users' histories)."""
     return _model_class(cfg).task
 
 

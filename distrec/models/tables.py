@@ -24,12 +24,14 @@ INIT_BLOCK = 4096  # rows drawn from one seeded generator
 class TableSpec:
     """One embedding table: ``rows`` × ``width`` float32, looked up by the feature of the same name.
 
-    ``init(gen, rows, width) -> Tensor[rows, width]`` draws a block's initial values."""
+    ``init(gen, rows, width) -> Tensor[rows, width]`` draws a block's initial values.
+    ``features``: the KJT features that look up this table (default: just ``name``)."""
 
     name: str
     rows: int
     width: int
     init: Callable[[torch.Generator, int, int], torch.Tensor]
+    features: tuple[str, ...] = ()
 
 
 def padded_width(width: int) -> int:
@@ -55,7 +57,7 @@ def table_config(spec: TableSpec) -> EmbeddingBagConfig:
         name=spec.name,
         embedding_dim=spec.width,
         num_embeddings=spec.rows,
-        feature_names=[spec.name],
+        feature_names=list(spec.features or (spec.name,)),
         pooling=PoolingType.SUM,
     )
 

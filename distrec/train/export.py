@@ -13,10 +13,10 @@ import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DirectoryWriter, join
-from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS, SCHEMA_VERSION, embedding_part
+from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS, SCHEMA_VERSION, EmbeddingTable, embedding_part, write_embeddings
 from distrec.train.sharding import local_table_pieces
 
-__all__ = ["export_tables"]
+__all__ = ["export_tables", "export_vectors"]
 
 ROWS_PER_PART = 1 << 18
 
@@ -55,6 +55,19 @@ def export_tables(dmp, model, *, output_dir: str, dataset: InteractionDataset, m
             raise
     dist.barrier()
     return uris
+
+
+def export_vectors(vectors: np.ndarray, *, name: str, output_dir: str, dataset: InteractionDataset, meta: dict) -> str:
+    """Write vectors a model computed for every user or item (``vectors`` [rows, dim], the same
+    on every worker, e.g. a tower's outputs) as the embedding table ``name``; returns its URI.
+    Collective: rank 0 writes, the others wait."""
+    uri = join(output_dir, EMBEDDINGS, name)
+    if dist.get_rank() == 0:
+        index = np.arange(len(vectors))
+        table = EmbeddingTable(index=index, vector=vectors, columns={}, raw=_raw_ids(dataset, name), meta={**meta, "table": name})
+        write_embeddings(uri, table, rows_per_part=ROWS_PER_PART)
+    dist.barrier()
+    return uri
 
 
 def _assemble(pieces: list, start: int, stop: int, width: int) -> torch.Tensor:

@@ -156,7 +156,10 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
     final.update(task.evaluate(dmp, model, "test"))
     if cfg.train.export_embeddings:
         meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
-        final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
+        if hasattr(task, "export"):  # the task's vectors (e.g. two towers' outputs), not table rows
+            final["embeddings"] = task.export(dmp, model, output_dir=cfg.output_dir, meta=meta)
+        else:
+            final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
     return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset, tracker=tracker)
 
 

@@ -95,4 +95,8 @@ def make_task(cfg: TrainConfig, dataset: InteractionDataset, split: str) -> Any:
         return RatingTask(cfg, dataset, split)
     if kind == "ranking":
         return RankingTask(cfg, dataset, split)
+    if kind == "retrieval":
+        from distrec.train.retrieval import RetrievalTask
+
+        return RetrievalTask(cfg, dataset, split)
     raise ValueError(f"no task {kind!r}")

@@ -21,6 +21,7 @@ JOBS = {
     "mf_bpr": TrainConfig,
     "neumf": TrainConfig,
     "lightgcn": TrainConfig,
+    "two_tower": TrainConfig,
     "compress": CompressConfig,
     "tune": SweepConfig,
     "ease": FitConfig,

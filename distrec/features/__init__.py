@@ -1,0 +1,1 @@
+"""Features of items and users computed from metadata (text embeddings, ...)."""
