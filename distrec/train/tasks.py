@@ -6,8 +6,9 @@ know (``context``), runs one epoch and scores a split part. ``RatingTask`` serve
 regression (biased MF, NCF, ...); top-k models add their own task beside it.
 
 Content models (NCF with profiles) describe a user by all of their rated items, so for them each
-worker reads the rows of its own users (``user % world == rank``) instead of its row groups:
-every worker then holds the complete histories of the users it trains and scores. When the
+worker keeps the rows of its own users (``user % world == rank``) instead of its row groups:
+every worker then holds the complete histories of the users it trains and scores. (It reads
+every row group to find them, once, at start.) When the
 split holds users out of training (``u1:holdout=0.1``), their profile rows join the histories,
 and each scored part also reports the held-out ("cold") and the other ("warm") users apart,
 beside the global-mean-plus-item-bias baseline on the same rows.
