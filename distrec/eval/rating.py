@@ -34,7 +34,8 @@ class RatingAccumulator:
 
 def item_bias_baseline(item: np.ndarray, rating: np.ndarray, *, num_items: int, damping: float) -> tuple[float, torch.Tensor]:
     """The global-mean-plus-item-bias predictor fitted on training ratings spread over the
-    workers: ``μ`` and ``b_i = Σ_u (r_ui − μ) / (n_i + damping)`` float64 [I] (Koren 2010, §2.1).
+    workers: ``μ`` and ``b_i = Σ_u (r_ui − μ) / (n_i + damping)`` float64 [I] (Koren 2010, §2.1),
+    0 for items without training ratings.
     ``item`` [N], ``rating`` [N]: this worker's training ratings. Collective."""
     item, rating = torch.as_tensor(item, dtype=torch.int64), torch.as_tensor(rating).double()
     both = dist.is_available() and dist.is_initialized()
@@ -47,4 +48,5 @@ def item_bias_baseline(item: np.ndarray, rating: np.ndarray, *, num_items: int, 
     per_item[1].index_add_(0, item, torch.ones_like(rating))
     if both:
         dist.all_reduce(per_item)
-    return mean, per_item[0] / (per_item[1] + damping)
+    residual, count = per_item
+    return mean, torch.where(count > 0, residual / (count + damping).clamp_min(1e-12), 0.0)  # unseen items: b_i = 0
