@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from distrec.data.histories import RatingHistories
+from distrec.data.item_features import ItemFeatures
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.mf import BiasedMF, MFConfig
 from distrec.models.ncf import NCF, NCFConfig
@@ -32,7 +33,7 @@ class ModelContext:
     # for content models (those whose class lists them in ``needs``):
     rating_range: tuple[float, float] | None = None  # the dataset's rating scale (min, max)
     histories: RatingHistories | None = None  # the rated items of this worker's users
-    item_features: torch.Tensor | None = None  # float32 [I, F], distrec.data.item_features
+    item_features: ItemFeatures | None = None  # genres, year, texts of every item
 
 
 def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn.Module:
@@ -43,7 +44,7 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
         assert ctx.rating_range is not None, "NCF needs the rating scale"
         return NCF(
             cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, rating_range=ctx.rating_range,
-            histories=ctx.histories, item_features=ctx.item_features, device=device,
+            histories=ctx.histories, item_features=ctx.item_features.dense() if ctx.item_features else None, device=device,
         )
     raise ValueError(f"no builder for model {cfg.name!r}")
 

@@ -90,7 +90,7 @@ class RatingTask:
                 if "histories" in self.needs
                 else None
             ),
-            item_features=item_features(self.dataset).dense() if "item_features" in self.needs else None,
+            item_features=item_features(self.dataset) if "item_features" in self.needs else None,
         )
 
     def train_epoch(self, dmp, model, opt: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
