@@ -22,7 +22,7 @@ from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from distrec.storage import filesystem, join, write_text  # noqa: E402
 
-__all__ = ["Report", "metrics_table", "history_figure", "bar_figure", "line_figure"]
+__all__ = ["Report", "metrics_table", "history_figure", "bar_figure", "barh_figure", "line_figure"]
 
 
 @dataclass
@@ -140,6 +140,20 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], *, ylabel: str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def barh_figure(labels: Sequence[str], values: Sequence[float], *, xlabel: str, title: str):
+    """Horizontal bars, the first label on top (for long labels such as titles)."""
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(labels) + 1.2))
+    ys = range(len(labels))
+    ax.barh(ys, values, color="#4c72b0")
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.invert_yaxis()
+    for y, v in zip(ys, values):
+        ax.annotate(f"{v:.3f}", (v, y), xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
     return fig
 
 

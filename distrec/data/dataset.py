@@ -112,7 +112,7 @@ class InteractionDataset:
         split = self.resolve_split(split)
         unknown = set(parts) - set(PART_NAMES)
         if unknown:
-            raise DataError(f"unknown split part(s) {sorted(unknown)}; use train, val, test")
+            raise DataError(f"unknown split part(s) {sorted(unknown)}; use {', '.join(PART_NAMES)}")
         codes = np.array([PART_NAMES[p] for p in parts], dtype=np.int8)
         mine = self.row_groups()[rank::world]
         by_part: dict[str, list[int]] = {}

@@ -25,6 +25,7 @@ __all__ = [
     "VAL",
     "TEST",
     "DROPPED",
+    "PROFILE",
     "PART_NAMES",
     "RatingChunk",
     "split_column",
@@ -34,9 +35,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 KIND = "interactions"
 
-# Split codes stored in ``split_<name>`` columns.
-TRAIN, VAL, TEST, DROPPED = 0, 1, 2, -1
-PART_NAMES = {"train": TRAIN, "val": VAL, "test": TEST}
+# Split codes stored in ``split_<name>`` columns. PROFILE: ratings of users held out of training,
+# known at inference time as their profile (the cold-start protocol; see splits.py).
+TRAIN, VAL, TEST, DROPPED, PROFILE = 0, 1, 2, -1, 3
+PART_NAMES = {"train": TRAIN, "val": VAL, "test": TEST, "profile": PROFILE}
 
 
 def split_column(name: str) -> str:

@@ -14,6 +14,10 @@ Split specs (``--split`` on prepare, recorded in the manifest, chosen by ``data.
 - ``u1:0.05`` (name ``u1_val``): the official split with a fraction of its training ratings
   (each independently, seeded) moved to validation; its test part is untouched. Official splits
   such as u1 have no validation rows, so this is where hyper-parameters are chosen honestly.
+- ``u1:holdout=0.1`` (name ``u1_holdout``): the official split with a fraction of the users
+  (each independently, seeded) held out of training entirely, for cold-start evaluation: their
+  training and validation ratings get the code PROFILE (what is known about them at inference
+  time), their test ratings stay test. Other users' rows keep their official codes.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distrec.data.schema import DROPPED, TEST, TRAIN, VAL
+from distrec.data.schema import DROPPED, PROFILE, TEST, TRAIN, VAL
 from distrec.storage.manifest import DataError
 
 __all__ = ["SplitSpec", "parse_split", "compute_split", "split_counts", "pair_keys", "find_keys", "COMPUTED"]
@@ -35,11 +39,12 @@ COMPUTED = ("random", "user-ratio", "leave-last-out", "temporal")
 
 @dataclass(frozen=True)
 class SplitSpec:
-    kind: str  # one of COMPUTED, "official", or "official-val" (an official split plus validation)
+    kind: str  # one of COMPUTED, "official", "official-val" (an official split plus validation)
+    # or "official-holdout" (an official split with some users held out of training)
     name: str  # column suffix and the name used by data.split
     ratios: tuple[float, ...] = ()
     text: str = ""
-    base: str = ""  # "official-val": the official split whose training rows give the validation part
+    base: str = ""  # the official split an "official-val" or "official-holdout" split builds on
 
 
 def parse_split(text: str, official: tuple[str, ...]) -> SplitSpec:
@@ -48,14 +53,20 @@ def parse_split(text: str, official: tuple[str, ...]) -> SplitSpec:
     if kind in official:
         if not args:
             return SplitSpec(kind="official", name=kind, text=kind)
+        holdout = args.startswith("holdout=")
         try:
-            fraction = float(args)
+            fraction = float(args.removeprefix("holdout="))
         except ValueError:
             fraction = math.nan
         if not 0 < fraction < 1:
             raise DataError(
                 f"split {text!r}: after the official split {kind!r} give the fraction of its training "
-                f"ratings to hold out for validation, a number between 0 and 1 (e.g. {kind}:0.05)"
+                f"ratings to hold out for validation (e.g. {kind}:0.05), or the fraction of users to hold "
+                f"out of training (e.g. {kind}:holdout=0.1), a number between 0 and 1"
+            )
+        if holdout:
+            return SplitSpec(
+                kind="official-holdout", name=f"{kind}_holdout", ratios=(fraction,), text=f"{kind}:holdout={fraction:g}", base=kind
             )
         return SplitSpec(kind="official-val", name=f"{kind}_val", ratios=(fraction,), text=f"{kind}:{fraction:g}", base=kind)
     if kind not in COMPUTED:
@@ -88,6 +99,11 @@ def compute_split(
         assert base is not None and len(base) == n, "official-val needs the base split's codes"
         (fraction,) = spec.ratios
         return np.where((base == TRAIN) & (rng.random(n) < fraction), VAL, base).astype(np.int8)
+    if spec.kind == "official-holdout":
+        assert base is not None and len(base) == n, "official-holdout needs the base split's codes"
+        (fraction,) = spec.ratios
+        held = rng.random(int(user.max()) + 1 if n else 0) < fraction  # [U]: one draw per user
+        return np.where(held[user] & ((base == TRAIN) | (base == VAL)), PROFILE, base).astype(np.int8)
     if spec.kind == "random":
         u = rng.random(n)
         train, val, _ = spec.ratios
@@ -147,12 +163,15 @@ def _leave_last_out(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def split_counts(codes: np.ndarray) -> dict[str, int]:
-    return {
+    """Rows per part; ``profile`` only for splits that hold users out."""
+    counts = {
         "train": int((codes == TRAIN).sum()),
         "val": int((codes == VAL).sum()),
         "test": int((codes == TEST).sum()),
         "dropped": int((codes == DROPPED).sum()),
     }
+    profile = int((codes == PROFILE).sum())
+    return counts | ({"profile": profile} if profile else {})
 
 
 # -- official splits shipped as lists of (user, item) pairs (ML-100K folds, Netflix probe) -------

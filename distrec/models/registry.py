@@ -12,20 +12,24 @@ import torch
 from torch import nn
 
 from distrec.data.dataset import Interactions
+from distrec.data.histories import RatingHistories
+from distrec.data.item_features import ItemFeatures
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
 from distrec.models.mf import BiasedMF, MFConfig
 from distrec.models.mf_bpr import MFBPR, MFBPRConfig
+from distrec.models.ncf import NCF, NCFConfig
 from distrec.models.neumf import NeuMF, NeuMFConfig
 from distrec.models.two_tower import TwoTower, TwoTowerConfig
 
-__all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop"]
+__all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop", "model_needs"]
 
-ModelConfig = MFConfig | GLocalKConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig | TwoTowerConfig  # resolved by `name` (distrec.config)
+ModelConfig = MFConfig | GLocalKConfig | NCFConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig | TwoTowerConfig  # by `name`
 
 _CLASSES: dict[type, type[nn.Module]] = {
     MFConfig: BiasedMF,
     GLocalKConfig: GLocalK,
+    NCFConfig: NCF,
     MFBPRConfig: MFBPR,
     NeuMFConfig: NeuMF,
     LightGCNConfig: LightGCN,
@@ -41,13 +45,23 @@ class ModelContext:
     num_items: int
     global_mean: float  # mean training rating (all workers)
     train: Interactions | None = None  # this worker's training pairs (graph models: LightGCN)
-    item_features: np.ndarray | None = None  # float32 [I, F] content features, for models that read them
+    item_vectors: np.ndarray | None = None  # float32 [I, F] content + text vectors (two-tower)
+    # for content models (those whose class lists them in ``needs``):
+    rating_range: tuple[float, float] | None = None  # the dataset's rating scale (min, max)
+    histories: RatingHistories | None = None  # the rated items of this worker's users
+    item_features: ItemFeatures | None = None  # genres, year, texts of every item
 
 
 def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn.Module:
     """A model with embedding tables, unsharded (on ``device``, usually meta) for the planner."""
     if isinstance(cfg, MFConfig):
         return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
+    if isinstance(cfg, NCFConfig):
+        assert ctx.rating_range is not None, "NCF needs the rating scale"
+        return NCF(
+            cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, rating_range=ctx.rating_range,
+            histories=ctx.histories, item_features=ctx.item_features.dense() if ctx.item_features else None, device=device,
+        )
     if isinstance(cfg, MFBPRConfig):
         return MFBPR(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
     if isinstance(cfg, NeuMFConfig):
@@ -58,7 +72,7 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
         pairs = (ctx.train.user, ctx.train.item)
         return LightGCN(cfg, num_users=ctx.num_users, num_items=ctx.num_items, pairs=pairs, device=device)
     if isinstance(cfg, TwoTowerConfig):
-        features = ctx.item_features if ctx.item_features is not None else np.zeros((ctx.num_items, 0), np.float32)
+        features = ctx.item_vectors if ctx.item_vectors is not None else np.zeros((ctx.num_items, 0), np.float32)
         return TwoTower(cfg, num_items=ctx.num_items, item_features=features, device=device)
     raise ValueError(f"no builder for model {cfg.name!r}")
 
@@ -73,6 +87,12 @@ def model_task(cfg: ModelConfig) -> str:
     """The task a model trains on: "rating" (explicit ratings), "ranking" (top-k) or
     "retrieval" (two towers over users' histories)."""
     return _model_class(cfg).task
+
+
+def model_needs(cfg: ModelConfig) -> tuple[str, ...]:
+    """What the model reads beyond rating pairs: "histories" (every user's rated items, so the
+    task partitions rows by user) and/or "item_features"."""
+    return tuple(getattr(_model_class(cfg), "needs", ()))
 
 
 def model_loop(cfg: ModelConfig) -> str:

@@ -154,6 +154,8 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
     }
     final.pop("epoch", None)
     final.update(task.evaluate(dmp, model, "test"))
+    if hasattr(task, "explain"):
+        task.explain(dmp, model, cfg.output_dir)  # e.g. attention weights of one user, for the report
     if cfg.train.export_embeddings:
         meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
         if hasattr(task, "export"):  # the task's vectors (e.g. two towers' outputs), not table rows

@@ -100,10 +100,10 @@ class RetrievalTask:
 
     def context(self) -> ModelContext:
         return ModelContext(
-            num_users=self.dataset.num_users, num_items=self.dataset.num_items, global_mean=0.0, item_features=self._item_features()
+            num_users=self.dataset.num_users, num_items=self.dataset.num_items, global_mean=0.0, item_vectors=self._item_vectors()
         )
 
-    def _item_features(self) -> np.ndarray:
+    def _item_vectors(self) -> np.ndarray:
         """float32 [I, F]: genres multi-hot, year, year missing, and the frozen text encoder's
         vector of "title. overview"."""
         content = item_features(self.dataset)

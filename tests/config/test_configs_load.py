@@ -17,6 +17,7 @@ from distrec.tune.config import SweepConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 JOBS = {
     "mf": TrainConfig,
+    "ncf": TrainConfig,
     "glocal_k": TrainConfig,
     "mf_bpr": TrainConfig,
     "neumf": TrainConfig,

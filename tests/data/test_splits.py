@@ -1,4 +1,5 @@
-"""Split specs: an official split with a validation part carved from its training rows."""
+"""Split specs: an official split with a validation part carved from its training rows, or with
+some users held out of training (their ratings become profile rows)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.data.schema import TEST, TRAIN, VAL
+from distrec.data.schema import PROFILE, TEST, TRAIN, VAL
 from distrec.data.splits import compute_split, parse_split
 from distrec.storage import DataError
 from tests.data.test_movielens_parser import write_ml100k
@@ -28,7 +29,22 @@ def test_official_validation_moves_only_training_rows():
     assert not np.array_equal(codes, compute_split(spec, user, None, seed=4, base=base))
 
 
-@pytest.mark.parametrize("text", ["u1:0", "u1:1", "u1:1.5", "u1:-0.1", "u1:five", "u1:0.1/0.1"])
+def test_holdout_moves_every_training_row_of_the_chosen_users_to_profile():
+    spec = parse_split("u1:holdout=0.2", FOLDS)
+    assert (spec.kind, spec.name, spec.base, spec.text) == ("official-holdout", "u1_holdout", "u1", "u1:holdout=0.2")
+    rng = np.random.default_rng(0)
+    user = rng.integers(0, 500, 20_000)
+    base = np.where(rng.random(len(user)) < 0.2, TEST, TRAIN).astype(np.int8)
+    codes = compute_split(spec, user, None, seed=3, base=base)
+    assert np.array_equal(codes == TEST, base == TEST)  # test untouched
+    held = np.unique(user[codes == PROFILE])
+    assert 0.15 < len(held) / 500 < 0.25
+    of_held = np.isin(user, held)
+    assert np.array_equal(codes == PROFILE, of_held & (base == TRAIN))  # all their training rows, no one else's
+    assert not (of_held & (codes == TRAIN)).any()
+
+
+@pytest.mark.parametrize("text", ["u1:0", "u1:1", "u1:1.5", "u1:-0.1", "u1:five", "u1:0.1/0.1", "u1:holdout=1", "u1:holdout="])
 def test_bad_validation_fraction_names_the_spec(text):
     with pytest.raises(DataError) as info:
         parse_split(text, FOLDS)
@@ -47,6 +63,16 @@ def test_prepare_records_the_official_split_beside_its_validation_variant(tmp_pa
     assert dataset.resolve_split("u1:0.5") == "u1_val" == dataset.resolve_split("u1_val")
     val = dataset.read(split="u1:0.5", parts=["val"], rank=0, world=1)
     assert len(val.rating) == counts["counts"]["val"]
+
+
+def test_prepare_records_a_holdout_split_whose_profile_part_reads_back(tmp_path, prepare):
+    got = prepare("ml-100k", write_ml100k(tmp_path / "ml-100k"), splits=["u1", "u1:holdout=0.5"], seed=1)
+    held = got.column("split_u1_holdout")
+    assert PROFILE in held and "profile" in got.summary["splits"]["u1_holdout"]["counts"]
+    dataset = InteractionDataset(got.directory.uri)
+    profile = dataset.read(split="u1_holdout", parts=["profile"], rank=0, world=1)
+    train = dataset.read(split="u1_holdout", parts=["train"], rank=0, world=1)
+    assert len(profile.rating) == held.count(PROFILE) and not set(profile.user) & set(train.user)
 
 
 def test_validation_variant_alone_needs_no_official_column(tmp_path, fails, prepare):
