@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from distrec.resources import peak_rss_mb
+from distrec.resources import peak_rss_mb, reset_peak_rss
 
 __all__ = ["Case", "Result", "run_cases", "markdown_table", "machine"]
 
@@ -52,6 +52,7 @@ class Result:
 
 
 def _child(fn: Callable, args: tuple, queue) -> None:
+    reset_peak_rss()  # a spawned process starts with the parent's high-water mark (fork, then exec)
     try:
         out = fn(*args)
         out["peak_rss_mb"] = max(peak_rss_mb(), float(out.get("peak_rss_mb", 0)))
