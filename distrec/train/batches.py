@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 
 from distrec.data.dataset import Interactions
+from distrec.resources import Stopwatch
 
-__all__ = ["Batch", "agreed_steps", "rating_batches"]
+__all__ = ["Batch", "agreed_steps", "rating_batches", "EpochTotals"]
 
 
 @dataclass
@@ -61,3 +62,29 @@ def rating_batches(
         i = item[idx] if n else torch.zeros(batch_size, dtype=torch.int64)
         r = rating[idx] if n else torch.zeros(batch_size)
         yield Batch(user=u, item=i, rating=r, weight=weight)
+
+
+class EpochTotals:
+    """One training step's bookkeeping, the same for every task: the fused optimizer updates the
+    embedding rows inside ``backward``, the dense optimizer steps after; the loss and real rows
+    are summed, and all-reduced into the epoch's metrics at the end."""
+
+    def __init__(self) -> None:
+        self.total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
+        self.clock = Stopwatch()
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, batch: Batch, batch_size: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # embedding rows are updated inside backward (fused optimizer)
+        opt.step()
+        self.total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+
+    def metrics(self) -> dict[str, float]:
+        """``train_loss``, ``train_samples_per_s`` and ``epoch_s`` over all workers (collective)."""
+        seconds = self.clock.seconds()
+        dist.all_reduce(self.total)
+        return {
+            "train_loss": float(self.total[0] / max(self.total[1], 1)),
+            "train_samples_per_s": float(self.total[1]) / max(seconds, 1e-9),
+            "epoch_s": seconds,
+        }

@@ -33,8 +33,7 @@ from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
 from distrec.models.registry import ModelContext
 from distrec.progress import progress
-from distrec.resources import Stopwatch
-from distrec.train.batches import agreed_steps, rating_batches
+from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights
 from distrec.train.ranking_losses import LOSSES
@@ -89,8 +88,7 @@ class RankingTask:
         loss_fn = LOSSES[self.rcfg.loss]
         steps = agreed_steps(len(self.train), batch_size)
         rng = np.random.default_rng([self.cfg.seed, epoch, dist.get_rank()])  # reproducible on resume
-        total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
-        clock = Stopwatch()
+        totals = EpochTotals()
         with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(self.train, batch_size=batch_size, steps=steps, rng=rng):
                 neg = self.sampler.sample(batch.user.numpy(), n, rng)  # [B, n]
@@ -98,18 +96,9 @@ class RankingTask:
                 scores, reg = dmp(batch.user, items)
                 per_row = loss_fn(scores, torch.from_numpy(self.sampler.prob[neg]).float()) + reg  # [B]
                 loss = (batch.weight * per_row).sum() / batch_size
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # embedding rows are updated inside backward (fused optimizer)
-                opt.step()
-                total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+                totals.step(loss, opt, batch, batch_size)
                 bar.update(1)
-        seconds = clock.seconds()
-        dist.all_reduce(total)
-        return {
-            "train_loss": float(total[0] / max(total[1], 1)),
-            "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
-            "epoch_s": seconds,
-        }
+        return totals.metrics()
 
     def evaluate(self, dmp, model, part: Part) -> dict[str, float]:
         with torch.no_grad():

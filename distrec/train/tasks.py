@@ -30,9 +30,8 @@ from distrec.data.item_features import item_features
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
 from distrec.models.registry import ModelContext, model_needs
 from distrec.progress import progress
-from distrec.resources import Stopwatch
 from distrec.storage import join, write_text
-from distrec.train.batches import agreed_steps, rating_batches
+from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.ranking_task import RankingTask
 
@@ -100,23 +99,13 @@ class RatingTask:
         batch_size = self.cfg.train.batch_size
         steps = agreed_steps(len(data), batch_size)
         rng = np.random.default_rng([self.cfg.train.seed, epoch, dist.get_rank()])  # reproducible on resume
-        total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
-        clock = Stopwatch()
+        totals = EpochTotals()
         with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
                 loss = dmp(*_inputs(model, batch), batch.rating, batch.weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # embedding rows are updated inside backward (fused optimizer)
-                opt.step()
-                total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+                totals.step(loss, opt, batch, batch_size)
                 bar.update(1)
-        seconds = clock.seconds()
-        dist.all_reduce(total)
-        return {
-            "train_loss": float(total[0] / max(total[1], 1)),
-            "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
-            "epoch_s": seconds,
-        }
+        return totals.metrics()
 
     def evaluate(self, dmp, model, part: str) -> dict[str, float]:
         acc = RatingAccumulator()
