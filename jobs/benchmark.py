@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from distrec.bench.harness import markdown_table, run_cases, to_json
 from distrec.bench.suites import SUITES, Shapes, cases
@@ -33,12 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     suites = args.suite or list(SUITES)
     shapes = Shapes.quick() if args.quick else Shapes.full()
-    print(f"building inputs under {args.work} ...", flush=True)
+    start = time.perf_counter()
+    print(f"building inputs under {args.work} (kept for later runs) ...", flush=True)
     todo = cases(suites, args.work, shapes)
     print(f"running {len(todo)} cases", flush=True)
     results = run_cases(todo)
+    wall = time.perf_counter() - start
     print(markdown_table(results))
-    write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__}))
+    print(f"{wall / 60:.1f} min in all, building the inputs included")
+    write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__, "wall_s": wall}))
     print(f"wrote {args.out}")
     return 0
 

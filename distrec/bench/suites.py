@@ -36,7 +36,7 @@ class Shapes:
 
     @classmethod
     def full(cls) -> "Shapes":
-        return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 6)
+        return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 4)
 
     @classmethod
     def quick(cls) -> "Shapes":
@@ -176,8 +176,9 @@ def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> d
     }
 
 
-def train_plain_torch(data: str, batch_size: int = BATCH) -> dict[str, Any]:
-    """The baseline: one process on every core, ``nn.Embedding(sparse=True)`` + SGD on the same
+def train_plain_torch(data: str, batch_size: int = BATCH, optimizer: str = "sgd") -> dict[str, Any]:
+    """The baseline: one process on every core, ``nn.Embedding(sparse=True)`` with sparse-gradient
+    ``torch.optim.SGD`` (or ``Adagrad``, element-wise, beside TorchRec's row-wise one) on the same
     rows and batch size."""
     import numpy as np
     import torch
@@ -193,7 +194,11 @@ def train_plain_torch(data: str, batch_size: int = BATCH) -> dict[str, Any]:
     for table in (user, item):
         torch.nn.init.normal_(table.weight, std=0.1)
     mean = float(train.rating.mean())
-    opt = torch.optim.SGD([user.weight, item.weight], lr=0.05 * batch_size)  # SPARSE_LR["sgd"] at BATCH
+    params = [user.weight, item.weight]
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=0.05 * batch_size)  # SPARSE_LR["sgd"] at BATCH
+    else:
+        opt = torch.optim.Adagrad(params, lr=SPARSE_LR["rowwise_adagrad"])
     u, i, r = (torch.from_numpy(x) for x in (train.user, train.item, train.rating))
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(u)))
     start = time.perf_counter()
@@ -404,15 +409,20 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
                  baseline="netflix-text/pandas", repeats=1, warmup=False),
         ]  # fmt: skip
     if "train-mf" in suites:
+        # one Ray epoch of ML-25M is 20M samples (~1 min): warm-ups are skipped and the Ray cases
+        # repeated at most twice, so every suite fits in 30 minutes
         data = synthetic_dataset(work, shapes.synthetic_like)
+        ray_r = min(r, 2)
         out += [
-            Case("train-mf", "plain-pytorch-1proc", train_plain_torch, (data,), unit="samples", repeats=r),
-            Case("train-mf", "torchrec-1worker", train_distrec, (data, 1), unit="samples",
-                 baseline="plain-pytorch-1proc", repeats=r, warmup=False),
+            Case("train-mf", "plain-pytorch-sgd", train_plain_torch, (data,), unit="samples", repeats=r, warmup=False),
+            Case("train-mf", "plain-pytorch-adagrad", train_plain_torch, (data, BATCH, "adagrad"), unit="samples",
+                 repeats=r, warmup=False),
             Case("train-mf", "torchrec-1worker-sgd", train_distrec, (data, 1, "sgd"), unit="samples",
-                 baseline="plain-pytorch-1proc", repeats=r, warmup=False),
-            Case("train-mf", "torchrec-2workers", train_distrec, (data, 2), unit="samples",
-                 baseline="plain-pytorch-1proc", repeats=r, warmup=False),
+                 baseline="plain-pytorch-sgd", repeats=ray_r, warmup=False),
+            Case("train-mf", "torchrec-1worker-rowwise-adagrad", train_distrec, (data, 1), unit="samples",
+                 baseline="plain-pytorch-adagrad", repeats=ray_r, warmup=False),
+            Case("train-mf", "torchrec-2workers-rowwise-adagrad", train_distrec, (data, 2), unit="samples",
+                 baseline="plain-pytorch-adagrad", repeats=ray_r, warmup=False),
             Case("train-mf", "time-to-target-2workers", time_to_target, (data, 2, shapes.epochs_to_target),
                  unit="runs", repeats=1, warmup=False),
         ]  # fmt: skip
@@ -420,10 +430,10 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         data, what = closed_form_dataset(work, shapes.closed_form_like)
         print(f"closed-form data: {what}", flush=True)
         out += [
-            Case("closed-form", "ease/steck-numpy", ease_reference, (data,), unit="λ", repeats=r, warmup=warm),
+            Case("closed-form", "ease/steck-numpy", ease_reference, (data,), unit="λ", repeats=min(r, 2), warmup=False),
             Case("closed-form", "ease/distrec", fit_distrec, (data, "ease"), unit="λ", baseline="ease/steck-numpy",
-                 repeats=r, warmup=warm),
-            Case("closed-form", "infae/distrec", fit_distrec, (data, "infae"), unit="λ", repeats=r, warmup=warm),
+                 repeats=min(r, 2), warmup=False),
+            Case("closed-form", "infae/distrec", fit_distrec, (data, "infae"), unit="λ", repeats=min(r, 2), warmup=False),
         ]
     if "eval" in suites:
         data = synthetic_dataset(work, shapes.eval_like)
@@ -436,7 +446,8 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         mb = shapes.storage_mb
         out += [
             Case("storage", "local-disk", read_shards, ("local", work, mb), unit="MB", repeats=r),
-            Case("storage", "s3-moto-http", read_shards, ("s3", work, mb), unit="MB", baseline="local-disk", repeats=r),
+            Case("storage", "s3-moto-http", read_shards, ("s3", work, mb), unit="MB", baseline="local-disk",
+                 repeats=min(r, 2), warmup=False),
         ]
     if "netflix-scale" in suites:
         data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
