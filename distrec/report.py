@@ -162,18 +162,18 @@ def line_figure(
     *,
     xlabel: str,
     title: str,
-    references: Mapping[str, float] | None = None,
+    references: Mapping[str, float | Mapping[str, float]] | None = None,
     log2_x: bool = False,
 ):
     """One panel per entry of ``panels`` (panel title → {line label → (xs, ys)}); ``references``
-    (label → y) are drawn as dashed horizontal lines in every panel."""
+    (label → y, or label → {panel title → y}) are drawn as dashed horizontal lines in every panel."""
     n = max(len(panels), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
     for ax, (name, lines) in zip(axes[0], panels.items()):
         for label, (xs, ys) in lines.items():
             ax.plot(xs, ys, marker="o", ms=3, label=label)
         for label, y in (references or {}).items():
-            ax.axhline(y, ls="--", color="grey", label=label)
+            ax.axhline(y[name] if isinstance(y, Mapping) else y, ls="--", color="grey", label=label)
         if log2_x:
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(ScalarFormatter())  # 4, 8, 16 rather than 2², 2³, 2⁴

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from jobs.train import main as train
@@ -26,6 +28,15 @@ def _run(capsys, *args) -> str:
 def test_wrong_dataset_path(capsys, tmp_path):
     err = _run(capsys, f"data.path={tmp_path}/nowhere", f"output_dir={tmp_path}/o")
     assert "no such directory" in err and "jobs/prepare.py" in err
+
+
+@pytest.mark.parametrize("job, config", [("fit", "configs/ease/ml-1m.yaml"), ("distill", "configs/distill/ml-1m.yaml"),
+                                         ("compare", "configs/compare/ml-1m-infae.yaml")])  # fmt: skip
+def test_every_job_says_how_to_prepare_a_missing_dataset(capsys, tmp_path, job, config):
+    main = importlib.import_module(f"jobs.{job}").main
+    assert main(["--config", config, f"data.path={tmp_path}/nowhere", f"output_dir={tmp_path}/o"]) == 2
+    err = capsys.readouterr().err
+    assert "no such directory" in err and "jobs/prepare.py" in err and "Traceback" not in err
 
 
 def test_dataset_not_prepared(capsys, tmp_path):

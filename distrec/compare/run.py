@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from distrec.config import to_yaml
-from distrec.data.dataset import InteractionDataset
 from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import evaluate_ranking
@@ -66,7 +65,7 @@ def _trained(entry: TrainEntry, cfg: CompareConfig, holdout: Holdout, split: str
 
 def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     clock = Stopwatch()
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     holdout = Holdout.read(dataset, split)
     rows = []

@@ -33,6 +33,16 @@ class DataConfig:
     split: str | None = None  # one of the dataset's recorded splits; None = its default
     verify: Verify = "size"  # "sha256" reads every shard once more at start
 
+    def open(self) -> "InteractionDataset":
+        """The dataset at ``path``; when there is none, the error says how to make one."""
+        try:
+            return InteractionDataset(self.path, verify=self.verify)
+        except DataError as e:
+            raise DataError(
+                f"data.path: {e}. Point data.path at a dataset made by jobs/prepare.py, e.g. "
+                f"`python jobs/prepare.py ml-100k --out {self.path}` (see README: Datasets)"
+            ) from None
+
 
 @dataclass
 class Interactions:

@@ -102,7 +102,7 @@ class UserItems:
         np.cumsum(self.counts()[users], out=indptr[1:])
         return torch.sparse_csr_tensor(
             torch.from_numpy(indptr), torch.from_numpy(items), torch.ones(len(items), dtype=dtype),
-            size=(len(users), self.num_items),
+            size=(len(users), self.num_items), check_invariants=False,  # built sorted and in range here
         )
 
     def _row_of_each(self) -> np.ndarray:

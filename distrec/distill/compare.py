@@ -29,7 +29,6 @@ import torch
 
 from distrec.compare.table import header, scale
 from distrec.config import to_yaml
-from distrec.data.dataset import InteractionDataset
 from distrec.distill.config import DistillConfig
 from distrec.distill.launch import run_distill
 from distrec.distill.output import read_synthetic
@@ -83,7 +82,7 @@ def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
     """Every budget's distillation and fits; returns the flat metrics (also written)."""
     clock = Stopwatch()
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     holdout = sampled_holdout(cfg, Holdout.read(dataset, dataset.resolve_split(cfg.data.split)))
     rows = _fit(cfg, None, holdout, budget=holdout.train.num_users, sampler="full")  # first: the reference of every budget
     for budget in cfg.compare.budgets:
@@ -129,16 +128,15 @@ def _report(cfg: DistillConfig, rows: list[dict[str, Any]], metrics: dict[str, A
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         full = next(r for r in mine if r["sampler"] == "full")
-        budgets = sorted({r["budget"] for r in mine if r["sampler"] != "full"})
         panels = {}
         for m in METRICS:
             lines = {}
             for s in SAMPLERS:
                 points = sorted((r["budget"], r[m] * scale(m)) for r in mine if r["sampler"] == s)
                 lines[s] = ([p[0] for p in points], [p[1] for p in points])
-            lines["full data"] = ([budgets[0], budgets[-1]], [full[m] * scale(m)] * 2)
             panels[f"test {header(m)}"] = lines
-        figure = line_figure(panels, xlabel="users trained on (log scale)", title=f"{model}: test metrics (×100) by users trained on", log2_x=True)
+        figure = line_figure(panels, xlabel="users trained on (log scale)", title=f"{model}: test metrics (×100) by users trained on",
+                             references={"full data": {f"test {header(m)}": full[m] * scale(m) for m in METRICS}}, log2_x=True)  # fmt: skip
         report.add_figure(f"compare-{model}.png", figure)
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     return report.write(cfg.output_dir)

@@ -35,7 +35,6 @@ import torch.distributed as dist
 
 from distrec.cli import UserError
 from distrec.config import to_yaml
-from distrec.data.dataset import InteractionDataset
 from distrec.distill.checkpoint import load_distill_state, save_distill_state
 from distrec.distill.config import DistillConfig
 from distrec.distill.gumbel import multi_gumbel
@@ -87,7 +86,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
     """The whole run on this worker; returns the metrics (rank 0 also writes them). ``session``:
     where checkpoints go and the one to resume from is found (None: ``<output_dir>/checkpoints``)."""
     wall = clock = Stopwatch()  # clock: distillation time since the last checkpoint
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     holdout = Holdout.read(dataset, split)
     validation = sampled_holdout(cfg, holdout)

@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from distrec.config import to_yaml
-from distrec.data.dataset import InteractionDataset
 from distrec.eval.holdout import Holdout
 from distrec.fit.config import FitConfig
 from distrec.fit.report import write_fit_report
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
     clock = Stopwatch()
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     holdout = Holdout.read(dataset, split)
     log.info("%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",

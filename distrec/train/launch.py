@@ -69,13 +69,7 @@ def check_config(cfg: TrainConfig) -> InteractionDataset:
             "cluster address is set. Set ray.use_gpu=false to train on CPUs, or submit to a cluster with GPU "
             "workers (ray.address=..., see cluster/README.md)"
         )
-    try:
-        dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
-    except DataError as e:
-        raise DataError(
-            f"data.path: {e}. Point data.path at a dataset made by jobs/prepare.py, e.g. "
-            f"`python jobs/prepare.py ml-100k --out {cfg.data.path}` (see README: Datasets)"
-        ) from None
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     if dataset.split_counts(split)["train"] == 0:
         raise DataError(f"{cfg.data.path}: split {split!r} has no training rows")

@@ -53,7 +53,7 @@ def _distill(cfg: DistillConfig, callbacks: Sequence = ()) -> dict[str, Any]:
 
 
 def _dataset(cfg: Any) -> InteractionDataset:
-    return InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    return cfg.data.open()
 
 
 JOBS = {
