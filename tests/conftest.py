@@ -49,14 +49,16 @@ def s3_uri(s3_server) -> str:
     return f"s3://distrec-test/{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_ray():
-    """An embedded 2-CPU Ray for one test module (never a cluster an earlier test started)."""
+    """One embedded 2-CPU Ray for every test that asks for one (starting one costs seconds of
+    both cores), shut down at the end of the session; a Ray an earlier test's job started in this
+    process is an embedded one too (the suite connects to no cluster in process) and is reused."""
     import ray
 
     from distrec.train.launch import start_local_ray
 
-    ray.shutdown()  # whatever an earlier test left connected
-    start_local_ray(num_cpus=2)
+    if not ray.is_initialized():
+        start_local_ray(num_cpus=2)
     yield
     ray.shutdown()
