@@ -50,10 +50,12 @@ def s3_uri(s3_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def local_ray():
+def local_ray(s3_server):
     """One embedded 2-CPU Ray for every test that asks for one (starting one costs seconds of
     both cores), shut down at the end of the session; a Ray an earlier test's job started in this
-    process is an embedded one too (the suite connects to no cluster in process) and is reused."""
+    process is an embedded one too (the suite connects to no cluster in process) and is reused.
+    It starts after the S3 server: its workers inherit the test credentials (the driver forwards
+    only the endpoint), whichever test asks for it first."""
     import ray
 
     from distrec.train.launch import start_local_ray
