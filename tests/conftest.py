@@ -50,12 +50,21 @@ def s3_uri(s3_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def local_ray(s3_server):
-    """One embedded 2-CPU Ray for every test that asks for one (starting one costs seconds of
-    both cores), shut down at the end of the session; a Ray an earlier test's job started in this
-    process is an embedded one too (the suite connects to no cluster in process) and is reused.
-    It starts after the S3 server: its workers inherit the test credentials (the driver forwards
-    only the endpoint), whichever test asks for it first."""
+def _ray_at_exit():
+    """Shuts down whatever Ray the session left connected, once, at its end."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_ray(_ray_at_exit, s3_server):
+    """An embedded 2-CPU Ray, left running for the next module that asks for one (starting one
+    costs seconds of both cores): a Ray already connected in this process is an embedded one an
+    earlier test started (the suite connects to no cluster in process) and is reused. It starts
+    after the S3 server: its workers inherit the test credentials (the driver forwards only the
+    endpoint). A test that needs a driver with no Ray connected asks for ``no_ray``."""
     import ray
 
     from distrec.train.launch import start_local_ray
@@ -63,4 +72,12 @@ def local_ray(s3_server):
     if not ray.is_initialized():
         start_local_ray(num_cpus=2)
     yield
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray connected in this process, as when a user starts a job (the next ``local_ray``
+    starts one again)."""
+    import ray
+
     ray.shutdown()
