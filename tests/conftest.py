@@ -49,14 +49,35 @@ def s3_uri(s3_server) -> str:
     return f"s3://distrec-test/{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(scope="session")
+def _ray_at_exit():
+    """Shuts down whatever Ray the session left connected, once, at its end."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
-def local_ray():
-    """An embedded 2-CPU Ray for one test module (never a cluster an earlier test started)."""
+def local_ray(_ray_at_exit, s3_server):
+    """An embedded 2-CPU Ray, left running for the next module that asks for one (starting one
+    costs seconds of both cores): a Ray already connected in this process is an embedded one an
+    earlier test started (the suite connects to no cluster in process) and is reused. It starts
+    after the S3 server: its workers inherit the test credentials (the driver forwards only the
+    endpoint). A test that needs a driver with no Ray connected asks for ``no_ray``."""
     import ray
 
     from distrec.train.launch import start_local_ray
 
-    ray.shutdown()  # whatever an earlier test left connected
-    start_local_ray(num_cpus=2)
+    if not ray.is_initialized():
+        start_local_ray(num_cpus=2)
     yield
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray connected in this process, as when a user starts a job (the next ``local_ray``
+    starts one again)."""
+    import ray
+
     ray.shutdown()

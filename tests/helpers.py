@@ -23,8 +23,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DISTREC_QUIET="1")
+# Rank processes fork from a server that imported these once per test session: a spawned rank
+# spends seconds of CPU importing torch and TorchRec, and the suite starts dozens of ranks.
+_PRELOAD = ["torch", "torchrec", "distrec.train.loop"]
+
+
+def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue, environ: dict[str, str]) -> None:
+    os.environ.clear()  # the caller's environment now, not the fork server's from when it started
+    os.environ.update(environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DISTREC_QUIET="1")
     from distrec.logs import quiet_library_logs
 
     quiet_library_logs()
@@ -43,10 +49,12 @@ def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queu
 
 def run_ranks(fn: Callable, world: int, *args: Any) -> list[Any]:
     """``fn(*args)`` on ``world`` gloo ranks; returns each rank's result (rank order)."""
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
     queue = ctx.SimpleQueue()
     port = free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue)) for r in range(world)]
+    environ = dict(os.environ)
+    procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue, environ)) for r in range(world)]
     for p in procs:
         p.start()
     results: dict[int, Any] = {}

@@ -76,7 +76,7 @@ def test_exported_factors_rank_by_dot_product_plus_item_bias(tmp_path):
 
 
 @pytest.mark.slow
-def test_row_from_the_trainer(dataset, tmp_path, capsys):
+def test_row_from_the_trainer(local_ray, dataset, tmp_path, capsys):
     train_cfg = tmp_path / "mf.yaml"
     train_cfg.write_text(
         "data: {path: unused}\n"
@@ -87,12 +87,7 @@ def test_row_from_the_trainer(dataset, tmp_path, capsys):
     )
     out = tmp_path / "report"
     config = _write_config(tmp_path / "r.yaml", dataset, out, f"  - {{name: train, label: mf-rating, config: {train_cfg}}}\n")
-    try:
-        assert main(["--quiet", "--config", config]) == 0
-    finally:
-        import ray
-
-        ray.shutdown()
+    assert main(["--quiet", "--config", config]) == 0
     row = json.loads((out / "report.json").read_text())["rows"][0]
     assert row["model"] == "mf-rating" and row["epochs"] == 2  # the trainer's own metrics are kept
     assert 0 <= row["test_ndcg@5"] <= 1 and row["test_users"] == 120  # ranked from the exported factors
