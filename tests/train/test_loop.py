@@ -87,18 +87,21 @@ def test_sharded_step_matches_unsharded(dataset, tmp_path, sharding, optimizer):
 
 
 # -- whole runs through train_worker --------------------------------------------------------
-def _train(data: str, out: str, ckpt: str, epochs: int, sharding: str | None) -> dict:
+def _train(data: str, out: str, ckpt: str, epochs: int, sharding: str | None, merged: bool = False) -> dict:
     types = {"user": sharding, "item": sharding} if sharding else {}  # bias tables: the planner's choice
-    cfg = _config(data, out, train__epochs=epochs, sharding__types=types)
+    # one row per user or item suits an element-wise optimizer (a row-wise one shares the bias's accumulator)
+    sgd = {"optim__sparse": "sgd", "optim__sparse_lr": 1.0} if merged else {}
+    cfg = _config(data, out, train__epochs=epochs, sharding__types=types, model__bias_in_factor_row=merged, **sgd)
     session = LocalSession(ckpt)
     result = train_worker(cfg, session)
     result["reports"] = session.reports
     return result
 
 
-def test_training_reduces_validation_rmse_and_exports_what_it_predicts(dataset, tmp_path):
+@pytest.mark.parametrize("merged", [False, True], ids=["bias-tables", "bias-in-factor-row"])
+def test_training_reduces_validation_rmse_and_exports_what_it_predicts(dataset, tmp_path, merged):
     out = str(tmp_path / "run")
-    result = run_ranks(_train, 2, dataset, out, str(tmp_path / "ckpt"), 4, "table_wise")[0]
+    result = run_ranks(_train, 2, dataset, out, str(tmp_path / "ckpt"), 4, "table_wise", merged)[0]
     val = [r["val_rmse"] for r in result["reports"]]
     assert min(val[1:]) < val[0], val
     ds = InteractionDataset(dataset)
