@@ -10,7 +10,19 @@ __all__ = ["peak_rss_mb", "reset_peak_rss", "available_memory_bytes", "Stopwatch
 
 
 def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident set size of this process (or of its finished children) in MiB."""
+    """Peak resident set size of this process (or of its finished children) in MiB.
+
+    For this process: Linux's VmHWM, which ``reset_peak_rss`` resets and which a freshly
+    started (spawned) process begins anew; ``getrusage`` keeps the high-water mark of the
+    process it was forked from across ``exec``, so it is the fallback only."""
+    if not children:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024.0  # kB
+        except OSError:
+            pass
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
 

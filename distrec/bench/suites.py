@@ -138,8 +138,7 @@ SPARSE_LR = {"rowwise_adagrad": 0.1, "sgd": 0.05 * BATCH}  # SGD: the baseline's
 
 
 def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, sparse: str = "rowwise_adagrad"):
-    """Biased MF, dim 64, objective compiled, biases in the factor rows for SGD (as in the
-    baseline); the cores are split evenly between the workers (torch threads follow)."""
+    """Biased MF, dim 64, biases in the factor rows for SGD (as in the baseline); the cores are split evenly between the workers (torch threads follow)."""
     from distrec.config import from_dict
     from distrec.train.config import TrainConfig
 
@@ -148,7 +147,7 @@ def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, s
         TrainConfig,
         {
             "data": {"path": data},
-            "model": {"name": "mf", "dim": 64, "init_std": 0.1, "l2": 0.04, "compile": True, "bias_in_factor_row": sparse == "sgd"},
+            "model": {"name": "mf", "dim": 64, "init_std": 0.1, "l2": 0.04, "bias_in_factor_row": sparse == "sgd"},
             "train": {"epochs": epochs, "batch_size": BATCH, "eval_batch_size": 65536,
                       "export_embeddings": False, **({"early_stopping_metric": "val_rmse"} if early else {})},
             "optim": {"sparse": sparse, "sparse_lr": SPARSE_LR[sparse]},

@@ -15,7 +15,6 @@ of its factor row instead: two lookups per rating rather than four.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,29 +53,22 @@ def _loss_and_grads(values, mean, rating, weight, cols: tuple[int, ...], l2: flo
     return loss, grad, d_pred.sum().reshape(1)
 
 
-@functools.cache
-def _compiled():
-    return torch.compile(_loss_and_grads, dynamic=False)
-
-
 class _Objective(torch.autograd.Function):
     """The MF objective with a hand-written backward that writes the gradient of every pooled
     column in one pass. Autograd through slices and elementwise ops would allocate and fill a
     zero gradient per slice and run ~20 passes over [B, dim] tensors: in the profile that was
-    half of a training step, as much as the embedding kernels themselves. ``compiled`` runs the
-    same math through torch.compile, which fuses it into a few loops (see ``MFConfig.compile``)."""
+    half of a training step, as much as the embedding kernels themselves."""
 
     @staticmethod
-    def forward(ctx, values, mean, rating, weight, cols, l2: float, bias_l2: float, compiled: bool):  # type: ignore[override]
-        step = _compiled() if compiled else _loss_and_grads
-        loss, grad, grad_mean = step(values, mean, rating, weight, cols, l2, bias_l2)
+    def forward(ctx, values, mean, rating, weight, cols, l2: float, bias_l2: float):  # type: ignore[override]
+        loss, grad, grad_mean = _loss_and_grads(values, mean, rating, weight, cols, l2, bias_l2)
         ctx.save_for_backward(grad, grad_mean)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         grad, grad_mean = ctx.saved_tensors
-        return grad * grad_out, grad_mean * grad_out, None, None, None, None, None, None
+        return grad * grad_out, grad_mean * grad_out, None, None, None, None, None
 
 
 @dataclass
@@ -86,10 +78,6 @@ class MFConfig:
     init_std: float = 0.01
     l2: float = 0.05  # on the factors of the rows a rating touches
     bias_l2: float = 0.01  # on the biases of the rows a rating touches
-    # fuse the objective's elementwise math with torch.compile (Inductor, C++ on CPU): a one-off
-    # compile when a worker starts (~20 s, then cached on disk) for ~2× less time in that math per
-    # step; worth it for epochs of millions of rows (ML-25M, Netflix), not for ML-100K
-    compile: bool = False
     # each bias in its user's or item's factor row (column dim): one lookup per rating side
     # instead of two, which takes ~25 % off the embedding kernels' time per step on CPU. For
     # element-wise optimizers (SGD, Adagrad) only: row-wise Adagrad would give the bias and the
@@ -150,7 +138,7 @@ class BiasedMF(nn.Module):
         if rating is None:
             u, i, bu, bi = _split(values, *cols)
             return self.mean + bu + bi + (u * i).sum(1)
-        return _Objective.apply(values, self.mean, rating, weight, cols, self.cfg.l2, self.cfg.bias_l2, self.cfg.compile)
+        return _Objective.apply(values, self.mean, rating, weight, cols, self.cfg.l2, self.cfg.bias_l2)
 
     def export(self, name: str, blocks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Columns of an exported block of users or items: ``vector`` [R, dim], ``bias`` [R]."""

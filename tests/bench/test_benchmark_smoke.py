@@ -48,3 +48,20 @@ def test_quick_closed_form_and_eval_suites(tmp_path, monkeypatch):
     assert ours["lambda"] == reference["lambda"]  # the same model: the same λ chosen on validation
     assert ours["test_ndcg@10"] == pytest.approx(reference["test_ndcg@10"], abs=1e-3)
     assert names["full-ranking"]["ratio"] > 0 and names["ease/distrec"]["ratio"] > 0
+
+
+def _allocate(mb: int) -> dict:
+    import numpy as np
+
+    block = np.ones(mb * 2**20 // 8)
+    return {"seconds": 1.0, "units": float(block.sum() > 0)}
+
+
+def test_a_case_peak_rss_is_its_own_not_the_driver_s():
+    import numpy as np
+
+    driver = np.ones(600 * 2**20 // 8)  # the driver's high-water mark is now above 600 MiB
+    small, big = run_cases([Case("rss", "small", _allocate, (10,), unit="x", repeats=1, warmup=False),
+                            Case("rss", "big", _allocate, (300,), unit="x", repeats=1, warmup=False)], log=lambda _: None)  # fmt: skip
+    assert driver.sum() > 0
+    assert small.peak_rss_mb < 300 < big.peak_rss_mb < 600, (small.peak_rss_mb, big.peak_rss_mb)
