@@ -39,6 +39,11 @@ def test_every_job_says_how_to_prepare_a_missing_dataset(capsys, tmp_path, job, 
     assert "no such directory" in err and "jobs/prepare.py" in err and "Traceback" not in err
 
 
+def test_bias_in_factor_row_refuses_a_row_wise_optimizer(capsys, tmp_path):
+    err = _run(capsys, "model.bias_in_factor_row=true", f"output_dir={tmp_path}/o")  # the config's rowwise_adagrad
+    assert "model.bias_in_factor_row=true needs an element-wise optimizer" in err
+
+
 def test_dataset_not_prepared(capsys, tmp_path):
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "part-00000.parquet").write_bytes(b"x")
