@@ -139,7 +139,8 @@ SPARSE_LR = {"rowwise_adagrad": 0.1, "sgd": SGD_STEP * BATCH}
 
 
 def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, sparse: str = "rowwise_adagrad"):
-    """Biased MF, dim 64, biases in the factor rows for SGD (as in the baseline); the cores are split evenly between the workers (torch threads follow)."""
+    """Biased MF, dim 64, biases in the factor rows for SGD (as in the baseline); the cores are
+    split evenly between the workers (torch threads follow)."""
     from distrec.config import from_dict
     from distrec.train.config import TrainConfig
 

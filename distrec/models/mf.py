@@ -7,9 +7,9 @@ The L2 term is on the rows each rating touches, as in the SGD formulation of the
 Factors and biases are separate TorchRec tables (``user``, ``item``, ``user_bias``,
 ``item_bias``; a bias row is 4 wide, fbgemm's minimum, with the bias in column 0). Sharing one
 row would let the large bias gradients dominate a row-wise Adagrad accumulator and starve the
-factors of learning rate; TorchRec still runs all four lookups in one fused kernel call. With an element-wise optimizer
-(SGD, Adagrad) nothing is shared, and ``bias_in_factor_row`` keeps each bias in column ``dim``
-of its factor row instead: two lookups per rating rather than four.
+factors of learning rate; TorchRec still runs all four lookups in one fused kernel call. With
+an element-wise optimizer (SGD, Adagrad) nothing is shared, and ``bias_in_factor_row`` keeps
+each bias in column ``dim`` of its factor row instead: two lookups per rating rather than four.
 μ is a dense parameter, initialised to the training mean and synchronised by DDP.
 """
 
@@ -33,26 +33,6 @@ def _split(values: torch.Tensor, ou: int, oi: int, obu: int, obi: int, d: int):
     return values[:, ou : ou + d], values[:, oi : oi + d], values[:, obu], values[:, obi]
 
 
-def _loss_and_grads(values, mean, rating, weight, cols: tuple[int, ...], l2: float, bias_l2: float):
-    """The batch objective and, in the same pass, its gradients with respect to the pooled
-    ``values`` [B, W] and μ [1]."""
-    ou, oi, obu, obi, d = cols
-    u, i, bu, bi = _split(values, *cols)
-    n = values.shape[0]
-    err = mean + bu + bi + (u * i).sum(1) - rating  # [B]
-    reg = l2 * (u.square().sum(1) + i.square().sum(1)) + bias_l2 * (bu.square() + bi.square())
-    loss = (weight * (err.square() + reg)).sum() / n
-    scale = weight / n  # [B]
-    d_pred = 2.0 * scale * err  # [B]
-    shrink = (2.0 * l2) * scale[:, None]  # [B, 1]
-    grad = torch.zeros_like(values)
-    grad[:, ou : ou + d] = shrink * u + d_pred[:, None] * i
-    grad[:, oi : oi + d] = shrink * i + d_pred[:, None] * u
-    grad[:, obu] = d_pred + (2.0 * bias_l2) * scale * bu
-    grad[:, obi] = d_pred + (2.0 * bias_l2) * scale * bi
-    return loss, grad, d_pred.sum().reshape(1)
-
-
 class _Objective(torch.autograd.Function):
     """The MF objective with a hand-written backward that writes the gradient of every pooled
     column in one pass. Autograd through slices and elementwise ops would allocate and fill a
@@ -61,14 +41,27 @@ class _Objective(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, values, mean, rating, weight, cols, l2: float, bias_l2: float):  # type: ignore[override]
-        loss, grad, grad_mean = _loss_and_grads(values, mean, rating, weight, cols, l2, bias_l2)
-        ctx.save_for_backward(grad, grad_mean)
-        return loss
+        u, i, bu, bi = _split(values, *cols)
+        err = mean + bu + bi + (u * i).sum(1) - rating  # [B]
+        reg = l2 * (u.square().sum(1) + i.square().sum(1)) + bias_l2 * (bu.square() + bi.square())
+        ctx.save_for_backward(values, weight, err)
+        ctx.cols, ctx.l2, ctx.bias_l2 = cols, l2, bias_l2
+        return (weight * (err.square() + reg)).sum() / values.shape[0]
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        grad, grad_mean = ctx.saved_tensors
-        return grad * grad_out, grad_mean * grad_out, None, None, None, None, None
+        values, weight, err = ctx.saved_tensors
+        ou, oi, obu, obi, d = ctx.cols
+        u, i, bu, bi = _split(values, *ctx.cols)
+        scale = weight * (grad_out / values.shape[0])  # [B]
+        d_pred = 2.0 * scale * err  # [B]
+        shrink = (2.0 * ctx.l2) * scale[:, None]  # [B, 1]
+        grad = torch.zeros_like(values)
+        grad[:, ou : ou + d] = torch.addcmul(shrink * u, d_pred[:, None], i)
+        grad[:, oi : oi + d] = torch.addcmul(shrink * i, d_pred[:, None], u)
+        grad[:, obu] = d_pred + (2.0 * ctx.bias_l2) * scale * bu
+        grad[:, obi] = d_pred + (2.0 * ctx.bias_l2) * scale * bi
+        return grad, d_pred.sum().reshape(1), None, None, None, None, None
 
 
 @dataclass
