@@ -132,6 +132,30 @@ def read_csv_pandas(source: str, kind: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "units": os.path.getsize(path) / 2**20, "rows": rows}
 
 
+def prepare_pandas(source: str) -> dict[str, Any]:
+    """The same work as ``prepare ml-25m --split user-ratio`` written with pandas: read, dense
+    ids, a per-user random 80/10/10 split (at least one test rating per user), snappy Parquet."""
+    import numpy as np
+    import pandas as pd
+
+    path = os.path.join(source, "ratings.csv")
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        df = pd.read_csv(path)
+        df["user"] = pd.factorize(df.pop("userId"))[0]
+        df["item"] = pd.factorize(df.pop("movieId"))[0]
+        draw = pd.Series(np.random.default_rng(0).random(len(df)))
+        rank = draw.groupby(df["user"].to_numpy()).rank(method="first").to_numpy() - 1
+        count = df.groupby("user")["user"].transform("size").to_numpy()
+        n_test = np.maximum(1, np.floor(count * 0.1 + 0.5))
+        n_val = np.minimum(np.floor(count * 0.1 + 0.5), np.maximum(count - n_test - 1, 0))
+        n_test = np.minimum(n_test, np.maximum(count - 1, 0))
+        df["split_user_ratio"] = np.select([rank >= count - n_test, rank >= count - n_test - n_val], [2, 1], 0).astype("int8")
+        df.to_parquet(f"{out}/ratings.parquet", compression="snappy", row_group_size=65536, index=False)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "units": os.path.getsize(path) / 2**20, "rows": len(df)}
+
+
 # -- train-mf -----------------------------------------------------------------------------------
 BATCH = 8192  # rows per training step in every train-mf case and the baseline
 SGD_STEP = 0.005  # SGD's learning rate per row of the batch (the loss is a batch mean); 0.05 diverged
@@ -406,6 +430,8 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
             Case("prepare", "ml25m-csv/pandas", read_csv_pandas, (ml, "movielens"), unit="MB", repeats=r),
             Case("prepare", "ml25m-csv/distrec", prepare_distrec, ("ml-25m", ml, "user-ratio"), unit="MB",
                  baseline="ml25m-csv/pandas", repeats=r),
+            Case("prepare", "ml25m-csv/pandas-pipeline", prepare_pandas, (ml,), unit="MB", baseline="ml25m-csv/distrec",
+                 repeats=1, warmup=False),
             Case("prepare", "netflix-text/pandas", read_csv_pandas, (nf, "netflix"), unit="MB", repeats=1, warmup=False),
             Case("prepare", "netflix-text/distrec", prepare_distrec, ("netflix", nf, "random"), unit="MB",
                  baseline="netflix-text/pandas", repeats=1, warmup=False),

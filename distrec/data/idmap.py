@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["IdMap"]
 
-_LUT_LIMIT = 1 << 27  # largest raw integer id served by the lookup array (1 GiB of int64)
+_LUT_LIMIT = 1 << 27  # raw integer ids below this are served by the lookup array (512 MiB of int32)
 
 
 class IdMap:
     def __init__(self) -> None:
-        self._lut = np.full(0, -1, dtype=np.int64)
+        self._lut = np.full(0, -1, dtype=np.int32)
         self._dict: dict[object, int] = {}
         self._raw: list[np.ndarray] = []
         self._size = 0
@@ -36,33 +37,32 @@ class IdMap:
             self._kind = kind
         if kind != self._kind:
             raise ValueError(f"ids changed type mid-file ({self._kind} then {kind})")
-        if kind == "int" and self._dict == {} and raw.min() >= 0 and raw.max() < _LUT_LIMIT:
-            return self._encode_lut(raw.astype(np.int64, copy=False))
+        if kind == "int" and self._dict == {} and raw.min() >= 0 and (top := int(raw.max()) + 1) <= _LUT_LIMIT:
+            return self._encode_lut(raw, top)
         if kind == "int" and len(self._lut) and not self._dict:
             self._move_lut_to_dict()
         return self._encode_dict(raw)
 
-    def _encode_lut(self, raw: np.ndarray) -> np.ndarray:
-        top = int(raw.max()) + 1
+    def _encode_lut(self, raw: np.ndarray, top: int) -> np.ndarray:
         if top > len(self._lut):
-            grown = np.full(max(top, 2 * len(self._lut)), -1, dtype=np.int64)
+            grown = np.full(max(top, 2 * len(self._lut)), -1, dtype=np.int32)
             grown[: len(self._lut)] = self._lut
             self._lut = grown
-        dense = self._lut[raw]
+        dense = self._lut[raw]  # int32: half the bytes of random reads into the table
         new = dense < 0
         if new.any():
-            uniq, first = np.unique(raw[new], return_index=True)
-            uniq = uniq[np.argsort(first)]  # order of first appearance
-            self._lut[uniq] = np.arange(self._size, self._size + len(uniq))
+            fresh = raw[new]
+            uniq = pc.unique(pa.array(fresh)).to_numpy()  # hash-based, in order of first appearance
+            self._lut[uniq] = np.arange(self._size, self._size + len(uniq), dtype=np.int32)
             self._size += len(uniq)
-            self._raw.append(uniq)
-            dense = self._lut[raw]
-        return dense
+            self._raw.append(uniq.astype(np.int64, copy=False))
+            dense[new] = self._lut[fresh]
+        return dense.astype(np.int64)
 
     def _move_lut_to_dict(self) -> None:
         known = np.flatnonzero(self._lut >= 0)
         self._dict = {int(r): int(self._lut[r]) for r in known}
-        self._lut = np.full(0, -1, dtype=np.int64)
+        self._lut = np.full(0, -1, dtype=np.int32)
 
     def _encode_dict(self, raw: np.ndarray) -> np.ndarray:
         uniq, first, inverse = np.unique(raw, return_index=True, return_inverse=True)

@@ -1,19 +1,21 @@
 """Raw files (any source in the registry) → a committed, sharded interaction dataset.
 
-Pass 1 streams the parser's chunks: ratings are range-checked (errors name file and line), raw
-ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill. Splits the
-source defines itself (ML-100K folds, the ∞-AE index, Netflix probe) arrive with the chunks;
-splits computed from the data (per-user ratio, leave-last-out, temporal, an official split with a
-validation part carved out) need every user's rows, so pass 2 computes them from the
-``user``/``ts`` columns (and the official codes they build on) kept in memory (16 bytes a rating)
-and rewrites each shard with the new columns. Id maps and metadata follow, and the manifest last.
-Any error leaves no manifest, and the writer removes what it wrote.
+One pass over the parser's chunks: ratings are range-checked (errors name file and line), raw
+ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill, by a
+background thread while the next chunks are parsed. Splits the source defines itself (ML-100K
+folds, the ∞-AE index, Netflix probe) arrive with the chunks, and row-wise splits (``random``, an
+official split with a validation part carved out) are drawn chunk by chunk. Splits that need
+every user's rows (per-user ratio, leave-last-out, temporal, a user holdout) are computed after
+the last chunk, so the encoded rows (29 bytes a rating: 2.9 GB for Netflix) are held in memory
+and the shards written then. Id maps and metadata follow, and the manifest last. Any error
+leaves no manifest, and the writer removes what it wrote.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ from distrec.data.idmap import IdMap
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
 from distrec.data.source import Source, default_cache_dir, download
-from distrec.data.splits import SplitSpec, compute_split, parse_split, split_counts
+from distrec.data.splits import ROW_WISE, SplitSpec, compute_split, parse_split, row_wise_split, split_counts
 from distrec.progress import progress
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import DataError, DirectoryWriter
@@ -68,13 +70,28 @@ def _open_source(spec: DatasetSpec, req: PrepareConfig) -> Source | None:
 
 
 class _ShardBuffer:
-    """Collects encoded rows and writes a shard each time ``rows_per_shard`` rows are in."""
+    """Collects encoded rows and writes a shard each time ``rows_per_shard`` rows are in.
+
+    Background threads write (Arrow encodes Parquet without the GIL) while the caller parses the
+    next rows; at most ``WRITERS`` shards are in flight. Leaving the block waits for them, so an
+    abort that follows removes them too."""
+
+    WRITERS = 2
+    PLAIN = ("user", "ts")  # many distinct values per row group: not dictionary-encoded
 
     def __init__(self, writer: DirectoryWriter, req: PrepareConfig) -> None:
         self.writer, self.req = writer, req
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.parts: list[str] = []
+        self.pool = ThreadPoolExecutor(max_workers=self.WRITERS)
+        self.writing: list[Future] = []
+
+    def __enter__(self) -> "_ShardBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True)
 
     def add(self, table: pa.Table) -> None:
         while table.num_rows:
@@ -88,11 +105,23 @@ class _ShardBuffer:
     def flush(self) -> None:
         if not self.pending_rows:
             return
+        if len(self.writing) == self.WRITERS:
+            self.writing.pop(0).result()  # a failed write raises here
         name = f"part-{len(self.parts):05d}.parquet"
-        table = pa.concat_tables(self.pending).combine_chunks()
-        self.writer.write_table(name, table, row_group_size=self.req.row_group_size)
+        table = pa.concat_tables(self.pending)
+        dictionary = [c for c in table.column_names if c not in self.PLAIN]
+        self.writing.append(
+            self.pool.submit(self.writer.write_table, name, table, row_group_size=self.req.row_group_size, dictionary=dictionary)
+        )
         self.parts.append(name)
         self.pending, self.pending_rows = [], 0
+
+    def close(self) -> list[str]:
+        """Write what is left; the shard names, once all are written."""
+        self.flush()
+        while self.writing:
+            self.writing.pop(0).result()
+        return self.parts
 
 
 def _check_ratings(spec: DatasetSpec, chunk: RatingChunk) -> None:
@@ -128,38 +157,36 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
         req.row_group_size = _auto_row_group_size(parsed.expected_rows or (spec.expected[2] if spec.expected else None))
     users, items = IdMap(), IdMap()
     stats = _Stats()
-    keep_user: list[np.ndarray] = []
-    keep_ts: list[np.ndarray] = []
-    keep_base: dict[str, list[np.ndarray]] = {name: [] for name in bases}
+    row_wise = {s.name: (s, row_wise_split(s, req.seed)) for s in computed if s.kind in ROW_WISE}
+    later = [s for s in computed if s.kind not in ROW_WISE]  # need every user's rows
+    held: list[pa.Table] = []  # encoded rows, while ``later`` splits wait for the last chunk
+    held_base: dict[str, list[np.ndarray]] = {s.base: [] for s in later if s.base}
     has_ts = True
-    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION) as writer:
-        shards = _ShardBuffer(writer, req)
+    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION) as writer, _ShardBuffer(writer, req) as shards:
         with progress(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
             for chunk in parsed.chunks:
                 _check_ratings(spec, chunk)
                 table = _encode(chunk, users, items, official)
+                for name, (s, draw) in row_wise.items():
+                    codes = draw(len(chunk), _official_codes(chunk, s.base) if s.base else None)
+                    stats.count_split(name, codes)
+                    table = table.append_column(_split_field(name), pa.array(codes))
                 has_ts &= chunk.ts is not None
                 stats.add(chunk)
-                if computed:
-                    keep_user.append(table.column("user").to_numpy().astype(np.int32))
-                    keep_ts.append(table.column("ts").to_numpy(zero_copy_only=False) if chunk.ts is not None else np.zeros(0))
-                    for name in bases:
-                        keep_base[name].append(_official_codes(chunk, name))
-                shards.add(table)
+                if later:
+                    held.append(table)
+                    for name, parts in held_base.items():
+                        parts.append(_official_codes(chunk, name))
+                else:
+                    shards.add(table)
                 bar.update(len(chunk))
-        shards.flush()
         counts = {"users": len(users), "items": len(items), "ratings": stats.rows}
         _check_counts(spec, counts, req)
-        split_meta = {s.name: {"spec": s.text, "counts": stats.official_counts.get(s.name)} for s in specs if s.kind == "official"}
-        if computed:
-            user = np.concatenate(keep_user)
-            ts = np.concatenate(keep_ts) if has_ts else None
-            base = {name: np.concatenate(parts) for name, parts in keep_base.items()}
-            del keep_user, keep_ts, keep_base
-            codes = {s.name: compute_split(s, user, ts, seed=req.seed, base=base.get(s.base)) for s in computed}
-            for s in computed:
-                split_meta[s.name] = {"spec": s.text, "counts": split_counts(codes[s.name])}
-            _add_split_columns(writer, shards.parts, codes, req)
+        counted = dict(stats.split_counts)
+        if later:
+            counted |= _write_held(shards, held, held_base, later, has_ts=has_ts, seed=req.seed)
+        split_meta = {s.name: {"spec": s.text, "counts": counted[s.name]} for s in specs}
+        parts = shards.close()
         writer.write_table("ids/user.parquet", users.to_table())
         writer.write_table("ids/item.parquet", items.to_table())
         extra = _write_metadata(writer, parsed, users, items)
@@ -173,7 +200,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
             "ts": stats.ts_summary() if has_ts else None,
             "splits": split_meta,
             "default_split": specs[0].name,
-            "shards": len(shards.parts),
+            "shards": len(parts),
             "rows_per_shard": req.rows_per_shard,
             "row_group_size": req.row_group_size,
             **extra,
@@ -219,7 +246,7 @@ class _Stats:
         self.sum = self.sumsq = 0.0
         self.lo, self.hi = np.inf, -np.inf
         self.ts_lo, self.ts_hi = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-        self.official_counts: dict[str, dict[str, int]] = {}
+        self.split_counts: dict[str, dict[str, int]] = {}  # per split name, its rows per part
 
     def add(self, chunk: RatingChunk) -> None:
         r = chunk.rating.astype(np.float64)
@@ -231,10 +258,13 @@ class _Stats:
         if chunk.ts is not None and len(chunk.ts):
             self.ts_lo, self.ts_hi = min(self.ts_lo, int(chunk.ts.min())), max(self.ts_hi, int(chunk.ts.max()))
         for name, codes in chunk.splits.items():
-            got = split_counts(codes)
-            acc = self.official_counts.setdefault(name, dict.fromkeys(got, 0))
-            for k, v in got.items():
-                acc[k] += v
+            self.count_split(name, codes)
+
+    def count_split(self, name: str, codes: np.ndarray) -> None:
+        got = split_counts(codes)
+        acc = self.split_counts.setdefault(name, {})
+        for k, v in got.items():
+            acc[k] = acc.get(k, 0) + v
 
     def summary(self) -> dict[str, float]:
         mean = self.sum / max(self.rows, 1)
@@ -258,20 +288,39 @@ def _check_counts(spec: DatasetSpec, counts: dict[str, int], req: PrepareConfig)
         )
 
 
-def _add_split_columns(writer: DirectoryWriter, parts: list[str], codes: dict[str, np.ndarray], req: PrepareConfig) -> None:
-    """Pass 2: rewrite each shard with the computed split columns appended."""
-    import pyarrow.parquet as pq
-
+def _write_held(
+    shards: _ShardBuffer,
+    held: list[pa.Table],
+    held_base: dict[str, list[np.ndarray]],
+    later: list[SplitSpec],
+    *,
+    has_ts: bool,
+    seed: int,
+) -> dict[str, dict[str, int]]:
+    """Compute the splits that need every user's rows, then write the held rows with their
+    columns appended (each table let go once it is queued); returns each split's counts."""
+    log.info("computing the %s split(s) over %d rows", ", ".join(s.text for s in later), sum(t.num_rows for t in held))
+    user = np.concatenate([t.column("user").to_numpy() for t in held])
+    ts = np.concatenate([t.column("ts").to_numpy() for t in held]) if has_ts else None
+    base = {name: np.concatenate(parts) for name, parts in held_base.items()}
+    codes = {s.name: compute_split(s, user, ts, seed=seed, base=base.get(s.base)) for s in later}
+    del user, ts, base
+    held.reverse()
     offset = 0
-    with progress(total=len(parts), desc="write splits", unit="shards") as bar:
-        for name in parts:
-            table = pq.read_table(pa.BufferReader(writer.read_back(name)))
+    with progress(total=len(held), desc="write shards", unit="chunks") as bar:
+        while held:
+            table = held.pop()
             n = table.num_rows
-            for split, c in codes.items():
-                table = table.append_column(pa.field(split_column(split), pa.int8(), nullable=False), pa.array(c[offset : offset + n]))
-            writer.write_table(name, table, row_group_size=req.row_group_size)
+            for name, c in codes.items():
+                table = table.append_column(_split_field(name), pa.array(c[offset : offset + n]))
+            shards.add(table)
             offset += n
             bar.update(1)
+    return {name: split_counts(c) for name, c in codes.items()}
+
+
+def _split_field(name: str) -> pa.Field:
+    return pa.field(split_column(name), pa.int8(), nullable=False)
 
 
 def _write_metadata(writer: DirectoryWriter, parsed: Parsed, users: IdMap, items: IdMap) -> dict[str, Any]:

@@ -18,9 +18,10 @@ def test_quick_prepare_and_storage_suites(tmp_path, s3_server, monkeypatch):
     assert main(["--quick", "--suite", "prepare", "--suite", "storage", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     names = {r["name"]: r for r in report["results"]}
-    assert set(names) == {"ml25m-csv/pandas", "ml25m-csv/distrec", "netflix-text/pandas", "netflix-text/distrec",
-                          "local-disk", "s3-moto-http"}  # fmt: skip
+    assert set(names) == {"ml25m-csv/pandas", "ml25m-csv/distrec", "ml25m-csv/pandas-pipeline", "netflix-text/pandas",
+                          "netflix-text/distrec", "local-disk", "s3-moto-http"}  # fmt: skip
     assert names["ml25m-csv/distrec"]["ratio"] > 0 and names["ml25m-csv/distrec"]["extra"]["ratings"] == 20_000
+    assert names["ml25m-csv/pandas-pipeline"]["extra"]["rows"] == 20_000
     assert all(r["rate"] > 0 and r["peak_rss_mb"] > 0 for r in report["results"])
 
 
