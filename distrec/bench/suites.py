@@ -107,7 +107,9 @@ def closed_form_dataset(work: str, like: str) -> tuple[str, str]:
 def prepare_distrec(dataset: str, source: str, split: str) -> dict[str, Any]:
     from distrec.data.prepare import PrepareConfig, prepare_dataset
     from distrec.data.registry import dataset_names
+    from distrec.progress import set_quiet
 
+    set_quiet(True)
     dataset_names()  # import every parser before the clock starts
     size = sum(os.path.getsize(os.path.join(source, f)) for f in os.listdir(source))
     with tempfile.TemporaryDirectory() as out:
@@ -196,7 +198,7 @@ def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> d
     return {
         "seconds": metrics["epoch_s"],
         "units": rows,
-        "peak_rss_mb": 0.0,
+        "peak_rss_mb": metrics["peak_rss_mb_per_worker"],  # the table's column: the larger of a worker and the driver
         "peak_rss_mb_per_worker": metrics["peak_rss_mb_per_worker"],
         "val_rmse": metrics["val_rmse"],
     }
