@@ -1,8 +1,8 @@
 """Raw files (any source in the registry) → a committed, sharded interaction dataset.
 
 One pass over the parser's chunks: ratings are range-checked (errors name file and line), raw
-ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill, by a
-background thread while the next chunks are parsed. Splits the source defines itself (ML-100K
+ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill, by
+background threads while the next chunks are parsed. Splits the source defines itself (ML-100K
 folds, the ∞-AE index, Netflix probe) arrive with the chunks, and row-wise splits (``random``, an
 official split with a validation part carved out) are drawn chunk by chunk. Splits that need
 every user's rows (per-user ratio, leave-last-out, temporal, a user holdout) are computed after
