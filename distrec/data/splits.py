@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -114,20 +115,25 @@ def compute_split(
         held = rng.random(int(user.max()) + 1 if n else 0) < fraction  # [U]: one draw per user
         return np.where(held[user] & ((base == TRAIN) | (base == VAL)), PROFILE, base).astype(np.int8)
     if spec.kind == "temporal":
-        if ts is None:
-            raise DataError(f"split {spec.text!r} needs timestamps and this dataset has none")
-        order = np.argsort(ts, kind="stable")
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n)
+        rank = _time_rank(spec, ts)
         train, val = spec.ratios
         return np.where(rank < train * n, TRAIN, np.where(rank < (train + val) * n, VAL, TEST)).astype(np.int8)
+    if spec.kind in ("user-ratio", "leave-last-out") and n > 1 << 32:  # _per_user packs a row's draw into 32 bits
+        raise DataError(f"split {spec.text!r} takes at most {1 << 32:,} ratings, got {n:,}")
     if spec.kind == "user-ratio":
-        return _per_user(user, _scramble(n, rng), spec.ratios)
+        return _per_user(user, _scramble(n, rng), partial(_ratio_parts, spec.ratios))
     if spec.kind == "leave-last-out":
-        if ts is None:
-            raise DataError(f"split {spec.text!r} needs timestamps and this dataset has none")
-        return _leave_last_out(user, np.argsort(ts, kind="stable"))
+        return _per_user(user, _time_rank(spec, ts), _last_parts)
     raise ValueError(f"split {spec.text!r} is decided by the parser, not computed")
+
+
+def _time_rank(spec: SplitSpec, ts: np.ndarray | None) -> np.ndarray:
+    """Each row's position in time order [N], equal times in file order."""
+    if ts is None:
+        raise DataError(f"split {spec.text!r} needs timestamps and this dataset has none")
+    rank = np.empty(len(ts), dtype=np.int64)
+    rank[np.argsort(ts, kind="stable")] = np.arange(len(ts))
+    return rank
 
 
 ROW_WISE = ("random", "official-val")  # splits whose codes need only the row itself
@@ -159,43 +165,39 @@ def _row_codes(spec: SplitSpec, rng: np.random.Generator, n: int, base: np.ndarr
     return codes
 
 
-def _by_user(user: np.ndarray, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows grouped by user (users in index order), each user's rows in the order they take in
-    ``within`` (a permutation of the rows); returns that row order [N] and the number of rows of
-    each user [U].
-
-    One sort of 64-bit keys (user, position in ``within``) instead of a lexsort on three keys:
-    the positions are distinct, so the sort needs no stability and the within-user order is
-    exactly ``within``'s (random for ``user-ratio``, by time then file order for leave-last-out)."""
-    n = len(user)
-    if n >= 1 << 32:
-        raise DataError(f"per-user splits take at most {(1 << 32) - 1:,} ratings, got {n:,}")
-    key = user[within].astype(np.int64) << 32
-    key |= np.arange(n, dtype=np.int64)
-    key.sort()
-    key &= 0xFFFFFFFF
-    return within[key], np.bincount(user)
+def _ratio_parts(ratios: tuple[float, ...], count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``user-ratio``: each user's validation and test sizes [U] for their row counts [U]."""
+    _, val_r, test_r = ratios
+    n_test = np.maximum(1, np.floor(count * test_r + 0.5)).astype(np.int64)
+    n_val = np.floor(count * val_r + 0.5).astype(np.int64)
+    # Keep at least one training rating: small users give up validation first, then test.
+    n_val = np.minimum(n_val, np.maximum(count - n_test - 1, 0))
+    n_test = np.minimum(n_test, np.maximum(count - 1, 0))
+    return n_val, n_test
 
 
-def _per_user(user: np.ndarray, draw: np.ndarray, ratios: tuple[float, ...]) -> np.ndarray:
-    """Each user's test rows are their ``n_test`` rows of largest ``draw`` (distinct values [N]),
-    validation the ``n_val`` below those.
+def _last_parts(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``leave-last-out``: the latest rating is test (2+ ratings), the one before validation (3+)."""
+    return (count >= 3).astype(np.int64), (count >= 2).astype(np.int64)
+
+
+def _per_user(
+    user: np.ndarray, draw: np.ndarray, parts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Each user's test rows are their ``n_test`` rows of largest ``draw`` (distinct values in
+    [0, 2**32), [N]), validation the ``n_val`` below those; ``parts(count)`` gives ``(n_val,
+    n_test)`` [U] for the users' row counts [U].
 
     One sort of the 64-bit keys (user, draw) gives each user's row count and thresholds; the rows
     are then compared with their user's thresholds in file order, with no argsort and no gather
     through a permutation (on 25M rows: 2 s, where a lexsort grouping took 16 s)."""
-    _, val_r, test_r = ratios
     key = user.astype(np.int64) << 32
     key |= draw
     ranked = np.sort(key)
     users = int(ranked[-1] >> 32) + 1 if len(ranked) else 0
     end = np.searchsorted(ranked, np.arange(1, users + 1, dtype=np.int64) << 32)  # one past each user's last key
     count = np.diff(end, prepend=0)  # (np.bincount is slower than the sort)
-    n_test = np.maximum(1, np.floor(count * test_r + 0.5)).astype(np.int64)
-    n_val = np.floor(count * val_r + 0.5).astype(np.int64)
-    # Keep at least one training rating: small users give up validation first, then test.
-    n_val = np.minimum(n_val, np.maximum(count - n_test - 1, 0))
-    n_test = np.minimum(n_test, np.maximum(count - 1, 0))
+    n_val, n_test = parts(count)
     never = np.iinfo(np.int64).max
     codes = np.full(len(user), TRAIN, dtype=np.int8)
     for code, first in ((VAL, end - n_test - n_val), (TEST, end - n_test)):
@@ -209,8 +211,6 @@ def _scramble(n: int, rng: np.random.Generator) -> np.ndarray:
     draws [N] (uint32 in int64) as random as a shuffle for choosing rows, at the cost of a few
     vector operations. Each step (xor with a constant, xor with a shift, multiplication by an odd
     number mod 2**32) is a bijection; the multipliers are those of Wellons' lowbias32 mixer."""
-    if n > 1 << 32:
-        raise DataError(f"per-user splits take at most {1 << 32:,} ratings, got {n:,}")
     x = np.arange(n, dtype=np.uint32)
     for salt in rng.integers(0, 1 << 32, size=2, dtype=np.uint32):
         x ^= salt
@@ -220,21 +220,6 @@ def _scramble(n: int, rng: np.random.Generator) -> np.ndarray:
         x *= np.uint32(0x846CA68B)
         x ^= x >> 16
     return x.astype(np.int64)
-
-
-def _leave_last_out(user: np.ndarray, by_time: np.ndarray) -> np.ndarray:
-    order, count = _by_user(user, by_time)
-    end = np.cumsum(count)  # one past each user's last row in ``order``
-    grouped = np.full(len(user), TRAIN, dtype=np.int8)
-    grouped[end[count >= 2] - 1] = TEST
-    grouped[end[count >= 3] - 2] = VAL
-    return _ungroup(order, grouped)
-
-
-def _ungroup(order: np.ndarray, grouped: np.ndarray) -> np.ndarray:
-    codes = np.empty_like(grouped)
-    codes[order] = grouped
-    return codes
 
 
 def split_counts(codes: np.ndarray) -> dict[str, int]:
