@@ -19,6 +19,7 @@ def test_fused_objective_matches_autograd():
     B, d = 7, 8
     cols = (0, 8, 16, 20, d)  # user, item, user_bias, item_bias, dim (widths 8, 8, 4, 4)
     values = torch.randn(B, 24, generator=g, dtype=torch.float64)
+    values[:, [17, 18, 19, 21, 22, 23]] = 0  # fbgemm's padding columns of the bias tables: always zero in a model
     mean = torch.tensor([3.5], dtype=torch.float64)
     rating = torch.randint(1, 6, (B,), generator=g).double()
     weight = torch.tensor([1, 1, 1, 0, 1, 1, 0], dtype=torch.float64)  # two padding rows
@@ -32,4 +33,5 @@ def test_fused_objective_matches_autograd():
     torch.testing.assert_close(a_vals.grad, b_vals.grad)
     torch.testing.assert_close(a_mean.grad, b_mean.grad)
     assert a_vals.grad[3].abs().sum() == 0 and a_vals.grad[:, 9:12].abs().sum() > 0  # padding rows get nothing
+    assert a_vals.grad[:, [17, 18, 19, 21, 22, 23]].abs().sum() == 0  # so padding columns stay zero
     assert torch.autograd.gradcheck(lambda v, m: _Objective.apply(v, m, rating, weight, cols, 0.05, 0.01), (a_vals.detach().requires_grad_(), a_mean.detach().requires_grad_()))
