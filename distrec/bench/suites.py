@@ -185,6 +185,11 @@ def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, s
     )  # fmt: skip
 
 
+def _worker_rss(metrics: dict[str, Any]) -> dict[str, float]:
+    """A Ray case's peak RSS: the table's column is the larger of this and the driver's."""
+    return {"peak_rss_mb": metrics["peak_rss_mb_per_worker"], "peak_rss_mb_per_worker": metrics["peak_rss_mb_per_worker"]}
+
+
 def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> dict[str, Any]:
     """One epoch of biased MF with TorchRec tables on ``workers`` Ray Train workers (dim 64),
     fused ``sparse`` optimizer (rowwise_adagrad: the product's default; sgd: the baseline's)."""
@@ -198,8 +203,7 @@ def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> d
     return {
         "seconds": metrics["epoch_s"],
         "units": rows,
-        "peak_rss_mb": metrics["peak_rss_mb_per_worker"],  # the table's column: the larger of a worker and the driver
-        "peak_rss_mb_per_worker": metrics["peak_rss_mb_per_worker"],
+        **_worker_rss(metrics),
         "val_rmse": metrics["val_rmse"],
     }
 
@@ -250,7 +254,7 @@ def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
     set_quiet(True)
     target = 1.05 * InteractionDataset(data).meta["noise_floor_rmse"]
     with tempfile.TemporaryDirectory() as out:
-        fit(_train_config(data, out, workers, epochs=epochs, early=True))
+        metrics = fit(_train_config(data, out, workers, epochs=epochs, early=True))
         history = json.load(open(f"{out}/run/history.json"))
     elapsed, reached = 0.0, None
     for h in history:
@@ -259,7 +263,7 @@ def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
             reached = h["epoch"]
             break
     return {"seconds": elapsed if reached else math.inf, "units": 1, "target_val_rmse": target, "epochs": reached,
-            "best_val_rmse": min(h["val_rmse"] for h in history)}  # fmt: skip
+            "best_val_rmse": min(h["val_rmse"] for h in history), **_worker_rss(metrics)}  # fmt: skip
 
 
 # -- closed-form --------------------------------------------------------------------------------

@@ -31,10 +31,13 @@ def test_quick_train_suite_with_ray(tmp_path):
     todo = [
         Case("train-mf", "plain", suites.train_plain_torch, (data, 512), unit="samples", repeats=1, warmup=False),
         Case("train-mf", "torchrec", suites.train_distrec, (data, 1), unit="samples", baseline="plain", repeats=1, warmup=False),
+        Case("train-mf", "to-target", suites.time_to_target, (data, 1, 2), unit="runs", repeats=1, warmup=False),
     ]
-    plain, torchrec = run_cases(todo, log=lambda _: None)
+    plain, torchrec, target = run_cases(todo, log=lambda _: None)
     assert plain.rate > 0 and torchrec.rate > 0 and torchrec.ratio == pytest.approx(torchrec.rate / plain.rate)
-    assert torchrec.peak_rss_mb >= torchrec.extra["peak_rss_mb_per_worker"] > 0  # the column covers the workers
+    for case in (torchrec, target):  # the column covers the workers
+        assert case.peak_rss_mb >= case.extra["peak_rss_mb_per_worker"] > 0
+    assert target.extra["best_val_rmse"] > 0 and target.extra["target_val_rmse"] > 0
 
 
 def test_quick_closed_form_and_eval_suites(tmp_path, monkeypatch):
