@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from distrec.config import from_dict
-from distrec.train.config import TrainConfig
-from distrec.train.config import RayConfig
+from distrec.train.config import RayConfig, TrainConfig
 from distrec.train.launch import fit, run_name, run_workers
 from tests.faults import registered_checkpoints, wait_for
 from tests.helpers import tiny_synthetic
