@@ -8,7 +8,7 @@ writers SIGKILLed between shards, and what a test needs to kill real processes a
 - ``sigkill_after_writes``: runs ``module:function(*args)`` in a fresh Python process that
   SIGKILLs itself right after its N-th ``DirectoryWriter`` file write: a writer killed between
   shards, deterministically, whatever the writer (prepare, embedding export, compressor codes,
-  distilled data).
+  distilled data); ``sigkill_on_call`` kills it when it reaches a named step of the commit.
 - ``kill_when``: SIGKILL a running job (a real ``jobs/*.py`` process) once a condition holds.
 - ``registered_checkpoints``: the checkpoints Ray Train's controller has recorded for a run.
 """
@@ -179,35 +179,50 @@ def python_env(**extra: str) -> dict[str, str]:
 def sigkill_after_writes(target: str, *args: Any, writes: int = 1, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``module:function(*args)`` (JSON-able args) in a new Python process that SIGKILLs itself
     right after its ``writes``-th ``DirectoryWriter`` file write; returns the finished process."""
-    code = "import sys, tests.faults as f; f._killed_child(sys.argv[1], int(sys.argv[2]), sys.argv[3])"
+    return _run_killed(target, args, {"writes": writes}, env)
+
+
+def sigkill_on_call(target: str, *args: Any, method: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Like ``sigkill_after_writes``, but the process SIGKILLs itself when it calls
+    ``DirectoryWriter.<method>`` (``_replace_manifest``: before the new manifest is in place;
+    ``_remove_previous``: right after it replaced the old one)."""
+    return _run_killed(target, args, {"method": method}, env)
+
+
+def _run_killed(target: str, args: tuple, when: dict[str, Any], env: dict[str, str] | None) -> subprocess.CompletedProcess:
+    code = "import sys, tests.faults as f; f._killed_child(sys.argv[1], sys.argv[2], sys.argv[3])"
     done = subprocess.run(
-        [sys.executable, "-c", code, target, str(writes), json.dumps(args)],
+        [sys.executable, "-c", code, target, json.dumps(when), json.dumps(args)],
         cwd=REPO, env=env or python_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == -signal.SIGKILL, f"expected a SIGKILL, got exit {done.returncode}:\n{done.stderr[-3000:]}"
     return done
 
 
-def _killed_child(target: str, writes: int, args: str) -> None:
+def _killed_child(target: str, when: str, args: str) -> None:
     import importlib
 
     from distrec.storage import DirectoryWriter
 
-    write_bytes = DirectoryWriter.write_bytes
+    kill = json.loads(when)
     count = 0
+    if "writes" in kill:
+        write_bytes = DirectoryWriter.write_bytes
 
-    def write_then_maybe_die(self, path, data, *, rows):  # type: ignore[no-untyped-def]
-        nonlocal count
-        entry = write_bytes(self, path, data, rows=rows)
-        count += 1
-        if count == writes:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return entry
+        def write_then_maybe_die(self, path, data, *, rows):  # type: ignore[no-untyped-def]
+            nonlocal count
+            entry = write_bytes(self, path, data, rows=rows)
+            count += 1
+            if count == kill["writes"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return entry
 
-    DirectoryWriter.write_bytes = write_then_maybe_die  # type: ignore[method-assign]
+        DirectoryWriter.write_bytes = write_then_maybe_die  # type: ignore[method-assign]
+    else:
+        setattr(DirectoryWriter, kill["method"], lambda self, *a, **k: os.kill(os.getpid(), signal.SIGKILL))
     module, _, name = target.partition(":")
     getattr(importlib.import_module(module), name)(*json.loads(args))
-    raise SystemExit(f"{target} finished after {count} write(s); it was to be killed after {writes}")
+    raise SystemExit(f"{target} finished after {count} write(s); it was to be killed at {kill}")
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, process: subprocess.Popen | None = None) -> Any:

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from distrec.data.prepare import PrepareConfig, prepare_dataset
-from distrec.storage import filesystem, join, read_text
+from distrec.storage import StoredDirectory, filesystem, join, read_text
 
 
 def free_port() -> int:
@@ -89,6 +89,11 @@ def tiny_synthetic(out: str, *, users: int = 300, items: int = 200, ratings: int
             row_group_size=1000,
         )
     )
+
+
+def stored_file(directory: str, name: str) -> str:
+    """Where a committed directory keeps its listed file ``name`` (inside the commit's folder)."""
+    return StoredDirectory(directory, verify="none").location(name)
 
 
 def check_report(output_dir: str, figures: list[str]) -> str:

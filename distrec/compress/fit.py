@@ -161,11 +161,12 @@ def _write_compressed(cfg: CompressConfig, table: str, ratio: int, model: Compre
     try:
         if writer:
             writer.begin()
-        dist.barrier()  # the old manifest is gone before any shard is replaced
+        files_uri = [writer.files_uri if writer else None]
+        dist.broadcast_object_list(files_uri, src=0)  # the new commit's folder, once rank 0 holds the lock
         entry = None
         if len(rows.index):
             part = codes_part(rows.index, compress(rows.vector, model), raw=rows.raw, **rows.columns)
-            entry = write_shard(uri, f"part-{rank:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
+            entry = write_shard(files_uri[0], f"part-{rank:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
         entries: list[Any] = [None] * world
         dist.all_gather_object(entries, (entry, (len(rows.index), train_rows)))
         if writer:

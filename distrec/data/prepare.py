@@ -30,6 +30,8 @@ from distrec.data.splits import ROW_WISE, SplitSpec, compute_split, parse_split,
 from distrec.progress import progress
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import DataError, DirectoryWriter
+from distrec.storage.commit import check_target
+from distrec.storage.uri import overlaps
 
 __all__ = ["PrepareConfig", "prepare_dataset"]
 
@@ -51,6 +53,7 @@ class PrepareConfig:
     row_group_size: int = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
     verify_counts: bool = True
     cache_dir: str | None = None
+    overwrite: bool = False  # write into a non-empty directory distrec did not write (its files are kept)
 
 
 def _open_source(spec: DatasetSpec, req: PrepareConfig) -> Source | None:
@@ -150,6 +153,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     bases = tuple(dict.fromkeys(s.base for s in computed if s.base))  # official splits that computed ones build on
     if req.rows_per_shard <= 0 or req.row_group_size < 0:
         raise DataError("rows_per_shard must be positive and row_group_size non-negative")
+    _check_out(req)
 
     source = _open_source(spec, req)
     parsed = spec.read(source, ReadOptions(splits=tuple(dict.fromkeys(official + bases)), seed=req.seed, like=req.like, sizes=req.sizes))
@@ -162,7 +166,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     held: list[pa.Table] = []  # encoded rows, while ``later`` splits wait for the last chunk
     held_base: dict[str, list[np.ndarray]] = {s.base: [] for s in later if s.base}
     has_ts = True
-    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION) as writer, _ShardBuffer(writer, req) as shards:
+    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer, _ShardBuffer(writer, req) as shards:
         with progress(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
             for chunk in parsed.chunks:
                 _check_ratings(spec, chunk)
@@ -210,6 +214,17 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
         summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
         writer.commit(summary)
     return summary
+
+
+def _check_out(req: PrepareConfig) -> None:
+    """Before any download or parse: ``out`` is not the source, nor inside it, nor around it, and
+    is a directory distrec may write (``check_target``)."""
+    if req.source and overlaps(req.out, req.source):
+        raise DataError(
+            f"--out {req.out} and --source {req.source} are the same place, or one is inside the other; "
+            "write the dataset to a directory of its own"
+        )
+    check_target(req.out, overwrite=req.overwrite)
 
 
 def _auto_row_group_size(expected_rows: int | None) -> int:

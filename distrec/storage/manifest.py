@@ -2,7 +2,10 @@
 
 A writer commits its files first and the manifest last, so a directory without a manifest is
 incomplete by definition and is never read. The manifest lists every file with its row count,
-size in bytes and sha256; readers trust nothing else in the directory.
+size in bytes and sha256; readers trust nothing else in the directory. Each commit's files sit
+in a folder of their own (``folder``, named by commit.py), so a new commit never touches the
+files the current manifest lists; ``folder`` is empty in manifests written before that, whose
+files sit beside the manifest.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class FileEntry:
 class Manifest:
     kind: str  # what the directory holds: "interactions", "embeddings", "codes", ...
     schema_version: int
-    files: list[FileEntry]
+    files: list[FileEntry]  # paths relative to ``folder``
+    folder: str = ""  # the subfolder holding this commit's files ("" = beside the manifest)
     meta: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     writer: str = ""
@@ -50,6 +54,7 @@ class Manifest:
                 kind=str(raw["kind"]),
                 schema_version=int(raw["schema_version"]),
                 files=files,
+                folder=str(raw.get("folder", "")),
                 meta=dict(raw.get("meta", {})),
                 created=str(raw.get("created", "")),
                 writer=str(raw.get("writer", "")),
@@ -58,6 +63,10 @@ class Manifest:
             raise DataError(f"{where}: not a valid distrec manifest ({type(e).__name__}: {e})") from None
         for f in manifest.files:
             check_relative_path(f.path, where=where)
+        if manifest.folder:
+            check_relative_path(manifest.folder, where=where)
+            if "/" in manifest.folder:
+                raise DataError(f"{where}: folder {manifest.folder!r} is not a single folder name inside the directory")
         return manifest
 
     def entry(self, path: str) -> FileEntry:

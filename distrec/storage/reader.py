@@ -5,7 +5,8 @@ every listed file is present with its recorded size (``verify="size"``, cheap) o
 (``verify="sha256"``, reads everything). Every later ``read_bytes`` checks size and sha256 of the
 bytes it returns, so a shard that changed after the check is still caught before it is parsed.
 A store that keeps failing ends in a DataError naming the file (failures.py), never in a
-"corrupt" verdict on a file that merely could not be fetched.
+"corrupt" verdict on a file that merely could not be fetched. Files are found in the manifest's
+commit folder (manifest.py); errors name that location.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class StoredDirectory:
         self.uri = uri.rstrip("/")
         self.fs, self.root = filesystem(self.uri)
         self.manifest = self._load_manifest()
+        self.files_root = f"{self.root}/{self.manifest.folder}" if self.manifest.folder else self.root
         kinds = [kind] if isinstance(kind, str) else list(kind or [])
         if kinds and self.manifest.kind not in kinds:
             raise DataError(f"{self.uri}: holds {self.manifest.kind!r} data, expected {' or '.join(kinds)}")
@@ -56,6 +58,10 @@ class StoredDirectory:
     @property
     def meta(self) -> dict[str, Any]:
         return self.manifest.meta
+
+    def location(self, path: str) -> str:
+        """The URI of a listed file (inside the manifest's commit folder)."""
+        return join(self.uri, self.manifest.folder, path)  # posixpath.join skips an empty folder
 
     def _load_manifest(self) -> Manifest:
         path = f"{self.root}/{MANIFEST}"
@@ -85,14 +91,14 @@ class StoredDirectory:
             if full:
                 self.read_bytes(entry.path)
                 continue
-            with storage_errors(join(self.uri, entry.path), "read the size of"):
+            with storage_errors(self.location(entry.path), "read the size of"):
                 try:
-                    size = self.fs.size(f"{self.root}/{entry.path}")
+                    size = self.fs.size(f"{self.files_root}/{entry.path}")
                 except FileNotFoundError:
-                    raise DataError(f"{join(self.uri, entry.path)}: listed in the manifest but missing") from None
+                    raise DataError(f"{self.location(entry.path)}: listed in the manifest but missing") from None
             if size != entry.bytes:
                 raise DataError(
-                    f"{join(self.uri, entry.path)}: {size} bytes, the manifest says {entry.bytes}; "
+                    f"{self.location(entry.path)}: {size} bytes, the manifest says {entry.bytes}; "
                     "the file was truncated or changed after it was written"
                 )
 
@@ -105,20 +111,20 @@ class StoredDirectory:
     def read_bytes(self, path: str) -> bytes:
         """The file's bytes, after checking their size and sha256 against the manifest."""
         entry = self.entry(path)
-        with storage_errors(join(self.uri, path), "read"):
+        with storage_errors(self.location(path), "read"):
             try:
-                data = self.fs.cat_file(f"{self.root}/{path}")
+                data = self.fs.cat_file(f"{self.files_root}/{path}")
             except FileNotFoundError:
-                raise DataError(f"{join(self.uri, path)}: listed in the manifest but missing") from None
+                raise DataError(f"{self.location(path)}: listed in the manifest but missing") from None
         if len(data) != entry.bytes:
             raise DataError(
-                f"{join(self.uri, path)}: {len(data)} bytes, the manifest says {entry.bytes}; "
+                f"{self.location(path)}: {len(data)} bytes, the manifest says {entry.bytes}; "
                 "the file was truncated or changed after it was written"
             )
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.sha256:
             raise DataError(
-                f"{join(self.uri, path)}: sha256 {digest[:12]}… does not match the manifest's "
+                f"{self.location(path)}: sha256 {digest[:12]}… does not match the manifest's "
                 f"{entry.sha256[:12]}…; the file is corrupt or changed after it was written"
             )
         return data
@@ -129,7 +135,7 @@ class StoredDirectory:
         try:
             return pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
         except (pa.ArrowException, OSError) as e:
-            raise DataError(f"{join(self.uri, path)}: not a readable Parquet file ({e})") from None
+            raise DataError(f"{self.location(path)}: not a readable Parquet file ({e})") from None
 
     def read_row_groups(self, path: str, groups: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
         """Some row groups (``columns``, or all) of a Parquet file by ranged reads (only their bytes travel).
@@ -137,10 +143,10 @@ class StoredDirectory:
         The whole-file sha256 cannot be checked on part of a file; the size is checked against the
         manifest and every page against the CRC written with it."""
         entry = self.entry(path)
-        full = join(self.uri, path)
+        full = self.location(path)
         with storage_errors(full, "open"):
             try:
-                f = self.fs.open(f"{self.root}/{path}", "rb", block_size=1 << 22)
+                f = self.fs.open(f"{self.files_root}/{path}", "rb", block_size=1 << 22)
             except FileNotFoundError:
                 raise DataError(f"{full}: listed in the manifest but missing") from None
         with f:
@@ -158,13 +164,13 @@ class StoredDirectory:
         try:
             return self.parquet(path).read(columns=list(columns) if columns is not None else None)
         except (pa.ArrowException, OSError) as e:
-            raise DataError(f"{join(self.uri, path)}: cannot read columns {columns}: {e}") from None
+            raise DataError(f"{self.location(path)}: cannot read columns {columns}: {e}") from None
 
     def read_json(self, path: str) -> Any:
         try:
             return json.load(io.BytesIO(self.read_bytes(path)))
         except ValueError as e:
-            raise DataError(f"{join(self.uri, path)}: not valid JSON ({e})") from None
+            raise DataError(f"{self.location(path)}: not valid JSON ({e})") from None
 
 
 class _StoreReads(io.RawIOBase):

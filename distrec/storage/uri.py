@@ -16,11 +16,11 @@ import posixpath
 from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 
 from distrec.storage.failures import storage_errors
 
-__all__ = ["filesystem", "join", "is_local", "absolute", "storage_options", "write_text", "read_text", "s3_attempts"]
+__all__ = ["filesystem", "join", "is_local", "absolute", "overlaps", "storage_options", "write_text", "read_text", "s3_attempts"]
 
 S3FS_ROUNDS = 2
 
@@ -72,6 +72,31 @@ def is_local(uri: str) -> bool:
 def absolute(uri: str) -> str:
     """A relative local path made absolute (Ray workers run in other directories); URIs unchanged."""
     return os.path.abspath(uri) if "://" not in uri else uri
+
+
+def _location(uri: str) -> tuple[str, str]:
+    """Where ``uri`` points, as (protocol, absolute normalised path): local paths resolved
+    (``file://``, ``~``, ``..``, symlinks), other URIs by their filesystem's own rules
+    (``s3a://b/x/`` and ``s3://b/x`` are one place)."""
+    if is_local(uri):
+        return "file", os.path.realpath(os.path.expanduser(uri.removeprefix("file://")))
+    protocol, rest = split_protocol(uri)
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except (ValueError, ImportError):  # an unknown scheme: whoever opens it reports that
+        return str(protocol), posixpath.normpath("/" + str(rest).strip("/"))
+    canonical = cls.protocol if isinstance(cls.protocol, str) else cls.protocol[0]
+    return canonical, posixpath.normpath("/" + cls._strip_protocol(uri).strip("/"))
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are the same place, or one lies inside the other."""
+    (protocol_a, path_a), (protocol_b, path_b) = _location(a), _location(b)
+    return protocol_a == protocol_b and (_within(path_a, path_b) or _within(path_b, path_a))
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def write_text(uri: str, text: str) -> None:

@@ -15,7 +15,7 @@ from distrec.compress.fit import compressed_uri, fit_worker
 from distrec.config import from_dict
 from distrec.train.session import LocalSession
 from tests.compress.conftest import write_run
-from tests.helpers import run_ranks
+from tests.helpers import run_ranks, stored_file
 
 
 def _fit(cfg: CompressConfig, checkpoints: str) -> dict:
@@ -50,4 +50,4 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_dataset, tmp_path):
     a, b = read_codes(compressed_uri(full, "user", 8)), read_codes(compressed_uri(resumed, "user", 8))
     assert np.array_equal(a.codes, b.codes)
     for name in ("encoder.safetensors", "decoder.safetensors"):
-        assert (Path(full.output_dir) / "compressed/user-8x" / name).read_bytes() == (Path(resumed.output_dir) / "compressed/user-8x" / name).read_bytes()
+        assert Path(stored_file(compressed_uri(full, "user", 8), name)).read_bytes() == Path(stored_file(compressed_uri(resumed, "user", 8), name)).read_bytes()

@@ -16,7 +16,7 @@ from distrec.compress.config import HoldoutConfig
 from distrec.storage import StoredDirectory, join, read_text
 from distrec.storage.embeddings import EmbeddingShards, read_embeddings
 from tests.compress.conftest import write_run
-from tests.helpers import check_report
+from tests.helpers import check_report, stored_file
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "jobs"))
@@ -37,7 +37,7 @@ def _args(run: str, out: str, tmp_path, *extra: str) -> list[str]:
 def test_corrupted_shard_stops_the_job_before_training(tiny_dataset, tmp_path, capsys):
     run = str(tmp_path / "run")
     write_run(run, tiny_dataset)
-    shard = tmp_path / "run" / "embeddings" / "item" / "part-00001.parquet"
+    shard = Path(stored_file(str(tmp_path / "run" / "embeddings" / "item"), "part-00001.parquet"))
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size: only the sha256 can tell
     shard.write_bytes(bytes(data))

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from distrec.storage import DataError
 from distrec.storage.embeddings import ROW_GROUP_ROWS, EmbeddingShards, EmbeddingTable, write_embeddings
+from tests.helpers import stored_file
 
 
 def _table(rows: int) -> EmbeddingTable:
@@ -37,7 +40,7 @@ def test_a_worker_without_row_groups_gets_an_empty_slice_and_a_truncated_part_is
     write_embeddings(str(tmp_path / "t"), _table(10))
     empty = EmbeddingShards(str(tmp_path / "t")).read(rank=1, world=2)
     assert empty.vector.shape == (0, 4)
-    part = tmp_path / "t" / "part-00000.parquet"
+    part = Path(stored_file(str(tmp_path / "t"), "part-00000.parquet"))
     part.write_bytes(part.read_bytes()[:-10])
     with pytest.raises(DataError, match="part-00000.parquet"):
         EmbeddingShards(str(tmp_path / "t"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
+from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory
 from distrec.storage.commit import LOCK
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_embeddings
 from tests.faults import REPO, python_env, sigkill_after_writes
@@ -28,16 +28,16 @@ def _files(uri: str) -> dict[str, str]:
 def test_prepare_killed_between_shards_is_refused_then_rerun_completes(tmp_path):
     uri = str(tmp_path / "data")
     sigkill_after_writes("tests.helpers:tiny_synthetic", uri, writes=2)  # 2 of 4 shards written
-    fs, root = filesystem(uri)
-    assert fs.exists(f"{root}/part-00000.parquet") and fs.exists(f"{root}/{LOCK}")
-    assert not fs.exists(f"{root}/{MANIFEST}")
+    (killed,) = (tmp_path / "data").glob("commit-*/part-00000.parquet")  # the dead writer's commit folder
+    assert (tmp_path / "data" / LOCK).exists() and not (tmp_path / "data" / MANIFEST).exists()
     with pytest.raises(DataError, match=NOT_COMMITTED):
         InteractionDataset(uri)
     tiny_synthetic(uri)  # the re-run takes over the dead writer's lock
     fresh = str(tmp_path / "fresh")
     tiny_synthetic(fresh)
     assert _files(uri) == _files(fresh)
-    assert not fs.exists(f"{root}/{LOCK}")
+    assert not (tmp_path / "data" / LOCK).exists()
+    assert not killed.parent.exists()  # the commit removed the dead writer's folder
 
 
 def _export(uri: str) -> None:
@@ -53,7 +53,9 @@ def test_embedding_export_killed_between_shards_is_refused_then_rerun_completes(
         read_embeddings(uri)
     _export(uri)
     assert read_embeddings(uri).vector.shape == (100, 4)
-    assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [MANIFEST] + [f"part-{k:05d}.parquet" for k in range(4)]
+    folder = StoredDirectory(uri).manifest.folder
+    on_disk = sorted(str(p.relative_to(tmp_path / "emb")) for p in (tmp_path / "emb").rglob("*") if p.is_file())
+    assert on_disk == [MANIFEST] + [f"{folder}/part-{k:05d}.parquet" for k in range(4)]  # the killed run's files are gone
 
 
 def test_second_prepare_on_the_same_uri_refuses_while_the_first_writes(tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
+from tests.helpers import stored_file
 
 
 def write_dir(uri: str, n_parts: int = 3, meta: dict | None = None):
@@ -17,15 +19,6 @@ def write_dir(uri: str, n_parts: int = 3, meta: dict | None = None):
             w.write_table(f"part-{i:05d}.parquet", pa.table({"x": list(range(i * 10, i * 10 + 10))}))
         w.write_table("ids/user.parquet", pa.table({"raw": [1, 2]}))
         return w.commit(meta or {"n": n_parts})
-
-
-@pytest.fixture(params=["local", "memory", "s3"])
-def uri(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "d")
-    if request.param == "memory":
-        return f"memory://distrec-{tmp_path.name}"
-    return request.getfixturevalue("s3_uri")
 
 
 def test_round_trip(uri):
@@ -42,8 +35,7 @@ def test_round_trip(uri):
 
 def test_corrupted_shard_is_detected(uri):
     write_dir(uri)
-    fs, root = filesystem(uri)
-    path = f"{root}/part-00001.parquet"
+    fs, path = filesystem(stored_file(uri, "part-00001.parquet"))
     data = bytearray(fs.cat_file(path))
     data[len(data) // 2] ^= 0xFF  # same size, different bytes
     fs.pipe_file(path, bytes(data))
@@ -57,10 +49,11 @@ def test_corrupted_shard_is_detected(uri):
 def test_truncated_and_missing_shards(tmp_path):
     uri = str(tmp_path / "d")
     write_dir(uri)
-    (tmp_path / "d" / "part-00000.parquet").write_bytes(b"PAR1")
+    shard = Path(stored_file(uri, "part-00000.parquet"))
+    shard.write_bytes(b"PAR1")
     with pytest.raises(DataError, match="part-00000.parquet: 4 bytes, the manifest says"):
         StoredDirectory(uri)
-    (tmp_path / "d" / "part-00000.parquet").unlink()
+    shard.unlink()
     with pytest.raises(DataError, match="part-00000.parquet: listed in the manifest but missing"):
         StoredDirectory(uri)
 
@@ -92,7 +85,8 @@ def test_rewrite_replaces_old_version_and_drops_stale_files(tmp_path):
     write_dir(uri, n_parts=1, meta={"n": 1})
     d = StoredDirectory(uri, verify="sha256")
     assert d.meta == {"n": 1}
-    assert sorted(p.name for p in (tmp_path / "d").glob("part-*")) == ["part-00000.parquet"]
+    on_disk = {str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("*") if p.is_file()}
+    assert on_disk == {MANIFEST} | {f"{d.manifest.folder}/{f}" for f in ("part-00000.parquet", "ids/user.parquet")}
 
 
 def test_second_writer_refuses_while_first_holds_lock(tmp_path):
@@ -164,7 +158,7 @@ def test_a_planted_pickle_is_never_unpickled(tmp_path):
     marker = tmp_path / "payload-ran"
     evil = pickle.dumps(_Payload(str(marker)))
     (tmp_path / "d" / "extra.pkl").write_bytes(evil)  # not listed: never read
-    (tmp_path / "d" / "part-00000.parquet").write_bytes(evil)  # listed, with a manifest that agrees
+    Path(stored_file(uri, "part-00000.parquet")).write_bytes(evil)  # listed, with a manifest that agrees
     path = tmp_path / "d" / MANIFEST
     raw = json.loads(path.read_text())
     entry = next(f for f in raw["files"] if f["path"] == "part-00000.parquet")

@@ -23,7 +23,7 @@ from distrec.storage import MANIFEST, DataError
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.launch import check_config
 from distrec.train.sharding import shard_model
-from tests.helpers import run_ranks, tiny_synthetic
+from tests.helpers import run_ranks, stored_file, tiny_synthetic
 
 SHARD = "part-00001.parquet"
 
@@ -52,7 +52,7 @@ def _refused(data: Path, **overrides) -> str:
 
 def test_missing_truncated_and_foreign_schema_are_refused_before_any_worker(data):
     check_config(_config(data))  # the untouched dataset passes
-    shard = data / SHARD
+    shard = Path(stored_file(str(data), SHARD))
     good = shard.read_bytes()
     shard.write_bytes(good[: len(good) // 2])  # truncated
     assert re.search(rf"^data.path: .*{SHARD}: \d+ bytes, the manifest says {len(good)}", _refused(data))
@@ -64,7 +64,7 @@ def test_missing_truncated_and_foreign_schema_are_refused_before_any_worker(data
 
 
 def test_changed_bytes_are_caught_by_sha256_on_the_driver_or_page_crcs_on_the_worker(data):
-    shard = data / SHARD
+    shard = Path(stored_file(str(data), SHARD))
     raw = bytearray(shard.read_bytes())
     user = pq.ParquetFile(shard).metadata.row_group(0).column(0)
     raw[(user.dictionary_page_offset or user.data_page_offset) + user.total_compressed_size - 5] ^= 0xFF  # same size
@@ -77,7 +77,7 @@ def test_changed_bytes_are_caught_by_sha256_on_the_driver_or_page_crcs_on_the_wo
 
 def test_a_truncated_parquet_whose_manifest_agrees_is_refused(data):
     """A writer that recorded a broken file: size and sha256 match, the Parquet does not parse."""
-    shard = data / SHARD
+    shard = Path(stored_file(str(data), SHARD))
     cut = shard.read_bytes()[:-100]
     shard.write_bytes(cut)
 
