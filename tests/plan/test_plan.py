@@ -130,6 +130,8 @@ def test_job_prints_and_writes_the_plan_and_refuses_with_exit_2(tmp_path, capsys
     assert code == 2 and "do not fit" in err and "--nodes" in err and not refused.exists()
     assert plan_job(["--config", "configs/mf/netflix.yaml", "--users", "10"]) == 2
     assert "give both --users and --items" in capsys.readouterr().err
+    assert plan_job(["--config", "configs/glocal_k/ml-100k.yaml", "--users", "10", "--items", "10"]) == 2  # no embedding tables
+    assert "plans models whose tables depend only on the users and items" in capsys.readouterr().err
 
 
 def test_shape_comes_from_the_dataset_manifest(tmp_path, capsys):
