@@ -47,6 +47,13 @@ train: setup ## make train CONFIG=configs/mf/ml-100k.yaml [ARGS="train.epochs=5 
 fit: setup ## make fit CONFIG=configs/infae/ml-1m.yaml [ARGS=...]: a closed form (EASE, ∞-AE), λ on validation, test
 	$(PY) jobs/fit.py --config $(CONFIG) $(ARGS)
 
+.PHONY: plan gpu-check
+plan: setup ## make plan CONFIG=configs/mf/netflix.yaml ARGS="--nodes 8 --gpus-per-node 8 --users 1000000000 --items 100000000": TorchRec's plan for a GPU cluster, on any machine
+	$(PY) jobs/plan.py --config $(CONFIG) $(ARGS)
+
+gpu-check: ## on a machine with NVIDIA GPUs: .venv-gpu from requirements/gpu.txt, versions, pytest -m gpu, the demo on CPU vs 1 and 2 GPUs
+	bash cluster/gpu-check.sh
+
 .PHONY: distill
 distill: setup ## make distill [CONFIG=configs/distill/ml-1m.yaml] [ARGS=...]: Distill-CF synthetic users, ∞-AE on them
 	$(PY) jobs/distill.py --config $(or $(CONFIG),configs/distill/ml-1m.yaml) $(ARGS)

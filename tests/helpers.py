@@ -28,7 +28,7 @@ def free_port() -> int:
 _PRELOAD = ["torch", "torchrec", "distrec.train.loop"]
 
 
-def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue, environ: dict[str, str]) -> None:
+def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue, environ: dict[str, str], backend: str) -> None:
     os.environ.clear()  # the caller's environment now, not the fork server's from when it started
     os.environ.update(environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DISTREC_QUIET="1")
     from distrec.logs import quiet_library_logs
@@ -37,7 +37,9 @@ def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queu
     import torch
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    if "nccl" in backend:  # one GPU per rank (tests/gpu)
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         queue.put((rank, "ok", fn(*args)))
     except BaseException:
@@ -47,14 +49,15 @@ def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queu
         dist.destroy_process_group()
 
 
-def run_ranks(fn: Callable, world: int, *args: Any) -> list[Any]:
-    """``fn(*args)`` on ``world`` gloo ranks; returns each rank's result (rank order)."""
+def run_ranks(fn: Callable, world: int, *args: Any, backend: str = "gloo") -> list[Any]:
+    """``fn(*args)`` on ``world`` gloo ranks (``backend="cpu:gloo,cuda:nccl"``: rank r on GPU r);
+    returns each rank's result (rank order)."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     queue = ctx.SimpleQueue()
     port = free_port()
     environ = dict(os.environ)
-    procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue, environ)) for r in range(world)]
+    procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue, environ, backend)) for r in range(world)]
     for p in procs:
         p.start()
     results: dict[int, Any] = {}

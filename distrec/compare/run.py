@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from distrec.config import to_yaml
+from distrec.device import resolve_device
 from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import evaluate_ranking
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _closed_form(entry: CompareModel, cfg: CompareConfig, holdout: Holdout) -> dict[str, Any]:
-    model = build_closed_form(entry, holdout.train)  # type: ignore[arg-type]
+    model = build_closed_form(entry, holdout.train, device=resolve_device(entry.device))  # type: ignore[arg-type, union-attr]
     metrics, _ = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
     return metrics
 

@@ -122,10 +122,11 @@ def compress(embeddings: np.ndarray, encoder: Compressor) -> np.ndarray:
     if embeddings.ndim != 2 or embeddings.shape[1] != encoder.dim:
         raise ValueError(f"expected embeddings of shape [N, {encoder.dim}], got {list(embeddings.shape)}")
     encoder.eval()
+    device = encoder.mean.device  # the compressor's device: batches go there, codes come back
     out = []
     with torch.no_grad():
         for start in range(0, len(embeddings), BATCH):
-            x = torch.from_numpy(np.ascontiguousarray(embeddings[start : start + BATCH], dtype=np.float32))
+            x = torch.from_numpy(np.ascontiguousarray(embeddings[start : start + BATCH], dtype=np.float32)).to(device)
             code, _ = encoder.encode(x)
             out.append(code_to_storage(code, encoder.cfg.code_dtype))
     empty = np.zeros((0, encoder.code_size), np.int8 if encoder.cfg.code_dtype == "int8" else np.float16)
@@ -142,5 +143,5 @@ def decompress(codes: np.ndarray, decoder: Compressor) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(codes), BATCH):
-            out.append(decoder.decode(code_from_storage(codes[start : start + BATCH])).numpy())
+            out.append(decoder.decode(code_from_storage(codes[start : start + BATCH]).to(decoder.mean.device)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, decoder.dim), np.float32)

@@ -75,5 +75,7 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if not self.ratios or any(r < 1 for r in self.ratios):
             raise ValueError("ratios must be a non-empty list of positive integers")
+        if self.model.device == "cuda" and not self.ray.use_gpu:
+            raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")
         if self.holdout.table is not None and self.holdout.table not in self.source.tables:
             raise ValueError(f"holdout.table={self.holdout.table!r} is not one of source.tables {self.source.tables}")

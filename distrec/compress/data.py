@@ -51,22 +51,23 @@ def feature_stats(vectors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def vector_batches(
-    vectors: np.ndarray, *, batch_size: int, steps: int, rng: np.random.Generator
+    vectors: np.ndarray, *, batch_size: int, steps: int, rng: np.random.Generator, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` shuffled batches (rows [B, d], weight [B]) of exactly ``batch_size`` rows.
+    """``steps`` shuffled batches (rows [B, d], weight [B]) of exactly ``batch_size`` rows, on
+    ``device`` (the worker's rows go there once; each batch sends only its row indices).
 
     A worker whose rows run out fills its last batches with repeats of its own rows at weight 0
     (so batch-norm statistics stay those of real rows), or with zeros if it has no rows."""
     n, d = vectors.shape
     order = rng.permutation(n)
-    x = torch.from_numpy(vectors)
+    x = torch.from_numpy(vectors).to(device)
     for step in range(steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         real = len(idx)
-        weight = torch.zeros(batch_size)
+        weight = torch.zeros(batch_size, device=device)
         weight[:real] = 1.0
         if n == 0:
-            yield torch.zeros(batch_size, d), weight
+            yield torch.zeros(batch_size, d, device=device), weight
             continue
         fill = rng.integers(0, n, batch_size - real)
-        yield x[torch.from_numpy(np.concatenate([idx, fill]))], weight
+        yield x[torch.from_numpy(np.concatenate([idx, fill])).to(device)], weight

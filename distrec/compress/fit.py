@@ -5,7 +5,9 @@
     ``fit.checkpoint_every``) → encode this worker's rows → write its code shard → rank 0 commits
     codes + encoder/decoder weights + manifest
 
-Plain torch DDP over the process group Ray Train set up (gloo on CPU). Each worker's loss is
+Plain torch DDP over the process group Ray Train set up (gloo on CPU; NCCL for GPU tensors),
+on ``model.device`` (auto: the worker's GPU when Ray gave it one), resolved once per worker; a
+step's loss is summed on the device and read once an epoch. Each worker's loss is
 normalised by the number of real rows in the global batch, so DDP's gradient averaging gives
 exactly the gradient of the global batch mean whatever the slices' sizes. It runs inside Ray
 Train workers and, for tests, in plain gloo processes; it only talks to a ``Session``.
@@ -30,6 +32,7 @@ from distrec.compress.codes import CODES, DECODER, ENCODER, SCHEMA_VERSION, code
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import feature_stats, holdout_mask, read_slice, vector_batches
 from distrec.config import to_dict
+from distrec.device import resolve_device
 from distrec.models.compressor import Compressor, code_size
 from distrec.progress import progress as progress_bar  # `progress` here is the run's saved state
 from distrec.resources import Stopwatch
@@ -68,6 +71,7 @@ def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
 
 def _fit(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
+    device = resolve_device(cfg.model.device, allow_gpu=cfg.ray.use_gpu)
     progress: dict[str, Any] = {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0}
     resumed: dict[str, Any] | None = None
     with session.latest_checkpoint() as ckpt:
@@ -88,13 +92,14 @@ def _fit(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, A
             torch.manual_seed(cfg.fit.seed)  # the same initial weights on every worker
             model = Compressor(cfg.model, dim=rows.vector.shape[1], code_size=code_size(rows.vector.shape[1], ratio, cfg.model.code_dtype))
             model.set_standardisation(mean, scale)
+            model.to(device)  # initialised on the CPU from the seed: the same weights on any device
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.fit.lr, weight_decay=cfg.fit.weight_decay)
             start = 0
             if resumed is not None and progress["current"] == key:
                 model.load_state_dict(resumed["model"])
                 opt.load_state_dict(resumed["optim"])
                 start = progress["epoch"]
-            ddp = DistributedDataParallel(model)
+            ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
             history = progress["history"].setdefault(key, [])
             with progress_bar(total=cfg.fit.epochs - start, desc=key, unit="epochs", enabled=rank == 0) as bar:
                 for epoch in range(start, cfg.fit.epochs):
@@ -129,9 +134,11 @@ def _train_epoch(ddp, model: Compressor, opt, train: np.ndarray, cfg: CompressCo
     torch.manual_seed(zlib.crc32(f"{cfg.fit.seed}/{key}/{epoch}/{rank}".encode()))
     var_mean = float(model.scale.square().mean())
     groups = model.gate.score.out_features
-    total = torch.zeros(2, dtype=torch.float64)  # loss sum, rows
+    device = model.mean.device
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows: read once, after the epoch
     clock = Stopwatch()
-    for x, weight in vector_batches(train, batch_size=cfg.fit.batch_size, steps=agreed_steps(len(train), cfg.fit.batch_size), rng=rng):
+    batches = vector_batches(train, batch_size=cfg.fit.batch_size, steps=agreed_steps(len(train), cfg.fit.batch_size), rng=rng, device=device)
+    for x, weight in batches:
         rows = weight.sum().reshape(1)
         dist.all_reduce(rows)  # real rows in the global batch
         x_hat, l0 = ddp(x)
@@ -140,7 +147,7 @@ def _train_epoch(ddp, model: Compressor, opt, train: np.ndarray, cfg: CompressCo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += torch.tensor([float((weight * row_loss).detach().sum()), float(weight.sum())], dtype=torch.float64)
+        total += torch.stack([(weight * row_loss).detach().sum(), weight.sum()]).double()
     dist.all_reduce(total)
     return {"loss": float(total[0] / total[1].clamp_min(1.0)), "lr": lr, "epoch_s": clock.seconds()}
 
@@ -227,6 +234,6 @@ def _load_checkpoint(directory: str) -> tuple[dict[str, Any], dict[str, Any] | N
             raise DataError(f"{directory}: checkpoint is missing {name}")
     state = {
         "model": safetensors.torch.load_file(os.path.join(directory, MODEL)),
-        "optim": torch.load(os.path.join(directory, OPTIM), weights_only=True),
+        "optim": torch.load(os.path.join(directory, OPTIM), weights_only=True, map_location="cpu"),  # moved to the params by load_state_dict
     }
     return progress, state

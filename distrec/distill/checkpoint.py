@@ -54,6 +54,6 @@ def load_distill_state(directory: str, *, logits: torch.Tensor, optimizer: torch
                         "a different budget or dataset: point output_dir elsewhere or delete its checkpoints/")
     with torch.no_grad():
         logits.copy_(state["logits"])
-    optimizer.load_state_dict(state["optim"])
+    optimizer.load_state_dict(state["optim"])  # moves the moments to the logits' device
     with open(os.path.join(directory, PROGRESS)) as f:
-        return json.load(f), state["best_x"]
+        return json.load(f), state["best_x"].to(logits.device)

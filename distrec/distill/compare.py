@@ -29,6 +29,7 @@ import torch
 
 from distrec.compare.table import header, scale
 from distrec.config import to_yaml
+from distrec.device import resolve_device
 from distrec.distill.config import DistillConfig
 from distrec.distill.launch import run_distill
 from distrec.distill.output import read_synthetic
@@ -60,16 +61,17 @@ def _rows(sampler: str, budget: int, holdout: Holdout, *, distilled_uri: str, se
     return holdout.train.dense(np.sort(users))
 
 
-def _models(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout) -> dict[str, ClosedForm]:
-    """∞-AE and EASE on rows ``x``, or on every training user when ``x`` is None."""
+def _models(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: torch.device) -> dict[str, ClosedForm]:
+    """∞-AE and EASE on rows ``x``, or on every training user when ``x`` is None, on ``device``."""
     if x is None:
-        return {"infae": InfiniteAE(cfg.model, holdout.train), "ease": EASE(cfg.compare.ease, holdout.train)}
+        return {"infae": InfiniteAE(cfg.model, holdout.train, device=device), "ease": EASE(cfg.compare.ease, holdout.train, device=device)}
+    x = x.to(device)
     return {"infae": InfiniteAE.on_support(cfg.model, x), "ease": EASE.on_rows(cfg.compare.ease, x)}
 
 
-def _fit(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, **row: Any) -> list[dict[str, Any]]:
+def _fit(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: torch.device, **row: Any) -> list[dict[str, Any]]:
     out = []
-    for name, model in _models(cfg, x, holdout).items():
+    for name, model in _models(cfg, x, holdout, device).items():
         clock = Stopwatch()
         metrics, _ = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
         prefix = f"test_{cfg.eval.label}"
@@ -84,14 +86,15 @@ def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
     dataset = cfg.data.open()
     holdout = sampled_holdout(cfg, Holdout.read(dataset, dataset.resolve_split(cfg.data.split)))
-    rows = _fit(cfg, None, holdout, budget=holdout.train.num_users, sampler="full")  # first: the reference of every budget
+    device = resolve_device(cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu)  # the distillation's device serves both
+    rows = _fit(cfg, None, holdout, device, budget=holdout.train.num_users, sampler="full")  # first: the reference of every budget
     for budget in cfg.compare.budgets:
         run = replace(cfg, budget=budget, output_dir=join(cfg.output_dir, f"budget-{budget}"))
         distilled = run_distill(run)
         for sampler in SAMPLERS:
             x = _rows(sampler, budget, holdout, distilled_uri=join(run.output_dir, SYNTHETIC_DIR), seed=cfg.seed)
             extra = {"distill_s": distilled["wall_s"], "best_step": distilled["best_step"]} if sampler == "distilled" else {}
-            rows += _fit(cfg, x, holdout, budget=budget, sampler=sampler, **extra)
+            rows += _fit(cfg, x, holdout, device, budget=budget, sampler=sampler, **extra)
         write_text(join(cfg.output_dir, "compare.json"), json.dumps(rows, indent=1))  # so far: readable while it runs
     metrics: dict[str, Any] = {"dataset": cfg.data.path, "budgets": cfg.compare.budgets, "steps": cfg.steps}
     for r in rows:

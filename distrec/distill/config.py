@@ -85,3 +85,5 @@ class DistillConfig:
                 raise ValueError(f"{key} must be positive (or null for every user)")
         if not 0 <= self.min_weight < 1:
             raise ValueError("min_weight must be in [0, 1)")
+        if self.ray is not None and self.model.device == "cuda" and not self.ray.use_gpu:
+            raise ValueError("model.device=cuda on Ray workers needs ray.use_gpu=true (a worker without a GPU sees none)")

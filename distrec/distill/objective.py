@@ -34,10 +34,11 @@ def kernel_predictions(support: torch.Tensor, targets: torch.Tensor, *, model: I
 
 def distill_loss(
     support: torch.Tensor, targets: torch.Tensor, *, model: InfAEConfig, lam: float, real_cardinality: float, cardinality_reg: float
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss and its parts (``ce``, ``cardinality``: mean synthetic row mass over
-    ``real_cardinality``, the mean real user's interactions)."""
+    ``real_cardinality``, the mean real user's interactions), detached scalars left on the
+    device: reading them is a sync the caller makes once per many steps."""
     scores = kernel_predictions(support, targets, model=model, lam=lam)  # [B, I]
     ce = -(torch.log_softmax(scores, dim=-1) * targets).sum(-1).mean()
     cardinality = support.sum(-1).mean() / real_cardinality
-    return ce + cardinality_reg * cardinality, {"ce": ce.item(), "cardinality": cardinality.item()}
+    return ce + cardinality_reg * cardinality, {"ce": ce.detach(), "cardinality": cardinality.detach()}

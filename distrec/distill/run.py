@@ -20,6 +20,11 @@ Approach", NeurIPS 2022), in torch; the paper's code (JAX) is ``distill.py`` of 
 Every worker holds the same logits (same initial users, the same Gumbel seed per step, averaged
 gradients), so only the target batches differ between workers; the ranking evaluation splits
 its users between them (``evaluate_ranking`` is collective).
+
+Device: ``model.device`` (auto: the GPU where torch sees one), resolved once; the logits, the
+Gumbel noise and its generator, the target batches and the kernel solve are all on it, and a
+step's loss stays there until the next validation or checkpoint reads every pending step's
+losses in one copy (no per-step sync).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import torch.distributed as dist
 
 from distrec.cli import UserError
 from distrec.config import to_yaml
+from distrec.device import resolve_device
 from distrec.distill.checkpoint import load_distill_state, save_distill_state
 from distrec.distill.config import DistillConfig
 from distrec.distill.gumbel import multi_gumbel
@@ -68,6 +74,15 @@ def _sample(cfg: DistillConfig, logits: torch.Tensor, seed: int) -> torch.Tensor
     return multi_gumbel(logits, seed=seed, draws=cfg.samples_per_user, tau=cfg.tau)
 
 
+def _settle(pending: list[tuple[dict[str, Any], torch.Tensor]]) -> None:
+    """Fill in the losses of the steps whose records still wait for them: one device → host copy."""
+    if pending:
+        values = torch.stack([v for _, v in pending]).tolist()
+        for (record, _), (loss, ce, cardinality) in zip(pending, values):
+            record.update(loss=loss, ce=ce, cardinality=cardinality)
+        pending.clear()
+
+
 def sampled_holdout(cfg: DistillConfig, holdout: Holdout) -> Holdout:
     """``holdout`` with its validation part cut to a seeded sample of ``val_users`` users and its
     test part to ``test_users`` (None: whole): the evaluations then score only them, bounded on
@@ -86,6 +101,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
     """The whole run on this worker; returns the metrics (rank 0 also writes them). ``session``:
     where checkpoints go and the one to resume from is found (None: ``<output_dir>/checkpoints``)."""
     wall = clock = Stopwatch()  # clock: distillation time since the last checkpoint
+    device = resolve_device(cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu)
     dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     holdout = Holdout.read(dataset, split)
@@ -95,7 +111,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         raise UserError(f"budget {cfg.budget} exceeds the {len(targets.active)} users with a training item; lower budget")
     real_cardinality = holdout.train.nnz / len(targets.active)
     initial = np.sort(np.random.default_rng(cfg.seed).choice(targets.active, size=cfg.budget, replace=False))
-    logits = holdout.train.dense(initial).requires_grad_()  # [n, I]: the paper starts from real users' 0/1 rows
+    logits = holdout.train.dense(initial, device=device).requires_grad_()  # [n, I]: the paper starts from real users' 0/1 rows
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
     key = f"val_{cfg.eval.label}{cfg.select}"
     session = session or LocalSession(join(cfg.output_dir, CHECKPOINT_DIR), keep=2)
@@ -113,11 +129,12 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         log.info("step 0 (the initial real users): %s = %.4f at λ=%g", key, best[key], best["lambda"])
     resumed_from = state["step"]
     first = resumed_from + 1 if not state["stopped"] else cfg.steps + 1
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []  # this step's record, its losses still on the device
     with progress(total=cfg.steps, desc="distill", unit="step", enabled=rank == 0) as bar:
         bar.update(resumed_from)
         for step in range(first, cfg.steps + 1):
             x = _sample(cfg, logits, cfg.seed * 1_000_003 + step)  # X̃ [n, I]
-            loss, parts = distill_loss(x, targets.batch(step), model=cfg.model, lam=state["lambda"],
+            loss, parts = distill_loss(x, targets.batch(step, device=device), model=cfg.model, lam=state["lambda"],
                                        real_cardinality=real_cardinality, cardinality_reg=cfg.cardinality_reg)
             optimizer.zero_grad()
             loss.backward()
@@ -126,8 +143,10 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
                 logits.grad /= world
             optimizer.step()
             bar.update(1)
-            record: dict[str, Any] = {"step": step, "loss": loss.item(), **parts}
+            record: dict[str, Any] = {"step": step}
+            pending.append((record, torch.stack([loss.detach(), parts["ce"], parts["cardinality"]])))
             if step % cfg.validate_every == 0 or step == cfg.steps:
+                _settle(pending)
                 with torch.no_grad():
                     x = _sample(cfg, logits.detach(), cfg.seed * 1_000_003 + step + VALIDATION_SEED)
                 val = _validate(cfg, x, validation)
@@ -143,11 +162,13 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
             state["curve"].append(record)
             state["step"] = step
             if step % cfg.checkpoint_every == 0 or state["stopped"]:
+                _settle(pending)
                 state["distill_s"] += clock.seconds()
                 clock = Stopwatch()
                 save_distill_state(session, rank=rank, logits=logits, best_x=best_x, optimizer=optimizer, progress=state)
             if state["stopped"]:
                 break
+    _settle(pending)
     distill_s = state["distill_s"] + clock.seconds()
 
     final = InfiniteAE.on_support(cfg.model, best_x)
@@ -157,6 +178,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         "split": split,
         "budget": cfg.budget,
         "num_workers": world,
+        "device": str(device),
         "steps": state["step"],
         "best_step": state["best_step"],
         "resumed_from_step": resumed_from,

@@ -31,6 +31,6 @@ class TargetBatches:
         rng = np.random.default_rng([self.seed, step, self.rank])
         return np.sort(rng.choice(self.active, size=self.batch_users, replace=False))
 
-    def batch(self, step: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """X_t [B, I], 0/1."""
-        return self.train.dense(self.users(step), dtype=dtype)
+    def batch(self, step: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+        """X_t [B, I], 0/1, built on ``device`` (only the batch's indices come from the host)."""
+        return self.train.dense(self.users(step), dtype=dtype, device=device)

@@ -13,14 +13,15 @@ __all__ = ["RatingAccumulator", "item_bias_baseline"]
 
 
 class RatingAccumulator:
-    """Sums of squared and absolute errors and the count; ``result`` all-reduces them."""
+    """Sums of squared and absolute errors and the count; ``result`` all-reduces them. ``device``:
+    where the sums live (the predictions' device: no copy per batch; every worker the same)."""
 
-    def __init__(self) -> None:
-        self.sums = torch.zeros(3, dtype=torch.float64)  # squared error, absolute error, count
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # squared error, absolute error, count
 
     def add(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> None:
         err = (pred.detach().double() - target.double()) * weight.double()
-        self.sums += torch.stack([err.square().sum(), err.abs().sum(), weight.double().sum()])
+        self.sums += torch.stack([err.square().sum(), err.abs().sum(), weight.double().sum()]).to(self.sums.device)
 
     def result(self, prefix: str) -> dict[str, float]:
         sums = self.sums.clone()

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from distrec.config import to_yaml
+from distrec.device import resolve_device
 from distrec.eval.holdout import Holdout
 from distrec.fit.config import FitConfig
 from distrec.fit.report import write_fit_report
@@ -34,9 +35,10 @@ def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
     log.info("%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
              cfg.data.path, split, dataset.num_users, dataset.num_items, holdout.train.nnz, holdout.val.nnz, holdout.test.nnz)
     build = Stopwatch()
-    model = build_closed_form(cfg.model, holdout.train)
+    device = resolve_device(cfg.model.device)
+    model = build_closed_form(cfg.model, holdout.train, device=device)
     build_s = build.seconds()
-    log.info("%s built in %.1f s: %s", cfg.model.name, build_s, model.describe())
+    log.info("%s built on %s in %.1f s: %s", cfg.model.name, device, build_s, model.describe())
     metrics, trials = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
     metrics = {
         "model": cfg.model.name,
@@ -44,6 +46,7 @@ def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
         "split": split,
         "select": f"val_{cfg.eval.label}{cfg.select}",
         **model.describe(),
+        "device": str(device),
         **metrics,
         "build_s": build_s,
         "wall_s": clock.seconds(),

@@ -33,6 +33,7 @@ def _evaluate(model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg:
         cfg=cfg,
         prefix=part,
         propensity=propensity,
+        device=model.device,  # the metrics are computed where the scores are
     )
 
 

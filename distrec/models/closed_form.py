@@ -17,6 +17,10 @@ Memory (``dtype`` bytes s; see the README's memory plan): EASE peaks at 3·s·I�
 matrix, its factor and P); ∞-AE at s·(2n² + 2n·I) (K, its factor, X_s, α). When the
 support does not fit ``memory_gb``, ∞-AE samples the largest support that does (uniformly over
 users with a training interaction, seeded), as the paper did with 5% of Netflix's users.
+
+Device (``model.device``, see distrec/device.py): the Gram matrix, the kernel, the solves and
+the scores live on the device the job resolved and passes in, and the default budget is 60 % of
+that device's free memory. Only users' index arrays cross from the host, once per block.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ import torch
 
 from distrec.cli import UserError
 from distrec.data.user_items import UserItems
+from distrec.device import Device, device_memory_bytes
 from distrec.eval.ranking import Scorer
 from distrec.models.ntk import ntk
-from distrec.resources import available_memory_bytes
 
 __all__ = [
     "EASEConfig",
@@ -49,6 +53,7 @@ __all__ = [
     "ease_bytes",
     "infae_bytes",
     "max_support",
+    "gram_block",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,8 @@ class EASEConfig:
     name: Literal["ease"] = "ease"
     lambdas: list[float] = field(default_factory=lambda: [100.0, 200.0, 300.0, 500.0, 800.0, 1200.0])
     dtype: Literal["float32", "float64"] = "float64"  # of the Gram matrix and its Cholesky solve
-    memory_gb: float | None = None  # budget for the solve; None = 60% of this machine's memory
+    memory_gb: float | None = None  # budget for the solve; None = 60% of the device's free memory
+    device: Device = "auto"  # auto: the GPU where torch sees one, else the CPU
 
     def __post_init__(self) -> None:
         _check_lambdas(self.lambdas)
@@ -77,8 +83,9 @@ class InfAEConfig:
     lambdas: list[float] = field(default_factory=lambda: [0.0, 1.0, 5.0, 20.0, 50.0, 100.0])  # the paper's grid
     dtype: Literal["float32", "float64"] = "float32"
     support_users: int | None = None  # users in the kernel's support (a uniform sample); None = all
-    memory_gb: float | None = None  # budget for K, its factor, X_s and α; None = 60% of this machine's memory
+    memory_gb: float | None = None  # budget for K, its factor, X_s and α; None = 60% of the device's free memory
     seed: int = 0  # of the support sample
+    device: Device = "auto"  # auto: the GPU where torch sees one, else the CPU (Distill-CF: where it runs)
 
     def __post_init__(self) -> None:
         _check_lambdas(self.lambdas)
@@ -91,6 +98,7 @@ class InfAEConfig:
 @dataclass
 class PopRecConfig:
     name: Literal["poprec"] = "poprec"
+    device: Device = "auto"
 
 
 ClosedFormConfig = EASEConfig | InfAEConfig | PopRecConfig
@@ -107,6 +115,7 @@ class NotPositiveDefinite(ArithmeticError):
 
 class ClosedForm(Protocol):
     lambdas: list[float]  # the grid searched on validation; empty = nothing to regularise
+    device: torch.device  # where its weights and scores live
 
     def solve(self, lam: float | None) -> Any:
         """The fitted weights for regularisation ``lam`` (None when ``lambdas`` is empty)."""
@@ -133,8 +142,19 @@ def max_support(num_items: int, budget_bytes: float, dtype: str) -> int:
     return int((-num_items + math.sqrt(num_items**2 + 4 * half)) / 2)
 
 
-def _budget(memory_gb: float | None) -> float:
-    return memory_gb * 2**30 if memory_gb is not None else 0.6 * available_memory_bytes()
+def _budget(memory_gb: float | None, device: torch.device) -> float:
+    return memory_gb * 2**30 if memory_gb is not None else 0.6 * device_memory_bytes(device)
+
+
+def gram_block(x: torch.Tensor, *, dense: bool) -> torch.Tensor:
+    """XᵀX [I, I] (float32) of a block of users' 0/1 rows ``x`` [b, I], sparse CSR. On the CPU
+    as a sparse × dense product (the block's nonzeros only); ``dense`` (on a GPU) densifies the
+    block and makes it one GEMM, the product GPUs are built for. Counts are exact in float32
+    below 2^24."""
+    if dense:
+        rows = x.to_dense()
+        return rows.T @ rows
+    return x.t() @ x.to_dense()
 
 
 def _factor(a: torch.Tensor, ridge: float, what: str) -> torch.Tensor:
@@ -152,22 +172,23 @@ def _factor(a: torch.Tensor, ridge: float, what: str) -> torch.Tensor:
 
 
 class EASE:
-    def __init__(self, cfg: EASEConfig, train: UserItems) -> None:
+    def __init__(self, cfg: EASEConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> None:
         self.cfg = cfg
         self.lambdas = list(cfg.lambdas)
         self.dtype = DTYPES[cfg.dtype]
-        need, budget = ease_bytes(train.num_items, cfg.dtype), _budget(cfg.memory_gb)
+        self.device = device
+        need, budget = ease_bytes(train.num_items, cfg.dtype), _budget(cfg.memory_gb, device)
         if need > budget:
             raise UserError(
                 f"EASE on {train.num_items} items needs about {need / 2**30:.1f} GiB in {cfg.dtype}, over the "
-                f"{budget / 2**30:.1f} GiB budget; use model.dtype=float32 or raise model.memory_gb"
+                f"{budget / 2**30:.1f} GiB budget of {device}; use model.dtype=float32 or raise model.memory_gb"
             )
         self.num_items = train.num_items
-        self.gram = torch.zeros(train.num_items, train.num_items, dtype=self.dtype)  # XᵀX [I, I]
+        self.gram = torch.zeros(train.num_items, train.num_items, dtype=self.dtype, device=device)  # XᵀX [I, I]
         users = np.arange(train.num_users)
         for start in range(0, train.num_users, BLOCK):
-            x = train.sparse(users[start : start + BLOCK])  # [b, I]; counts are exact in float32 below 2^24
-            self.gram += (x.t() @ x.to_dense()).to(self.dtype)
+            x = train.sparse(users[start : start + BLOCK]).to(device)  # [b, I]
+            self.gram += gram_block(x, dense=device.type == "cuda").to(self.dtype)
 
     @classmethod
     def on_rows(cls, cfg: EASEConfig, x: torch.Tensor) -> "EASE":
@@ -175,6 +196,7 @@ class EASE:
         Distill-CF's synthetic users) instead of a training set's users."""
         model = cls.__new__(cls)
         model.cfg, model.lambdas, model.dtype, model.num_items = cfg, list(cfg.lambdas), DTYPES[cfg.dtype], x.shape[1]
+        model.device = x.device
         rows = x.detach().to(model.dtype)
         model.gram = rows.T @ rows  # [I, I]
         return model
@@ -190,20 +212,21 @@ class EASE:
 
     def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
         weights = fitted.float()  # scoring in float32 whatever the solve's precision: ranking needs no more
-        return lambda users: context.sparse(users.numpy()) @ weights
+        return lambda users: context.sparse(users.numpy()).to(self.device) @ weights
 
     def describe(self) -> dict[str, Any]:
         return {"items": self.num_items, "dtype": self.cfg.dtype}
 
 
 class InfiniteAE:
-    def __init__(self, cfg: InfAEConfig, train: UserItems) -> None:
+    def __init__(self, cfg: InfAEConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> None:
         self.cfg = cfg
         self.lambdas = list(cfg.lambdas)
         self.dtype = DTYPES[cfg.dtype]
+        self.device = device
         active = np.flatnonzero(train.counts() > 0)
         wanted = min(cfg.support_users or len(active), len(active))
-        fits = max_support(train.num_items, _budget(cfg.memory_gb), cfg.dtype)
+        fits = max_support(train.num_items, _budget(cfg.memory_gb, device), cfg.dtype)
         if wanted > fits:
             log.warning("a support of %d users does not fit the memory budget; sampling %d users", wanted, fits)
             wanted = fits
@@ -213,7 +236,7 @@ class InfiniteAE:
         if wanted < len(active):
             rng = np.random.default_rng(cfg.seed)
             self.support = np.sort(rng.choice(active, size=wanted, replace=False))
-        self._build(train.dense(self.support, dtype=self.dtype), sparse_rows=True)
+        self._build(train.dense(self.support, dtype=self.dtype, device=device), sparse_rows=True)
 
     @classmethod
     def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> "InfiniteAE":
@@ -221,6 +244,7 @@ class InfiniteAE:
         synthetic users) instead of users of a training set."""
         model = cls.__new__(cls)
         model.cfg, model.lambdas, model.dtype = cfg, list(cfg.lambdas), DTYPES[cfg.dtype]
+        model.device = x.device
         model.support = np.arange(len(x))
         model._build(x.detach().to(model.dtype))
         return model
@@ -230,7 +254,7 @@ class InfiniteAE:
         cheaper as sparse CSR (a learned, dense support is not)."""
         self.x = x  # X_s [n, I]
         n = len(x)
-        self.gram = torch.empty(n, n, dtype=self.dtype)  # K = Θ(X_s, X_s) [n, n], built by row blocks
+        self.gram = torch.empty(n, n, dtype=self.dtype, device=x.device)  # K = Θ(X_s, X_s) [n, n], built by row blocks
         for start in range(0, n, BLOCK):
             rows = self.x[start : start + BLOCK]
             self.gram[start : start + BLOCK] = self.kernel(rows.to_sparse_csr() if sparse_rows else rows)
@@ -246,16 +270,17 @@ class InfiniteAE:
         return torch.cholesky_solve(self.x, factor)
 
     def scorer(self, fitted: torch.Tensor, context: UserItems) -> Scorer:
-        return lambda users: (self.kernel(context.sparse(users.numpy(), dtype=self.dtype)) @ fitted).float()
+        return lambda users: (self.kernel(context.sparse(users.numpy(), dtype=self.dtype).to(self.device)) @ fitted).float()
 
     def describe(self) -> dict[str, Any]:
         return {"support_users": len(self.support), "depth": self.cfg.depth, "dtype": self.cfg.dtype}
 
 
 class PopRec:
-    def __init__(self, cfg: PopRecConfig, train: UserItems) -> None:
+    def __init__(self, cfg: PopRecConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> None:
         self.lambdas: list[float] = []  # nothing to regularise
-        self.counts = torch.from_numpy(train.item_counts()).float()  # [I]
+        self.device = device
+        self.counts = torch.from_numpy(train.item_counts()).float().to(device)  # [I]
 
     def solve(self, lam: float | None) -> torch.Tensor:
         return self.counts
@@ -267,12 +292,13 @@ class PopRec:
         return {"items": len(self.counts)}
 
 
-def build_closed_form(cfg: ClosedFormConfig, train: UserItems) -> ClosedForm:
-    """Build (Gram matrix, kernel, counts) from the training interactions; ``solve`` per λ."""
+def build_closed_form(cfg: ClosedFormConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> ClosedForm:
+    """Build (Gram matrix, kernel, counts) from the training interactions on ``device`` (the
+    job's resolved ``model.device``); ``solve`` per λ."""
     if isinstance(cfg, EASEConfig):
-        return EASE(cfg, train)
+        return EASE(cfg, train, device=device)
     if isinstance(cfg, InfAEConfig):
-        return InfiniteAE(cfg, train)
+        return InfiniteAE(cfg, train, device=device)
     if isinstance(cfg, PopRecConfig):
-        return PopRec(cfg, train)
+        return PopRec(cfg, train, device=device)
     raise ValueError(f"no closed form named {cfg.name!r}")

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distrec.device import Device
+
 __all__ = [
     "CODE_BYTES",
     "CodeDtype",
@@ -70,6 +72,7 @@ class CompressorConfig:
     token_dim: int = 16
     heads: int = 2
     code_dtype: CodeDtype = "int8"
+    device: Device = "auto"  # where the workers train it; auto: the GPU where the worker has one
 
     def __post_init__(self) -> None:
         if self.group_size < 1 or self.token_dim < 1 or self.heads < 1 or any(h < 1 for h in self.hidden):
@@ -106,8 +109,8 @@ def quantise(code: torch.Tensor, dtype: CodeDtype) -> torch.Tensor:
 def code_to_storage(code: torch.Tensor, dtype: CodeDtype) -> np.ndarray:
     """Codes in [-1, 1] [N, c] → int8 or float16 array [N, c]."""
     if dtype == "int8":
-        return torch.round(code * INT8_LEVELS).clamp(-INT8_LEVELS, INT8_LEVELS).to(torch.int8).numpy()
-    return code.half().numpy()
+        return torch.round(code * INT8_LEVELS).clamp(-INT8_LEVELS, INT8_LEVELS).to(torch.int8).cpu().numpy()
+    return code.half().cpu().numpy()
 
 
 def code_from_storage(codes: np.ndarray) -> torch.Tensor:

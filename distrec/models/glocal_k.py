@@ -41,6 +41,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from distrec.device import Device
+
 __all__ = ["GLocalKConfig", "GLocalK", "LocalKernelLayer", "local_kernel"]
 
 
@@ -58,6 +60,7 @@ class GLocalKConfig:
     pretrain_iters: int = 5  # optimizer iterations per pre-training epoch
     finetune_iters: int = 5  # optimizer iterations per fine-tuning epoch
     history_size: int = 10  # L-BFGS memory (the authors' maxcor)
+    device: Device = "auto"  # auto: the worker's GPU when ray.use_gpu gave it one, else the CPU
 
     def __post_init__(self) -> None:
         if min(self.hidden, self.layers, self.kernel_dim, self.pretrain_iters, self.finetune_iters, self.history_size) < 1:

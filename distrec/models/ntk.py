@@ -51,8 +51,8 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     """|x_i|² per row [n] of a dense or sparse CSR ``x`` [n, d]."""
     if x.layout != torch.sparse_csr:
         return (x * x).sum(1)
-    rows = torch.repeat_interleave(torch.arange(x.shape[0]), x.crow_indices().diff())
-    return torch.zeros(x.shape[0], dtype=x.dtype).index_add_(0, rows, x.values().square())
+    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), x.crow_indices().diff(), output_size=x.values().numel())
+    return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add_(0, rows, x.values().square())
 
 
 def _safe_sqrt(x: torch.Tensor, tol: float = 1e-30) -> torch.Tensor:

@@ -80,7 +80,7 @@ def ids_to_kjt(features: dict[str, torch.Tensor]) -> KeyedJaggedTensor:
     """One id per row for each feature (a bag of one): ``{"user": [B], "item": [B]}`` → KJT."""
     keys = list(features)
     values = torch.cat([features[k] for k in keys])
-    lengths = torch.ones(values.numel(), dtype=torch.int32)
+    lengths = torch.ones(values.numel(), dtype=torch.int32, device=values.device)
     return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
 
 

@@ -33,6 +33,10 @@ class Batch:
     def real_rows(self) -> int:
         return int(self.weight.sum())
 
+    def to(self, device: torch.device) -> "Batch":
+        """The batch on the model's device (the same batch on the CPU)."""
+        return Batch(user=self.user.to(device), item=self.item.to(device), rating=self.rating.to(device), weight=self.weight.to(device))
+
 
 def agreed_steps(local_rows: int, batch_size: int) -> int:
     """The number of steps every worker runs: enough for the largest slice."""

@@ -149,8 +149,9 @@ def load_model_checkpoint(directory: str, *, model: torch.nn.Module) -> dict:
 
 
 def load_tensors(path: str) -> dict:
-    """``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects."""
+    """``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects;
+    on the CPU whatever device saved them (the caller copies them where its model lives)."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise DataError(f"{path}: refused ({str(e).splitlines()[0]})") from None

@@ -139,6 +139,8 @@ class TrainConfig:
         watch = self.train.early_stopping_metric or ""
         if watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc")) and self.train.early_stopping_mode != "max":
             raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")
+        if getattr(self.model, "device", None) == "cuda" and not self.ray.use_gpu:
+            raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")
         if getattr(self.model, "bias_in_factor_row", False) and self.optim.sparse == "rowwise_adagrad":
             raise ValueError(
                 "model.bias_in_factor_row=true needs an element-wise optimizer (optim.sparse=sgd or adagrad): "

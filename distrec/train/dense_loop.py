@@ -15,7 +15,9 @@ state to checkpoint. The schedule is fixed (no early stopping): ``model.pretrain
 pre-training epochs, then ``train.epochs − pretrain_epochs`` fine-tuning epochs.
 
 It runs inside Ray Train workers (distrec/train/worker.py picks it for ``loop = "dense"`` models)
-and, for tests, in plain gloo processes.
+and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the worker's GPU when
+``ray.use_gpu`` gave it one), resolved once; the model is initialised on the CPU from the seed
+(the same weights on any device) and moved there with the worker's rows.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from distrec.config import to_yaml
+from distrec.device import resolve_device
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.eval.rating import RatingAccumulator
 from distrec.models.glocal_k import GLocalK
@@ -59,10 +62,12 @@ class ItemRows:
         return self.padded[self.halo : self.halo + self.count]  # [count, users]
 
 
-def item_rows(dataset: InteractionDataset, split: str, *, rank: int, world: int, halo: int) -> ItemRows:
+def item_rows(
+    dataset: InteractionDataset, split: str, *, rank: int, world: int, halo: int, device: torch.device | str = "cpu"
+) -> ItemRows:
     """This worker's contiguous share of the items, the training matrix densely with ``halo``
-    rows on each side (zeros beyond the matrix). Every worker reads the (sparse) training part
-    and keeps its rows: the model needs each of its items' full row over users."""
+    rows on each side (zeros beyond the matrix), on ``device``. Every worker reads the (sparse)
+    training part and keeps its rows: the model needs each of its items' full row over users."""
     num_items, num_users = dataset.num_items, dataset.num_users
     first, stop = rank * num_items // world, (rank + 1) * num_items // world
     train = dataset.read(split=split, parts=["train"])
@@ -74,7 +79,7 @@ def item_rows(dataset: InteractionDataset, split: str, *, rank: int, world: int,
         data = dataset.read(split=split, parts=[part])
         mine = (data.item >= first) & (data.item < stop)
         held_out[part] = Interactions(user=data.user[mine], item=data.item[mine], rating=data.rating[mine])
-    return ItemRows(first=first, count=stop - first, padded=padded, halo=halo, held_out=held_out)
+    return ItemRows(first=first, count=stop - first, padded=padded.to(device), halo=halo, held_out=held_out)
 
 
 def _stage(cfg: TrainConfig, epoch: int) -> str:
@@ -86,8 +91,10 @@ def wrap(model: GLocalK) -> tuple[dict[str, torch.nn.Module], dist.ProcessGroup 
     global kernel's parameters unused) and the process group of the global kernel's all-reduce."""
     if dist.get_world_size() == 1:
         return {"pretrain": model, "finetune": model}, None
-    nets = {stage: DistributedDataParallel(model, find_unused_parameters=stage == "pretrain") for stage in ("pretrain", "finetune")}
-    return nets, dist.new_group(backend="gloo")
+    device = next(model.parameters()).device
+    ids = [device] if device.type == "cuda" else None
+    nets = {stage: DistributedDataParallel(model, device_ids=ids, find_unused_parameters=stage == "pretrain") for stage in ("pretrain", "finetune")}
+    return nets, dist.new_group(backend="gloo" if device.type == "cpu" else "nccl")
 
 
 def objective(net: torch.nn.Module, model: GLocalK, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None) -> torch.Tensor:
@@ -111,6 +118,7 @@ def train_dense_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
 def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
     clock = Stopwatch()
     rank, world = dist.get_rank(), dist.get_world_size()
+    device = resolve_device(cfg.model.device, allow_gpu=cfg.ray.use_gpu)
     torch.manual_seed(cfg.train.seed)
     if cfg.train.early_stopping_metric:
         raise ValueError(f"train.early_stopping_metric: {cfg.model.name} trains a fixed schedule; leave it unset")
@@ -118,18 +126,18 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
     # -- data: this worker's item rows ----------------------------------------------------
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
-    data = item_rows(dataset, split, rank=rank, world=world, halo=cfg.model.gk_size // 2)
+    data = item_rows(dataset, split, rank=rank, world=world, halo=cfg.model.gk_size // 2, device=device)
     rating = dataset.meta["rating"]
     clip = (float(rating["min"]), float(rating["max"]))
-    num_train = torch.tensor(float((data.rows > 0).sum()), dtype=torch.float64)
+    num_train = (data.rows > 0).sum().double()
     dist.all_reduce(num_train)
 
     # -- model: replicated; DDP sums the gradients of the workers' rows ------------------
-    model = GLocalK(cfg.model, num_users=dataset.num_users, num_items=dataset.num_items, seed=cfg.train.seed)
+    model = GLocalK(cfg.model, num_users=dataset.num_users, num_items=dataset.num_items, seed=cfg.train.seed).to(device)
     nets, pool_group = wrap(model)
     if rank == 0:
         shares = ", ".join(f"rank {r}: items [{r * dataset.num_items // world}, {(r + 1) * dataset.num_items // world})" for r in range(world))
-        plan = f"{cfg.model.name}: data parallel (DDP) over item rows, {world} worker(s): {shares}"
+        plan = f"{cfg.model.name}: data parallel (DDP) over item rows on {device.type}, {world} worker(s): {shares}"
         print(plan, flush=True)
         write_text(join(cfg.output_dir, "plan.txt"), plan)
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
@@ -138,11 +146,11 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         return nets[stage](data.padded, first_item=data.first, stage=stage, group=pool_group)  # [count, U]
 
     def evaluate(pred: torch.Tensor, part: str) -> dict[str, float]:
-        acc = RatingAccumulator()
+        acc = RatingAccumulator(device)
         held = data.held_out[part]
         if len(held):
-            item, user = torch.from_numpy(held.item - data.first), torch.from_numpy(held.user)
-            acc.add(pred[item, user].clamp(*clip), torch.from_numpy(held.rating), torch.ones(len(held)))
+            item, user = torch.from_numpy(held.item - data.first).to(device), torch.from_numpy(held.user).to(device)
+            acc.add(pred[item, user].clamp(*clip), torch.from_numpy(held.rating).to(device), torch.ones(len(held), device=device))
         return acc.result(part)
 
     # -- resume ---------------------------------------------------------------------------

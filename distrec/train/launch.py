@@ -170,7 +170,8 @@ def run_workers(
     trainer = TorchTrainer(
         entry,
         train_loop_config=payload,
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo", timeout_s=cfg.collective_timeout_s),
+        # on GPUs: NCCL for CUDA tensors, gloo for the CPU tensors the loops all-reduce (step counts, totals)
+        torch_config=TorchConfig(backend="cpu:gloo,cuda:nccl" if cfg.use_gpu else "gloo", timeout_s=cfg.collective_timeout_s),
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,

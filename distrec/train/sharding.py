@@ -24,7 +24,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
-from torchrec.distributed.planner.types import KernelConfig, PlannerError, TopologyFactory, TrainerConfig
+from torchrec.distributed.planner.types import KernelConfig, PlannerError, Topology, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
@@ -32,9 +32,19 @@ from distrec.cli import UserError
 from distrec.models.tables import TableSpec, init_rows
 from distrec.train.config import ADAM_ON_CPU, CPU_SHARDING_TYPES, SHARDING_TYPES, OptimConfig, ShardingConfig
 
-__all__ = ["shard_model", "plan_text", "local_table_pieces", "fused_optimizer_class"]
+__all__ = [
+    "shard_model",
+    "plan_text",
+    "local_table_pieces",
+    "fused_optimizer_class",
+    "attach_fused_optimizer",
+    "make_planner",
+    "RESERVED_FRACTION",
+]
 
 log = logging.getLogger(__name__)
+
+RESERVED_FRACTION = 0.15  # of each device's memory the planner leaves to dense parameters and activations
 
 
 def fused_optimizer_class(cfg: OptimConfig, device: torch.device) -> tuple[type, dict]:
@@ -52,8 +62,30 @@ def fused_optimizer_class(cfg: OptimConfig, device: torch.device) -> tuple[type,
     return kinds[cfg.sparse]
 
 
-def _constraints(tables: list[TableSpec], cfg: ShardingConfig, device: torch.device) -> dict[str, ParameterConstraints]:
-    allowed = CPU_SHARDING_TYPES if device.type == "cpu" else SHARDING_TYPES
+def attach_fused_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> None:
+    """Give the model's embedding tables the optimizer TorchRec fuses into their backward (the
+    planner sizes each table's optimizer state from it)."""
+    opt_class, opt_args = fused_optimizer_class(optim, device)
+    apply_optimizer_in_backward(opt_class, model.sparse.parameters(), opt_args)
+
+
+def make_planner(
+    tables: list[TableSpec], *, sharding: ShardingConfig, topology: Topology, batch_size: int | None = None, stats: list | None = None
+) -> EmbeddingShardingPlanner:
+    """TorchRec's planner for ``tables`` on ``topology`` with the config's per-table constraints and
+    ``RESERVED_FRACTION`` of each device's memory held back. ``batch_size``: rows per worker per
+    step (None: TorchRec's default of 512); ``stats``: TorchRec ``Stats`` that see the chosen plan."""
+    return EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=batch_size,
+        constraints=_constraints(tables, sharding, topology.compute_device),
+        storage_reservation=FixedPercentageStorageReservation(RESERVED_FRACTION),
+        stats=stats,
+    )
+
+
+def _constraints(tables: list[TableSpec], cfg: ShardingConfig, device_type: str) -> dict[str, ParameterConstraints]:
+    allowed = CPU_SHARDING_TYPES if device_type == "cpu" else SHARDING_TYPES
     names = {t.name for t in tables}
     unknown = set(cfg.types) - names
     if unknown:
@@ -80,8 +112,7 @@ def shard_model(
 ) -> tuple[DistributedModelParallel, ShardingPlan]:
     """Fused optimizer on the tables, a plan from the planner, DMP, then deterministic init."""
     world = dist.get_world_size()
-    opt_class, opt_args = fused_optimizer_class(optim, device)
-    apply_optimizer_in_backward(opt_class, model.sparse.parameters(), opt_args)
+    attach_fused_optimizer(model, optim, device)
     budget = {}
     if sharding.memory_budget_gb is not None:
         key = "ddr_cap_bytes" if device.type == "cpu" else "hbm_cap_bytes"
@@ -91,11 +122,7 @@ def shard_model(
         trainer_config=TrainerConfig(world_size=world, local_world_size=local_world, **budget),
         kernel_config=KernelConfig(compute_device=device.type),
     )
-    planner = EmbeddingShardingPlanner(
-        topology=topology,
-        constraints=_constraints(model.tables, sharding, device),
-        storage_reservation=FixedPercentageStorageReservation(0.15),
-    )
+    planner = make_planner(model.tables, sharding=sharding, topology=topology)
     sharders = [EmbeddingBagCollectionSharder()]
     try:
         plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)

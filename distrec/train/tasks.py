@@ -102,27 +102,30 @@ class RatingTask:
         totals = EpochTotals()
         with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
-                loss = dmp(*_inputs(model, batch), batch.rating, batch.weight)
+                on = batch.to(dmp.device)  # the model's device (a GPU with ray.use_gpu)
+                loss = dmp(*_inputs(model, on), on.rating, on.weight)
                 totals.step(loss, opt, batch, batch_size)
                 bar.update(1)
         return totals.metrics()
 
     def evaluate(self, dmp, model, part: str) -> dict[str, float]:
-        acc = RatingAccumulator()
+        device = dmp.device
+        acc = RatingAccumulator(device)
         data = self.parts[part]
         batch_size = self.cfg.train.eval_batch_size
-        groups = {} if self.cold is None else {"cold": RatingAccumulator(), "warm": RatingAccumulator()}
+        groups = {} if self.cold is None else {"cold": RatingAccumulator(device), "warm": RatingAccumulator(device)}
         baselines = self._baselines() if groups and part == "test" else {}
         base_acc = {(g, k): RatingAccumulator() for g in ("all", "cold") for k in baselines}
         with torch.no_grad():
             for batch in rating_batches(data, batch_size=batch_size, steps=agreed_steps(len(data), batch_size), rng=None):
-                pred = dmp(*_inputs(model, batch)).clamp(*self.clip)
-                acc.add(pred, batch.rating, batch.weight)
+                on = batch.to(device)
+                pred = dmp(*_inputs(model, on)).clamp(*self.clip)
+                acc.add(pred, on.rating, on.weight)
                 if not groups:
                     continue
                 cold = self.cold[batch.user].float() * batch.weight  # type: ignore[index]
-                groups["cold"].add(pred, batch.rating, cold)
-                groups["warm"].add(pred, batch.rating, batch.weight - cold)
+                groups["cold"].add(pred, on.rating, cold.to(device))
+                groups["warm"].add(pred, on.rating, on.weight - cold.to(device))
                 for k, (mean, bias) in baselines.items():
                     base = (mean + bias[batch.item]).clamp(*self.clip)
                     base_acc["all", k].add(base, batch.rating, batch.weight)

@@ -83,3 +83,31 @@ def test_fold_in_recovers_a_users_factors_from_exact_ratings():
     none, _ = fold_in_users(ratings, np.array([9]), item_vector=q.astype(np.float32), item_bias=b_i.astype(np.float32),
                             global_mean=mu, l2=0.05, bias_l2=0.05)
     assert not none.any()  # a user without ratings gets the prior
+
+
+@pytest.mark.gpu
+def test_compressor_step_and_codes_on_cuda_match_cpu():
+    """One AdamW step (gate and batch norm in eval mode, so no noise is drawn) and the stored
+    codes are the same on CPU and CUDA; compress() brings the codes back to the host."""
+    from distrec.compress.codes import compress, decompress
+
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(3))
+    out = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = Compressor(CompressorConfig(hidden=[12], code_dtype="float16"), dim=16, code_size=8)
+        model.set_standardisation(x.mean(0), x.std(0))
+        model.to(device).eval()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        x_hat, _ = model(x.to(device))
+        loss = (x_hat - x.to(device)).square().mean()
+        loss.backward()
+        opt.step()
+        codes = compress(x.numpy(), model)
+        out.append((float(loss.detach()), {k: v.cpu() for k, v in model.state_dict().items()}, codes, decompress(codes, model)))
+    (loss_cpu, state_cpu, codes_cpu, back_cpu), (loss_gpu, state_gpu, codes_gpu, back_gpu) = out
+    assert loss_gpu == pytest.approx(loss_cpu, rel=1e-4)
+    for k, v in state_cpu.items():
+        torch.testing.assert_close(state_gpu[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    np.testing.assert_allclose(codes_gpu.astype(np.float32), codes_cpu.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(back_gpu, back_cpu, atol=1e-2)

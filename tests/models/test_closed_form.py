@@ -11,7 +11,18 @@ import torch
 from torch.func import grad, vmap
 
 from distrec.data.user_items import UserItems
-from distrec.models.closed_form import EASE, EASEConfig, InfAEConfig, InfiniteAE, PopRec, PopRecConfig, infae_bytes, max_support
+from distrec.models.closed_form import (
+    EASE,
+    EASEConfig,
+    InfAEConfig,
+    InfiniteAE,
+    PopRec,
+    PopRecConfig,
+    build_closed_form,
+    gram_block,
+    infae_bytes,
+    max_support,
+)
 from distrec.models.ntk import ntk
 
 
@@ -140,3 +151,29 @@ def test_poprec_ranks_by_training_counts():
     model = PopRec(PopRecConfig(), train)
     scores = model.scorer(model.solve(None), train)(torch.tensor([0, 1]))
     assert scores.shape == (2, train.num_items) and scores[0].tolist() == train.item_counts().tolist()
+
+
+# -- devices (model.device) ---------------------------------------------------------------------
+def test_gram_block_dense_path_equals_the_sparse_one():
+    """EASE's Gram matrix on a GPU densifies each block (one GEMM); the CPU multiplies the sparse
+    block. Both on the CPU here: the same XᵀX."""
+    train = _random_items(6, users=40, items=12)
+    x = train.sparse(np.arange(train.num_users))
+    torch.testing.assert_close(gram_block(x, dense=True), gram_block(x, dense=False), rtol=0, atol=0)
+    dense = train.dense(np.arange(train.num_users))
+    torch.testing.assert_close(gram_block(x, dense=False), dense.T @ dense, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+def test_ease_infae_and_poprec_on_cuda_match_cpu():
+    train, context = _random_items(7, users=300, items=40), _random_items(8, users=300, items=40)
+    users = torch.arange(0, 300, 7)
+    cuda = torch.device("cuda")
+    for cfg, lam in ((EASEConfig(lambdas=[3.0]), 3.0), (InfAEConfig(lambdas=[5.0], dtype="float64"), 5.0), (PopRecConfig(), None)):
+        on_cpu, on_gpu = build_closed_form(cfg, train), build_closed_form(cfg, train, device=cuda)
+        weights_cpu, weights_gpu = on_cpu.solve(lam), on_gpu.solve(lam)
+        assert weights_gpu.device.type == "cuda"
+        torch.testing.assert_close(weights_gpu.cpu(), weights_cpu, rtol=1e-5, atol=1e-6)
+        scores_gpu = on_gpu.scorer(weights_gpu, context)(users)
+        assert scores_gpu.device.type == "cuda"
+        torch.testing.assert_close(scores_gpu.cpu(), on_cpu.scorer(weights_cpu, context)(users), rtol=1e-4, atol=1e-5)

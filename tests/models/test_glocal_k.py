@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -52,3 +53,20 @@ def test_objective_halves_sums_as_the_authors_tensorflow_l2_loss():
     assert float(model.data_loss(pred, r)) == float(0.5 * ((r - 3.0)[observed] ** 2).sum())
     reg = sum(1.0 * layer.W.square().sum() + 0.25 * layer.kernel().square().sum() for layer in model.layers())
     torch.testing.assert_close(model.regularizer(), reg)
+
+
+@pytest.mark.gpu
+def test_objective_and_gradients_on_cuda_match_cpu():
+    """The same seed gives the same weights on any device (built on the CPU, then moved); the
+    fine-tuning objective and every parameter's gradient agree between CPU and CUDA."""
+    results = []
+    for device in ("cpu", "cuda"):
+        model, r = _model().to(device), _ratings().to(device)
+        padded = F.pad(r, (0, 0, 1, 1))  # gk 3: one zero halo row on each side
+        loss = model.data_loss(model(padded, first_item=0, stage="finetune"), r) + model.regularizer()
+        loss.backward()
+        results.append((loss.detach().cpu(), {n: p.grad.detach().cpu() for n, p in model.named_parameters()}))
+    (loss_cpu, grads_cpu), (loss_gpu, grads_gpu) = results
+    torch.testing.assert_close(loss_gpu, loss_cpu, rtol=1e-10, atol=1e-10)
+    for name, g in grads_cpu.items():
+        torch.testing.assert_close(grads_gpu[name], g, rtol=1e-8, atol=1e-10, msg=name)
