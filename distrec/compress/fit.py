@@ -23,6 +23,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+import safetensors
 import safetensors.torch
 import torch
 import torch.distributed as dist
@@ -41,6 +42,7 @@ from distrec.storage.commit import write_shard
 from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
 from distrec.tracking import Tracker
 from distrec.train.batches import agreed_steps
+from distrec.train.checkpoint import load_tensors
 from distrec.train.launch import run_name
 from distrec.train.session import Session
 
@@ -221,7 +223,8 @@ def _checkpoint(session: Session, model: Compressor, opt: torch.optim.Optimizer,
 
 def _load_checkpoint(directory: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The saved progress and, if a model was mid-training, its weights and optimizer state
-    (read without unpickling: safetensors, and ``torch.load(weights_only=True)``)."""
+    (read without unpickling: safetensors, and ``torch.load(weights_only=True)``); a DataError
+    naming the file if either is not what this job writes."""
     path = os.path.join(directory, PROGRESS)
     if not os.path.exists(path):
         raise DataError(f"{directory}: checkpoint is missing {PROGRESS}")
@@ -232,8 +235,8 @@ def _load_checkpoint(directory: str) -> tuple[dict[str, Any], dict[str, Any] | N
     for name in (MODEL, OPTIM):
         if not os.path.exists(os.path.join(directory, name)):
             raise DataError(f"{directory}: checkpoint is missing {name}")
-    state = {
-        "model": safetensors.torch.load_file(os.path.join(directory, MODEL)),
-        "optim": torch.load(os.path.join(directory, OPTIM), weights_only=True, map_location="cpu"),  # moved to the params by load_state_dict
-    }
-    return progress, state
+    try:
+        model = safetensors.torch.load_file(os.path.join(directory, MODEL))
+    except safetensors.SafetensorError as e:
+        raise DataError(f"{os.path.join(directory, MODEL)}: not a readable safetensors file ({e})") from None
+    return progress, {"model": model, "optim": load_tensors(os.path.join(directory, OPTIM))}

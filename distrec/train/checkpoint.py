@@ -2,19 +2,21 @@
 
 Each worker saves its shards into its own local directory; Ray Train uploads every worker's
 directory into the same checkpoint folder in the run's storage, which then holds a complete
-DCP checkpoint (``.metadata`` from rank 0, ``__<rank>_0.distcp`` from each worker), the dense
-optimizer state (``dense_optim.pt``, identical on every worker, saved by rank 0) and
-``progress.json`` (epoch, history, early-stopping state).
+DCP checkpoint (``__<rank>_0.distcp`` from each worker; from rank 0, DCP's ``.metadata`` and
+its JSON description ``dcp_metadata.json``), the dense optimizer state (``dense_optim.pt``,
+identical on every worker, saved by rank 0) and ``progress.json`` (epoch, history,
+early-stopping state).
 
 Models without embedding tables (the dense loop) are replicated on every worker: rank 0 saves
 their ``state_dict`` as ``model.pt`` beside ``progress.json`` (``save_model_checkpoint``).
 
-Nothing read back is unpickled freely, and nothing is read from outside the checkpoint folder:
-DCP's ``.metadata`` goes through an unpickler that only builds DCP's own metadata classes and
-torch dtypes/sizes, and every file it names must be a plain relative path inside the folder;
-DCP's non-tensor entries (which DCP itself would ``torch.load(weights_only=False)``) and
-``dense_optim.pt`` / ``model.pt`` are read with ``torch.load(weights_only=True)``. A checkpoint that breaks
-these rules is refused with a DataError naming it.
+Nothing read back is unpickled, and nothing is read from outside the checkpoint folder: DCP's
+metadata is rebuilt from ``dcp_metadata.json`` (``distrec.train.dcp_metadata``; the pickled
+``.metadata`` is only checked against the SHA-256 recorded there), and every file it names must
+be a plain relative path inside the folder; DCP's tensors, its non-tensor entries (which DCP
+itself would ``torch.load(weights_only=False)``) and ``dense_optim.pt`` / ``model.pt`` are read
+with ``torch.load(weights_only=True)``. A checkpoint that breaks these rules is refused with a
+DataError naming the file.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch.distributed.checkpoint._nested_dict import set_element
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from distrec.storage import DataError
-from distrec.storage.manifest import check_relative_path
+from distrec.train.dcp_metadata import read_metadata, write_metadata
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "load_tensors", "PROGRESS"]
 
@@ -42,45 +44,19 @@ DENSE = "dense_optim.pt"
 MODEL = "model.pt"
 
 
-class _MetadataUnpickler(pickle.Unpickler):
-    """Builds only the classes a DCP ``.metadata`` file is made of."""
+class _JsonMetadataReader(FileSystemReader):
+    """DCP's file reader, handed the metadata rebuilt from ``dcp_metadata.json`` instead of
+    unpickling ``.metadata``."""
 
-    _MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+    def __init__(self, path: str, *, metadata: Metadata) -> None:
+        super().__init__(path)
+        self.metadata = metadata
 
-    def find_class(self, module: str, name: str) -> Any:
-        harmless = {
-            ("collections", "OrderedDict"),
-            ("torch", "Size"),
-            ("torch.serialization", "_get_layout"),  # layout name -> torch.layout
-            ("pathlib", "PosixPath"),  # the checkpoint id recorded in StorageMeta
-        }
-        if module in self._MODULES or (module, name) in harmless:
-            return super().find_class(module, name)
-        if module == "torch":
-            value = getattr(torch, name, None)
-            if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
-                return value
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            raise pickle.UnpicklingError("tensors are not allowed in checkpoint metadata")
-        raise pickle.UnpicklingError(f"checkpoint metadata may not contain {module}.{name}")
-
-
-class _SafeReader(FileSystemReader):
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        path = os.path.join(str(self.path), ".metadata")
-        try:
-            with open(path, "rb") as f:
-                metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError) as e:
-            raise DataError(f"{path}: refused checkpoint metadata ({e})") from None
-        if not isinstance(metadata, Metadata):
-            raise DataError(f"{path}: not a torch.distributed.checkpoint metadata file")
-        for info in (metadata.storage_data or {}).values():  # the files DCP will open
-            check_relative_path(str(getattr(info, "relative_path", "")), where=path)
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+        if self.metadata.storage_meta is None:
+            self.metadata.storage_meta = StorageMeta()
+        self.metadata.storage_meta.load_id = self.load_id
+        return self.metadata
 
 
 class _SafeLoadPlanner(DefaultLoadPlanner):
@@ -102,8 +78,9 @@ def save_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
     """Every worker calls this with its own (local, empty) ``directory``."""
     os.makedirs(directory, exist_ok=True)
     state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
-    dcp.save(state, checkpoint_id=directory)
+    metadata = dcp.save(state, checkpoint_id=directory)
     if dist.get_rank() == 0:
+        write_metadata(directory, metadata)
         torch.save(dense_opt.state_dict(), os.path.join(directory, DENSE))
         with open(os.path.join(directory, PROGRESS), "w") as f:
             json.dump(progress, f)
@@ -111,12 +88,13 @@ def save_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
 
 def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
     """Restore model, fused and dense optimizer state in place; returns the saved progress."""
-    for name in (".metadata", DENSE, PROGRESS):
+    for name in (DENSE, PROGRESS):
         if not os.path.exists(os.path.join(directory, name)):
             raise DataError(f"{directory}: checkpoint is missing {name}")
+    metadata = read_metadata(directory)
     state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
     try:
-        dcp.load(state, storage_reader=_SafeReader(directory), planner=_SafeLoadPlanner())
+        dcp.load(state, storage_reader=_JsonMetadataReader(directory, metadata=metadata), planner=_SafeLoadPlanner())
     except CheckpointException as e:  # DCP gathers each rank's error; show the first
         failure = next(iter(e.failures.values()), (e, None))[0]
         if isinstance(failure, DataError):

@@ -4,7 +4,9 @@ The experiment lives in ``<output_dir>/experiment`` (Tune's state), each trial's
 ``<output_dir>/trials/<trial id>`` (the job's usual outputs) and ``<output_dir>/ray`` (its Train
 checkpoints). ``sweep.yaml`` beside them is the resolved sweep, so ``--resume`` needs only the
 path: Tune's ``Tuner.restore`` skips finished trials and restarts unfinished ones, which resume
-from their own checkpoints.
+from their own checkpoints. Tune's state is pickled, so the sweep records an HMAC of each state
+file as Tune writes it, and ``--resume`` refuses any it did not record before Tune reads one
+(``distrec.tune.signing``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from distrec.tracking import allow_file_store, check_tracking, mlflow_key
 from distrec.train.launch import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
+from distrec.tune.signing import StateSigner, check_experiment, record_tuner
 from distrec.tune.trials import JOBS, on_ray_train, trainable_for
 
 __all__ = ["sweep", "resume", "base_config"]
@@ -57,8 +60,11 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             scheduler=_scheduler(cfg, base),
             search_alg=_search_alg(cfg, cfg.max_concurrent_trials or _concurrency(base)),
         ),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1, callbacks=_callbacks(cfg)),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1, callbacks=[StateSigner(output_dir=cfg.output_dir), *_callbacks(cfg)]
+        ),
     )
+    record_tuner(cfg.output_dir, EXPERIMENT)  # written by tune.Tuner() just now
     return _finish(tuner.fit(), cfg, base)
 
 
@@ -71,6 +77,7 @@ def resume(path: str) -> dict[str, Any]:
         base = from_dict(JOBS[cfg.job].config, _yaml(join(out, "base.yaml")), source=join(out, "base.yaml"))
     except FileNotFoundError:
         raise UserError(f"{path}: no sweep here (expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py)") from None
+    check_experiment(out, EXPERIMENT)  # before Tune unpickles anything (the restored Tuner keeps recording)
     connect_ray(cfg.ray_address)
     tuner = tune.Tuner.restore(
         join(out, EXPERIMENT), trainable=_trainable(cfg, to_dict(base)), resume_unfinished=True, resume_errored=True
