@@ -60,7 +60,7 @@ def top_k(blocks: Iterable[tuple[int, torch.Tensor]], *, k: int, exclude: Sequen
     best_i: torch.Tensor | None = None
     for start, scores in blocks:
         width = scores.shape[1]
-        scores = scores.clone() if any(len(e) for e in exclude) else scores
+        scores = scores.clone() if any(len(e) for e in exclude) else scores  # a block may be a view of model weights
         for row, items in enumerate(exclude):
             inside = items[(items >= start) & (items < start + width)] - start
             scores[row, torch.from_numpy(inside)] = -math.inf

@@ -15,7 +15,7 @@ from distrec.eval.holdout import Holdout
 from distrec.fit.export import WEIGHTS, WEIGHTS_FILE
 from distrec.models.closed_form import EASE, EASEConfig, InfAEConfig, InfiniteAE
 from distrec.recommend import load_recommender
-from distrec.serve.errors import BadRequest, NotServable, UnknownId
+from distrec.serve.errors import BadRequest, NotServable, UnknownId, http_status
 from distrec.serve.topk import BadK, HNSWIndex, check_k, matmul_blocks, top_k
 from distrec.storage import StoredDirectory, join
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_embeddings
@@ -49,6 +49,10 @@ def test_k_outside_one_to_the_candidates_is_refused(k):
     with pytest.raises(BadK, match="k=") as e:
         check_k(k, 140)
     assert isinstance(e.value, BadRequest)
+
+
+def test_each_mistake_has_its_http_status():
+    assert [http_status(e("x")) for e in (UnknownId, BadRequest, BadK, NotServable)] == [404, 422, 422, 501]
 
 
 def test_k_at_the_bounds_is_accepted():
