@@ -11,7 +11,9 @@ its controller, and requests go to the others meanwhile.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from typing import Any, Callable
 
@@ -23,7 +25,7 @@ from distrec.serve.artefacts import FACTOR_MODELS, RunSpec, inspect_run
 from distrec.serve.errors import NotServable
 from distrec.train.launch import connect_ray
 
-__all__ = ["check_run", "start_service", "serve_until_stopped", "stop_service"]
+__all__ = ["check_run", "check_port", "start_service", "serve_until_stopped", "stop_service"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,15 @@ def check_run(run: str, *, index: Index) -> RunSpec:
         raise NotServable(f"{spec.run}: index hnsw needs an inner-product model ({', '.join(FACTOR_MODELS)}); "
                           f"{spec.model} scores users' rows, so use --index exact")  # fmt: skip
     return spec
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a ``host:port`` this machine cannot listen on (in use, not an address of it)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except (OSError, OverflowError) as e:
+        raise NotServable(f"--host {host} --port {port}: cannot listen there ({e}); choose another --port") from None
 
 
 def start_service(
@@ -66,7 +77,10 @@ def serve_until_stopped(run: str, *, on_ready: Callable[[dict[str, Any]], None],
     and take the applications down; returns ``info``. SIGTERM is handled as Ctrl-C from the
     moment Ray is up (Ray's own handler would abort the driver)."""
     check_run(run, index=options.get("index", "exact"))  # refused before Ray starts
-    connect_ray(options.pop("address", None))
+    address = options.pop("address", None)
+    if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will run here: is the port free?
+        check_port(options.get("host", "127.0.0.1"), options.get("port", 8000))
+    connect_ray(address)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         info = start_service(run, **options)

@@ -205,6 +205,19 @@ def test_nothing_to_serve_half_an_export_and_hnsw_for_a_closed_form_are_refused(
     assert "index hnsw needs an inner-product model" in capsys.readouterr().err
 
 
+def test_a_port_in_use_is_refused_before_ray_starts(serve_runs, capsys, monkeypatch):
+    import socket
+
+    _no_ray(monkeypatch)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve_job(["--run", serve_runs["mf"], "--port", str(port)]) == 2
+    assert f"--host 127.0.0.1 --port {port}: cannot listen there" in capsys.readouterr().err
+
+
 def test_corrupt_weights_are_refused_on_load(serve_runs, tmp_path):
     import shutil
 
