@@ -64,6 +64,12 @@ compare: setup ## make compare CONFIG=configs/compare/ml-1m-infae.yaml: every li
 tune: setup ## make tune CONFIG=configs/tune/mf-ml-1m.yaml [ARGS=...]; resume: make tune ARGS="--resume runs/tune/mf-ml-1m"
 	$(PY) jobs/tune.py $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
+.PHONY: serve
+RUN ?=
+serve: setup ## make serve RUN=runs/demo/mf [ARGS="--port 8080 --replicas 2 --index hnsw"]: HTTP API + page on 127.0.0.1
+	@test -n "$(RUN)" || { echo "usage: make serve RUN=<a training or fit run's output_dir> [ARGS=...]"; exit 2; }
+	$(PY) jobs/serve.py --run $(RUN) $(ARGS)
+
 ray-up: setup ## start a local Ray head: token auth, dashboard/Jobs API on 127.0.0.1 only
 	@$(RAY) get-auth-token --generate >/dev/null
 	$(RAY) start --head --dashboard-host 127.0.0.1 --dashboard-port $(RAY_DASHBOARD_PORT) --disable-usage-stats

@@ -10,8 +10,11 @@ target validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on 
 ML-1M split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE
 vs Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare
 scoring + masking + top-k), storage (reading a shard set from S3 on a moto server vs local
-disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers). Inputs
-are generated once under --work. Prints a Markdown table and writes JSON; asserts nothing.
+disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers), serve
+(jobs/serve.py's HTTP API under a bounded load at concurrency 1, 8 and 32: exact and HNSW top-k
+and new users folded in, on MF runs with ML-1M's and Netflix's item tables, vs the same calls in
+process; HNSW recall@10). Inputs are generated once under --work. Prints a Markdown table (and
+the serve suite's latency table) and writes JSON; asserts nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     results = run_cases(todo)
     wall = time.perf_counter() - start
     print(markdown_table(results))
+    if "serve" in suites:
+        from distrec.bench.serve import serve_table
+
+        print(serve_table(results))
     print(f"{wall / 60:.1f} min in all, building the inputs included")
     write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__, "wall_s": wall}))
     print(f"wrote {args.out}")

@@ -33,6 +33,9 @@ class Shapes:
     closed_form_like: str = "ml-1m"  # closed-form data when the real ML-1M split is not at hand
     eval_like: str = "ml-25m"  # eval data (its test users are ranked against every item)
     eval_users: int = 20_000  # test users ranked per eval run (a seeded sample)
+    serve_like: str = "ml-1m"  # serve: the MF run's data, and one with Netflix's item table:
+    serve_netflix: tuple[int, int, int] = (50_000, 17_770, 5_000_000)  # users, items, ratings
+    serve_requests: int = 2000  # per endpoint and concurrency
 
     @classmethod
     def full(cls) -> "Shapes":
@@ -41,7 +44,8 @@ class Shapes:
     @classmethod
     def quick(cls) -> "Shapes":
         return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
-                   closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500)  # fmt: skip
+                   closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500,
+                   serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100)  # fmt: skip
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -277,7 +281,7 @@ def fit_distrec(data: str, model: str) -> dict[str, Any]:
 
     set_quiet(True)
     with tempfile.TemporaryDirectory() as out:
-        m = fit_closed_form(load_config(FitConfig, f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}"]))
+        m = fit_closed_form(load_config(FitConfig, f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}", "export_weights=false"]))
     lambdas = len(load_config(FitConfig, f"configs/{model}/ml-1m.yaml").model.lambdas)
     return {"seconds": m["wall_s"], "units": lambdas, "lambda": m["lambda"], "test_ndcg@10": m["test_ndcg@10"],
             "build_s": m["build_s"], "search_s": m["search_s"], "test_s": m["test_s"]}  # fmt: skip
@@ -420,7 +424,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
 
 
 # -- the list -----------------------------------------------------------------------------------
-SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale")
+SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "serve")
 
 
 def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
@@ -484,6 +488,17 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
             Case("storage", "s3-moto-http", read_shards, ("s3", work, mb), unit="MB", baseline="local-disk",
                  repeats=min(r, 2), warmup=False),
         ]
+    if "serve" in suites:
+        from distrec.bench import serve
+
+        users, items, ratings = shapes.serve_netflix
+        for name, data in ((shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
+                           ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings}))):
+            run = _once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
+            n = shapes.serve_requests
+            out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1, warmup=False),
+                    Case("serve", f"{name}/http", serve.serve_over_http, (run, n, (1, 8, 32)), unit="requests",
+                         baseline=f"{name}/in-process", repeats=1, warmup=False)]  # fmt: skip
     if "netflix-scale" in suites:
         data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
         out.append(Case("netflix-scale", "mf-epoch-2workers", train_distrec, (data, 2), unit="samples", repeats=1, warmup=False))

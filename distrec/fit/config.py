@@ -4,6 +4,7 @@
     model:  {name: ease | infae | poprec, lambdas: [...], ...}   # distrec/models/closed_form.py
     eval:   {ks: [10, 100], protocol: full, ...}                 # distrec/eval/ranking.py
     select: hr@100                                               # validation metric that picks λ
+    export_weights: true                                         # <output_dir>/weights, for jobs/serve.py
     output_dir: URI
 """
 
@@ -32,6 +33,7 @@ class FitConfig:
     output_dir: str
     eval: RankingConfig = field(default_factory=RankingConfig)
     select: str = "hr@100"  # the validation metric that chooses λ (the ∞-AE paper: HR@100)
+    export_weights: bool = True  # the chosen λ's weights to <output_dir>/weights (what jobs/serve.py reads)
 
     def __post_init__(self) -> None:
         check_select(self.select, self.eval)

@@ -9,7 +9,7 @@ in the configured precision (λ = 0 with a singular kernel) is skipped and recor
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,10 +69,13 @@ def search_lambda(
 
 
 def search_and_test(
-    model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str
+    model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str,
+    keep: Callable[[float | None, Any], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Returns the metrics (``lambda``: the chosen λ, None for a model without one; its
-    ``val_*`` and the ``test_*`` metrics; ``search_s``, ``test_s``) and one record per λ tried."""
+    ``val_*`` and the ``test_*`` metrics; ``search_s``, ``test_s``) and one record per λ tried.
+    ``keep(λ, weights)`` is given the chosen λ's weights after the test (to export them) before
+    they are dropped."""
     search = Stopwatch()
     best, trials, (fitted_lam, fitted) = search_lambda(model, holdout, eval_cfg=eval_cfg, select=select)
     search_s = search.seconds()
@@ -82,4 +85,6 @@ def search_and_test(
         fitted = model.solve(best["lambda"])
     log.info("chosen λ=%s (best val_%s%s); scoring test", best["lambda"], eval_cfg.label, select)
     test = _evaluate(model, fitted, holdout, "test", eval_cfg, holdout.propensity())
+    if keep is not None:
+        keep(best["lambda"], fitted)
     return {**best, **test, "search_s": search_s, "test_s": clock.seconds()}, trials

@@ -217,6 +217,13 @@ class EASE:
     def describe(self) -> dict[str, Any]:
         return {"items": self.num_items, "dtype": self.cfg.dtype}
 
+    def export(self, fitted: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What serving needs (distrec/serve): B [I, I] in float32, as ``scorer`` uses it."""
+        return {"B": fitted.float().contiguous()}
+
+    def export_meta(self) -> dict[str, Any]:
+        return {}
+
 
 class InfiniteAE:
     def __init__(self, cfg: InfAEConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> None:
@@ -274,6 +281,21 @@ class InfiniteAE:
 
     def describe(self) -> dict[str, Any]:
         return {"support_users": len(self.support), "depth": self.cfg.depth, "dtype": self.cfg.dtype}
+
+    def export(self, fitted: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What serving needs (distrec/serve): the support X_s as CSR (``support_indptr`` [n + 1],
+        ``support_indices`` [nnz], ``support_values`` [nnz]) and α [n, I], in the model's dtype;
+        the kernel's parameters are ``export_meta``."""
+        csr = self.x.to_sparse_csr()
+        return {
+            "support_indptr": csr.crow_indices().contiguous(),
+            "support_indices": csr.col_indices().contiguous(),
+            "support_values": csr.values().contiguous(),
+            "alpha": fitted.contiguous(),
+        }
+
+    def export_meta(self) -> dict[str, Any]:
+        return {"depth": self.cfg.depth, "w_var": self.cfg.w_var, "b_var": self.cfg.b_var, "dtype": self.cfg.dtype}
 
 
 class PopRec:

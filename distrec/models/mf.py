@@ -142,4 +142,5 @@ class BiasedMF(nn.Module):
         return {"vector": blocks[name][:, : self.dim].numpy(), "bias": blocks[table][:, col].numpy()}
 
     def export_meta(self) -> dict[str, float]:
-        return {"global_mean": float(self.mean.detach().cpu()[0])}
+        """μ, and the L2 strengths that folding in a new user (distrec/models/foldin.py) needs."""
+        return {"global_mean": float(self.mean.detach().cpu()[0]), "l2": self.cfg.l2, "bias_l2": self.cfg.bias_l2}

@@ -90,4 +90,4 @@ class MFBPR(nn.Module):
         return out
 
     def export_meta(self) -> dict[str, float]:
-        return {}
+        return {"l2": self.cfg.l2}  # for folding in new users (distrec/serve)

@@ -69,3 +69,24 @@ def test_a_case_peak_rss_is_its_own_not_the_driver_s():
                             Case("rss", "big", _allocate, (300,), unit="x", repeats=1, warmup=False)], log=lambda _: None)  # fmt: skip
     assert driver.sum() > 0
     assert small.peak_rss_mb < 300 < big.peak_rss_mb < 600, (small.peak_rss_mb, big.peak_rss_mb)
+
+
+@pytest.mark.slow
+def test_quick_serve_suite(tmp_path, monkeypatch):
+    """MF runs trained on two tiny datasets, served over HTTP on 127.0.0.1 under the bounded load,
+    next to the in-process baseline; the latency table and HNSW recall come out."""
+    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, serve_like="ml-100k", serve_netflix=(400, 1500, 12_000),
+                         serve_requests=24)  # fmt: skip
+    monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--suite", "serve", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    names = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(names) == {"ml-100k/in-process", "ml-100k/http", "netflix-items/in-process", "netflix-items/http"}
+    for data in ("ml-100k", "netflix-items"):
+        http, local = names[f"{data}/http"], names[f"{data}/in-process"]
+        assert set(http["extra"]["latency"]) == {f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)}
+        assert set(local["extra"]["latency"]) == {"in-process exact", "in-process hnsw", "in-process fold-in"}
+        for stats in [*http["extra"]["latency"].values(), *local["extra"]["latency"].values()]:
+            assert stats["requests"] == 24 and stats["rps"] > 0 and 0 < stats["p50_ms"] <= stats["p99_ms"]
+        assert http["ratio"] > 0 and 0 <= local["extra"]["recall@10"] <= 1
+    assert names["netflix-items/in-process"]["extra"]["items"] > 1000  # (items never rated are dropped)
