@@ -17,7 +17,7 @@ from distrec.eval.holdout import Holdout
 from distrec.fit.config import FitConfig
 from distrec.fit.report import write_fit_report
 from distrec.fit.search import search_and_test
-from distrec.models.closed_form import build_closed_form
+from distrec.models.closed_form import build_closed_form, check_memory
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
 
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
     clock = Stopwatch()
-    dataset = cfg.data.open()
+    dataset = cfg.data.open()  # its user and item counts checked against the shards
     split = dataset.resolve_split(cfg.data.split)
+    check_memory(cfg.model, num_items=dataset.num_items)  # before anything is read or allocated
     holdout = Holdout.read(dataset, split)
     log.info("%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
              cfg.data.path, split, dataset.num_users, dataset.num_items, holdout.train.nnz, holdout.val.nnz, holdout.test.nnz)
