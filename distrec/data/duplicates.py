@@ -134,12 +134,13 @@ def resolve_duplicates(chunks: Iterable[RatingChunk], policy: str, meta: dict) -
     if policy not in DUPLICATES:
         raise DataError(f"duplicates: {policy!r} is not one of {', '.join(DUPLICATES)}")
     meta["duplicates"] = policy
-    return chunks if policy == "refuse" else _resolved(list(chunks), policy == "mean", meta)
+    return chunks if policy == "refuse" else _resolved(chunks, policy == "mean", meta)
 
 
-def _resolved(held: list[RatingChunk], mean: bool, meta: dict) -> Iterator[RatingChunk]:
-    """The held chunks without the rows of a repeated pair but its last (rows keep file order);
-    ``mean``: that row's rating becomes the mean of the pair's ratings."""
+def _resolved(chunks: Iterable[RatingChunk], mean: bool, meta: dict) -> Iterator[RatingChunk]:
+    """All the chunks, held, then passed on without the rows of a repeated pair but its last
+    (rows keep file order); ``mean``: that row's rating becomes the mean of the pair's ratings."""
+    held = list(chunks)
     meta["duplicate_rows_removed"] = 0
     if not held:
         return

@@ -19,8 +19,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from distrec.data.metadata import items_table, split_title_year
 from distrec.data.duplicates import Rows, first_repeat
+from distrec.data.metadata import items_table, split_title_year
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import TEST, TRAIN, RatingChunk
 from distrec.data.source import Source
@@ -68,7 +68,6 @@ class _FoldFile:
     same sorted without repeats, and which of those u.data has shown so far."""
 
     def __init__(self, source: Source, name: str, options: ReadOptions) -> None:
-        self.name = name
         self.rows = Rows()
         keys = []
         for chunk in read_rating_file(source, name, U_DATA, final_newline=options.verify):
@@ -107,9 +106,9 @@ class _Fold:
         self.test, self.base = (_FoldFile(source, f"{fold}.{part}", options) for part in ("test", "base"))
         r = first_bad_row(find_keys(self.test.keys, self.base.sorted)[0])
         if r is not None:
-            other = first_bad_row(self.base.keys == self.test.keys[r])
+            other = int(np.flatnonzero(self.base.keys == self.test.keys[r])[0])
             raise DataError(
-                f"{self.test.rows(r)}: {_pair(self.test.keys[r])} is also in {self.base.rows(int(other))}; "
+                f"{self.test.rows(r)}: {_pair(self.test.keys[r])} is also in {self.base.rows(other)}; "
                 f"{fold}.base and {fold}.test must not share a rating"
             )
 

@@ -44,7 +44,8 @@ def _reader(ratings: str):
         if not source.has(ratings) and source.has("ratings_small.csv"):
             raise DataError(f"{source}: has ratings_small.csv but no {ratings}; prepare it as dataset 'tmdb-small'")
         meta: dict = {}
-        return Parsed(chunks=read_rating_file(source, ratings, RATINGS_CSV, final_newline=options.verify), items=lambda: _items(source, meta), meta=meta)
+        chunks = read_rating_file(source, ratings, RATINGS_CSV, final_newline=options.verify)
+        return Parsed(chunks=chunks, items=lambda: _items(source, meta), meta=meta)
 
     return read
 
