@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from distrec.data.schema import KIND, PART_NAMES, SCHEMA_VERSION, split_column
-from distrec.storage import DataError, StoredDirectory
+from distrec.storage import MANIFEST, DataError, StoredDirectory, join
 from distrec.storage.reader import Verify
 
 __all__ = ["DataConfig", "InteractionDataset", "Interactions"]
@@ -70,15 +70,50 @@ class Interactions:
 
 
 class InteractionDataset:
-    """``jobs/prepare.py`` output, verified on open (sizes; ``verify="sha256"`` reads it all)."""
+    """``jobs/prepare.py`` output, verified on open (sizes; ``verify="sha256"`` reads it all).
+
+    Unless ``verify="none"``, the manifest's user and item counts are also checked against the
+    shards' Parquet statistics (only their footers are read): indices are dense, so the smallest
+    must be 0 and the largest the count less one. Tables are sized by these counts, so a wrong
+    one would otherwise train on the wrong rows or allocate for rows that do not exist."""
 
     def __init__(self, uri: str, *, verify: Verify = "size") -> None:
         self.uri = uri
         self.store = StoredDirectory(uri, kind=KIND, schema_version=SCHEMA_VERSION, verify=verify)
         self.meta = self.store.meta
-        self.num_users = int(self.meta["users"])
-        self.num_items = int(self.meta["items"])
+        self.num_users = self._count("users")
+        self.num_items = self._count("items")
         self.parts = self.store.manifest.paths("part-")
+        if verify != "none":
+            self._check_counts()
+
+    def _count(self, key: str) -> int:
+        value = self.meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{join(self.uri, MANIFEST)}: meta.{key} is {value!r}, expected a positive whole number")
+        return value
+
+    def _check_counts(self) -> None:
+        ranges = {part: self.store.column_ranges(part, ["user", "item"]) for part in self.parts}
+        manifest = join(self.uri, MANIFEST)
+        for column, key, count in (("user", "users", self.num_users), ("item", "items", self.num_items)):
+            held = [(*r[column], part) for part, r in ranges.items() if r[column] is not None]  # (min, max, part)
+            if not held:
+                raise DataError(f"{manifest}: meta.{key} is {count:,} but the shards hold no rows")
+            smallest, low = min((lo, part) for lo, _, part in held)
+            largest, high = max((hi, part) for _, hi, part in held)
+            if smallest < 0 or largest >= count:
+                part, index = (low, smallest) if smallest < 0 else (high, largest)
+                raise DataError(
+                    f"{manifest}: meta.{key} is {count:,} but {join(self.uri, part)} holds {column} index {index:,}, "
+                    f"outside 0..{count - 1:,}; the manifest does not match its data. Prepare the dataset again"
+                )
+            if smallest != 0 or largest != count - 1:
+                raise DataError(
+                    f"{manifest}: meta.{key} is {count:,} but the shards' {column} indices run {smallest:,}..{largest:,} "
+                    f"(the largest in {join(self.uri, high)}), where dense indices run 0..{count - 1:,}; the manifest "
+                    "does not match its data. Prepare the dataset again"
+                )
 
     @property
     def splits(self) -> list[str]:

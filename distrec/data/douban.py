@@ -107,6 +107,7 @@ SPECS = [
         urls=("https://github.com/fmonti/mgcnn/raw/master/Data/douban/training_test_dataset.mat",),
         read=_read,
         rating_range=(1, 5),
+        rating_step=1,
         expected=None,
         official_splits=("official",),
         default_split="official",

@@ -65,6 +65,7 @@ SPECS = [
         urls=(),
         read=_read,
         rating_range=(1, 5),
+        rating_step=1,
         expected=(6040, 3706, 1_000_209),
         official_splits=("official",),
         default_split="official",

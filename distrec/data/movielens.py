@@ -6,6 +6,10 @@
 - 1M and 10M: ``ratings.dat`` (``user::item::rating::time``), ``movies.dat``
   (``id::Title (year)::Genre|Genre``), 1M also ``users.dat``.
 - 20M and 25M: ``ratings.csv`` (header ``userId,movieId,rating,timestamp``), ``movies.csv``.
+
+Each release holds one rating per (user, item) pair, whole stars (100K, 1M) or half stars (10M
+on), and every file ends in a newline. The date ranges are those the READMEs give (100K, 20M,
+25M); the 1M and 10M READMEs give none, so theirs are the first and last days of those files.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from distrec.data.duplicates import Rows, first_repeat
 from distrec.data.metadata import items_table, split_title_year
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import TEST, TRAIN, RatingChunk
@@ -42,11 +47,12 @@ ML100K_FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 
 
-def read_rating_file(source: Source, name: str, fmt: TextFormat) -> Iterator[RatingChunk]:
-    """Rating chunks (raw ids) from one file in a user/item/rating/time format."""
+def read_rating_file(source: Source, name: str, fmt: TextFormat, *, final_newline: bool = False) -> Iterator[RatingChunk]:
+    """Rating chunks (raw ids) from one file in a user/item/rating/time format
+    (``final_newline``: see ``textparse.newline_blocks``)."""
     label = source.label(name)
     with source.open(name) as f:
-        for line, table in parse_delimited(f, label, fmt):
+        for line, table in parse_delimited(f, label, fmt, final_newline=final_newline):
             yield RatingChunk(
                 user=table.column("user").to_numpy(),
                 item=table.column("item").to_numpy(),
@@ -57,31 +63,85 @@ def read_rating_file(source: Source, name: str, fmt: TextFormat) -> Iterator[Rat
 
 
 # -- 100K ---------------------------------------------------------------------------------------
-def _fold_codes(source: Source, fold: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (user, item) keys of a fold's test file and its base file."""
-    keys = []
-    for part in ("test", "base"):
-        name = f"{fold}.{part}"
-        if not source.has(name):
-            raise DataError(f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {name} is missing")
-        keys.append(np.sort(np.concatenate([pair_keys(c.user, c.item) for c in read_rating_file(source, name, U_DATA)])))
-    return keys[0], keys[1]
+class _FoldFile:
+    """One file of an official fold (``u1.test``, say): its (user, item) keys in file order, the
+    same sorted without repeats, and which of those u.data has shown so far."""
+
+    def __init__(self, source: Source, name: str, options: ReadOptions) -> None:
+        self.rows = Rows()
+        keys = []
+        for chunk in read_rating_file(source, name, U_DATA, final_newline=options.verify):
+            keys.append(pair_keys(chunk.user, chunk.item))
+            self.rows.add(len(chunk), chunk.where)
+        self.keys = np.concatenate(keys)  # [N], file order
+        if options.duplicates == "refuse" and (found := first_repeat(self.keys)):
+            earlier, later = found
+            raise DataError(f"{self.rows(later)}: {_pair(self.keys[later])} is listed again (first at {self.rows(earlier)})")
+        self.sorted = np.unique(self.keys)
+        self.seen = np.zeros(len(self.sorted), dtype=bool)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` [n] the file lists (bool [n]); marks them seen."""
+        hit, found = find_keys(keys, self.sorted)
+        self.seen[found] = True
+        return hit
+
+    def first_unseen(self) -> int | None:
+        """The first row of the file whose pair u.data did not hold, or None."""
+        return first_bad_row(np.isin(self.keys, self.sorted[~self.seen]))
+
+
+def _pair(key: np.integer) -> str:
+    return f"user {int(key) >> 32}, item {int(key) & 0xFFFFFFFF}"
+
+
+class _Fold:
+    """An official fold (``uN.base`` + ``uN.test``): the two files must partition u.data's pairs."""
+
+    def __init__(self, source: Source, fold: str, options: ReadOptions) -> None:
+        self.name = fold
+        for part in ("test", "base"):
+            if not source.has(f"{fold}.{part}"):
+                raise DataError(f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {fold}.{part} is missing")
+        self.test, self.base = (_FoldFile(source, f"{fold}.{part}", options) for part in ("test", "base"))
+        r = first_bad_row(find_keys(self.test.keys, self.base.sorted)[0])
+        if r is not None:
+            other = int(np.flatnonzero(self.base.keys == self.test.keys[r])[0])
+            raise DataError(
+                f"{self.test.rows(r)}: {_pair(self.test.keys[r])} is also in {self.base.rows(other)}; "
+                f"{fold}.base and {fold}.test must not share a rating"
+            )
+
+    def codes(self, chunk: RatingChunk, keys: np.ndarray) -> np.ndarray:
+        """TEST/TRAIN [n] for a chunk of u.data with pair ``keys`` [n]."""
+        in_test, in_base = self.test.find(keys), self.base.find(keys)
+        r = first_bad_row(~in_test & ~in_base)
+        if r is not None:
+            raise DataError(f"{chunk.where(r)}: rating is in neither {self.name}.base nor {self.name}.test")  # type: ignore[misc]
+        return np.where(in_test, TEST, TRAIN).astype(np.int8)
+
+    def check_all_seen(self) -> None:
+        for part in (self.test, self.base):
+            r = part.first_unseen()
+            if r is not None:
+                raise DataError(
+                    f"{part.rows(r)}: {_pair(part.keys[r])} is not in u.data; {self.name}.base and "
+                    f"{self.name}.test must partition u.data's ratings"
+                )
 
 
 def _read_100k(source: Source | None, options: ReadOptions) -> Parsed:
     assert source is not None
-    folds = {fold: _fold_codes(source, fold) for fold in options.splits}
+    folds = [_Fold(source, fold, options) for fold in options.splits]
 
     def chunks() -> Iterator[RatingChunk]:
-        for chunk in read_rating_file(source, "u.data", U_DATA):
+        for chunk in read_rating_file(source, "u.data", U_DATA, final_newline=options.verify):
             keys = pair_keys(chunk.user, chunk.item)
-            for fold, (test, base) in folds.items():
-                in_test, in_base = find_keys(keys, test)[0], find_keys(keys, base)[0]
-                r = first_bad_row(~in_test & ~in_base)
-                if r is not None:
-                    raise DataError(f"{chunk.where(r)}: rating is in neither {fold}.base nor {fold}.test")  # type: ignore[misc]
-                chunk.splits[fold] = np.where(in_test, TEST, TRAIN).astype(np.int8)
+            for fold in folds:
+                chunk.splits[fold.name] = fold.codes(chunk, keys)
             yield chunk
+        for fold in folds:
+            fold.check_all_seen()
 
     return Parsed(chunks=chunks(), items=lambda: _items_100k(source), users=lambda: _users_100k(source))
 
@@ -213,7 +273,7 @@ def _reader(ratings: str, fmt: TextFormat, items, users=None):
     def read(source: Source | None, options: ReadOptions) -> Parsed:
         assert source is not None
         return Parsed(
-            chunks=read_rating_file(source, ratings, fmt),
+            chunks=read_rating_file(source, ratings, fmt, final_newline=options.verify),
             items=lambda: items(source),
             users=(lambda: users(source)) if users else (lambda: None),
         )
@@ -234,6 +294,8 @@ SPECS = [
         urls=(f"{GROUPLENS}/ml-100k.zip",),
         read=_read_100k,
         rating_range=(1, 5),
+        rating_step=1,
+        dates=("1997-09-19", "1998-04-22"),
         expected=(943, 1682, 100_000),
         official_splits=ML100K_FOLDS,
         default_split="u1",
@@ -244,6 +306,8 @@ SPECS = [
         urls=(f"{GROUPLENS}/ml-1m.zip",),
         read=_reader("ratings.dat", RATINGS_DAT, lambda s: read_movies_dat(s, "latin-1"), _users_1m),
         rating_range=(1, 5),
+        rating_step=1,
+        dates=("2000-04-25", "2003-02-28"),
         expected=(6040, 3706, 1_000_209),
     ),
     DatasetSpec(
@@ -252,6 +316,8 @@ SPECS = [
         urls=(f"{GROUPLENS}/ml-10m.zip",),
         read=_reader("ratings.dat", RATINGS_DAT, lambda s: read_movies_dat(s, "utf-8")),
         rating_range=(0.5, 5),
+        rating_step=0.5,
+        dates=("1995-01-09", "2009-01-05"),
         expected=(69_878, 10_677, 10_000_054),
     ),
     DatasetSpec(
@@ -260,6 +326,8 @@ SPECS = [
         urls=(f"{GROUPLENS}/ml-20m.zip",),
         read=_reader("ratings.csv", RATINGS_CSV, _movies_csv),
         rating_range=(0.5, 5),
+        rating_step=0.5,
+        dates=("1995-01-09", "2015-03-31"),
         expected=(138_493, 26_744, 20_000_263),
     ),
     DatasetSpec(
@@ -268,6 +336,8 @@ SPECS = [
         urls=(f"{GROUPLENS}/ml-25m.zip",),
         read=_reader("ratings.csv", RATINGS_CSV, _movies_csv),
         rating_range=(0.5, 5),
+        rating_step=0.5,
+        dates=("1995-01-09", "2019-11-21"),
         expected=(162_541, 59_047, 25_000_095),
     ),
 ]

@@ -63,22 +63,23 @@ LineOf = Callable[[int], int]  # row of a parsed block → line of the file
 
 
 def read_movie_blocks(
-    source: Source, name: str, fmt: TextFormat, *, block_size: int = BLOCK_SIZE
+    source: Source, name: str, fmt: TextFormat, *, block_size: int = BLOCK_SIZE, final_newline: bool = False
 ) -> Iterator[tuple[np.ndarray, pa.Table, LineOf]]:
-    """``(movie id per row [N], rows in fmt, row → line number)`` per block of a ``MovieID:`` file."""
+    """``(movie id per row [N], rows in fmt, row → line number)`` per block of a ``MovieID:`` file
+    (``final_newline``: see ``textparse.newline_blocks``)."""
     label = source.label(name)
     with source.open(name) as f:
-        for table, (movies, line_of) in parse_ahead(_block_jobs(f, label, fmt, block_size)):
+        for table, (movies, line_of) in parse_ahead(_block_jobs(f, label, fmt, block_size, final_newline)):
             yield movies, table, line_of
 
 
 def _block_jobs(
-    f: BinaryIO, label: str, fmt: TextFormat, block_size: int
+    f: BinaryIO, label: str, fmt: TextFormat, block_size: int, final_newline: bool
 ) -> Iterator[tuple[Callable[[], pa.Table], tuple[np.ndarray, LineOf]]]:
     """Per block: the (deferred) parse of its rating lines, and (movie id per row, row → line)."""
     movie: int | None = None  # the movie whose lines run on into the next block
     first_line = 1  # of the current block, counted from its segments (no second pass over the bytes)
-    for block in newline_blocks(f, label, block_size):
+    for block in newline_blocks(f, label, block_size, final_newline=final_newline):
         headers = _header_lines(block)
         # Segment s runs from the end of header s-1 to the start of header s; segment 0
         # continues the previous block's movie.
@@ -132,8 +133,8 @@ class _Probe:
     Keys are movie-major because a chunk of ratings covers a few hundred consecutive movies, so
     ``find_keys`` looks up only the short run of probe keys for those movies."""
 
-    def __init__(self, source: Source) -> None:
-        blocks = read_movie_blocks(source, "probe.txt", PROBE_LINE)
+    def __init__(self, source: Source, *, final_newline: bool) -> None:
+        blocks = read_movie_blocks(source, "probe.txt", PROBE_LINE, final_newline=final_newline)
         keys = [pair_keys(movie, table.column("user").to_numpy()) for movie, table, _ in blocks]
         self.keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
         self.seen = np.zeros(len(self.keys), dtype=bool)
@@ -163,13 +164,13 @@ def _read(source: Source | None, options: ReadOptions) -> Parsed:
     log.info("netflix: reading %d rating file(s): %s", len(files), ", ".join(files[:4]) + (" …" if len(files) > 4 else ""))
     if "probe" in options.splits and not source.has("probe.txt"):
         raise DataError(f"{source}: the official split 'probe' needs probe.txt")
-    probe = _Probe(source) if "probe" in options.splits else None
+    probe = _Probe(source, final_newline=options.verify) if "probe" in options.splits else None
     meta: dict = {"rating_files": len(files)}
 
     def chunks() -> Iterator[RatingChunk]:
         for name in files:
             label = source.label(name)
-            for item, table, line_of in read_movie_blocks(source, name, RATING_LINE):
+            for item, table, line_of in read_movie_blocks(source, name, RATING_LINE, final_newline=options.verify):
                 user = table.column("user").to_numpy()
                 days = table.column("date").cast(pa.int32()).to_numpy()
                 chunk = RatingChunk(
@@ -219,6 +220,8 @@ SPECS = [
         urls=(),
         read=_read,
         rating_range=(1, 5),
+        rating_step=1,
+        dates=("1998-10-01", "2005-12-31"),
         expected=(480_189, 17_770, 100_480_507),
         official_splits=("probe",),
         default_split="probe",

@@ -1,14 +1,15 @@
 """Raw files (any source in the registry) → a committed, sharded interaction dataset.
 
-One pass over the parser's chunks: ratings are range-checked (errors name file and line), raw
+One pass over the parser's chunks: ratings are checked (``checks.py``; errors name file and line), raw
 ids become dense indices, and ``part-NNNNN.parquet`` shards are written as they fill, by
 background threads while the next chunks are parsed. Splits the source defines itself (ML-100K
 folds, the ∞-AE index, Netflix probe) arrive with the chunks, and row-wise splits (``random``, an
 official split with a validation part carved out) are drawn chunk by chunk. Splits that need
 every user's rows (per-user ratio, leave-last-out, temporal, a user holdout) are computed after
 the last chunk, so the encoded rows (29 bytes a rating: 2.9 GB for Netflix) are held in memory
-and the shards written then. Id maps and metadata follow, and the manifest last. Any error
-leaves no manifest, and the writer removes what it wrote.
+and the shards written then. Repeated (user, item) pairs are refused after the last chunk, or
+resolved before the first as ``--duplicates`` says (``duplicates.py``). Id maps and metadata
+follow, and the manifest last. Any error leaves no manifest, and the writer removes what it wrote.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from distrec.data.checks import checked
+from distrec.data.duplicates import Duplicates, PairCheck, resolve_duplicates
 from distrec.data.idmap import IdMap
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
@@ -51,7 +54,8 @@ class PrepareConfig:
     seed: int = 0
     rows_per_shard: int = 4_000_000
     row_group_size: int = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
-    verify_counts: bool = True
+    verify_counts: bool = True  # also: each text file ends in a newline, times within the release's dates
+    duplicates: Duplicates = "refuse"  # repeated (user, item) pairs: refuse, keep-last or mean (duplicates.py)
     cache_dir: str | None = None
     overwrite: bool = False  # write into a non-empty directory distrec did not write (its files are kept)
 
@@ -127,19 +131,6 @@ class _ShardBuffer:
         return self.parts
 
 
-def _check_ratings(spec: DatasetSpec, chunk: RatingChunk) -> None:
-    r = chunk.rating
-    bad = ~np.isfinite(r)
-    if spec.rating_range is not None:
-        lo, hi = spec.rating_range
-        bad |= (r < lo) | (r > hi)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        where = chunk.where(row) if chunk.where else f"row {row}"
-        scale = f"{spec.rating_range[0]:g} to {spec.rating_range[1]:g}" if spec.rating_range else "a finite number"
-        raise DataError(f"{where}: rating {r[row]:g} is outside {spec.title}'s scale ({scale})")
-
-
 def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     """Prepare ``req.dataset`` into ``req.out``; returns the summary also stored in the manifest."""
     clock = Stopwatch()
@@ -156,7 +147,13 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     _check_out(req)
 
     source = _open_source(spec, req)
-    parsed = spec.read(source, ReadOptions(splits=tuple(dict.fromkeys(official + bases)), seed=req.seed, like=req.like, sizes=req.sizes))
+    options = ReadOptions(
+        splits=tuple(dict.fromkeys(official + bases)), verify=req.verify_counts, duplicates=req.duplicates,
+        seed=req.seed, like=req.like, sizes=req.sizes,
+    )
+    parsed = spec.read(source, options)
+    rows = resolve_duplicates(checked(spec, parsed.chunks, verify=req.verify_counts), req.duplicates, parsed.meta)
+    pairs = PairCheck()
     if not req.row_group_size:
         req.row_group_size = _auto_row_group_size(parsed.expected_rows or (spec.expected[2] if spec.expected else None))
     users, items = IdMap(), IdMap()
@@ -168,9 +165,9 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     has_ts = True
     with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer, _ShardBuffer(writer, req) as shards:
         with progress(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
-            for chunk in parsed.chunks:
-                _check_ratings(spec, chunk)
+            for chunk in rows:
                 table = _encode(chunk, users, items, official)
+                pairs.add(table.column("user").to_numpy(), table.column("item").to_numpy(), chunk.where)
                 for name, (s, draw) in row_wise.items():
                     codes = draw(len(chunk), _official_codes(chunk, s.base) if s.base else None)
                     stats.count_split(name, codes)
@@ -184,6 +181,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
                 else:
                     shards.add(table)
                 bar.update(len(chunk))
+        pairs.check(users, items)
         counts = {"users": len(users), "items": len(items), "ratings": stats.rows}
         _check_counts(spec, counts, req)
         counted = dict(stats.split_counts)

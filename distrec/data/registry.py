@@ -1,4 +1,5 @@
-"""The dataset registry: name → official URLs, parser, rating scale, expected counts, splits.
+"""The dataset registry: name → official URLs, parser, rating scale and step, date range,
+expected counts, splits.
 
 Each parser module (``movielens``, ``netflix``, ``douban``, ``tmdb``, ``infae``, ``synthetic``)
 exports ``SPECS``; ``get_dataset`` looks a name up and names the known ones when it is unknown.
@@ -21,9 +22,14 @@ __all__ = ["DatasetSpec", "Parsed", "ReadOptions", "get_dataset", "dataset_names
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """What a parser is asked for: the official splits to decode, and generator settings."""
+    """What a parser is asked for: the official splits to decode, and generator settings.
+
+    ``verify``: hold the files to the official release (each text file ends in a newline);
+    ``duplicates``: how repeated (user, item) pairs are treated (see ``duplicates.py``)."""
 
     splits: tuple[str, ...] = ()
+    verify: bool = True
+    duplicates: str = "refuse"
     seed: int = 0
     like: str | None = None  # synthetic: shape of a named dataset
     sizes: dict[str, float] = field(default_factory=dict)  # synthetic: explicit users/items/ratings
@@ -51,6 +57,9 @@ class DatasetSpec:
     urls: tuple[str, ...]  # official downloads; empty when the files must be obtained by hand
     read: Callable[[Source | None, ReadOptions], Parsed]
     rating_range: tuple[float, float] | None  # inclusive; None = any finite value
+    rating_step: float | None = None  # ratings are whole multiples of it (1: whole stars); None = any
+    # first and last day of the official release's ratings (YYYY-MM-DD); None = not known or no times
+    dates: tuple[str, str] | None = None
     expected: tuple[int, int, int] | None = None  # users, items, ratings of the official release
     official_splits: tuple[str, ...] = ()
     default_split: str = "user-ratio:0.8/0.1/0.1"

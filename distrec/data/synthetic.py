@@ -266,6 +266,7 @@ SPECS = [
         urls=(),
         read=_read,
         rating_range=(0.5, 5),
+        rating_step=0.5,
         default_split="random:0.8/0.1/0.1",
         needs_source=False,
     )

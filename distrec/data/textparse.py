@@ -73,24 +73,40 @@ def bad_line(label: str, line: int, message: str) -> DataError:
     return DataError(f"{label}, line {line}: {message}")
 
 
-def newline_blocks(f: BinaryIO, label: str, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+def newline_blocks(
+    f: BinaryIO, label: str, block_size: int = BLOCK_SIZE, *, final_newline: bool = False
+) -> Iterator[bytes]:
     """Yield blocks of about ``block_size`` bytes, each ending with a newline after a non-blank line.
 
     Blank lines at a block's end are held back for the next block, so only those at the end of
-    the file are dropped; anywhere else they reach the parser, which rejects them."""
+    the file are dropped; anywhere else they reach the parser, which rejects them.
+    ``final_newline``: a last line without its newline (a cut-short download, a line a tool
+    truncated) is an error naming it, since every upstream file ends in one; otherwise the line
+    is read as if the newline were there."""
     rest = b""
     seen_any = False
+    lines = 0  # newlines in the blocks yielded so far (counted only for the error)
     while data := f.read(block_size):
         seen_any = True
         cut = _content_end(rest, data)
         if cut == 0:
             rest += data
             continue
-        yield b"".join((rest, memoryview(data)[:cut]))  # one copy of the block, not two
+        block = b"".join((rest, memoryview(data)[:cut]))  # one copy of the block, not two
+        if final_newline:
+            lines += block.count(b"\n")
+        yield block
         rest = data[cut:]
     if not seen_any:
         raise DataError(f"{label}: empty file")
     if rest.strip():
+        if final_newline:
+            raise bad_line(
+                label,
+                lines + rest.count(b"\n") + 1,
+                "the file ends without a newline, so this last line may be cut short (the upstream files "
+                "end in one); pass --no-verify to read it as it is",
+            )
         yield rest + b"\n"
 
 
@@ -107,13 +123,14 @@ def _content_end(rest: bytes, data: bytes) -> int:
 
 
 def parse_delimited(
-    f: BinaryIO, label: str, fmt: TextFormat, *, block_size: int = BLOCK_SIZE
+    f: BinaryIO, label: str, fmt: TextFormat, *, block_size: int = BLOCK_SIZE, final_newline: bool = False
 ) -> Iterator[tuple[int, pa.Table]]:
-    """Yield ``(first line number, table)`` per block; row ``r`` of a table is line ``first + r``."""
+    """Yield ``(first line number, table)`` per block; row ``r`` of a table is line ``first + r``.
+    ``final_newline``: see ``newline_blocks``."""
 
     def jobs() -> Iterator[tuple[Callable[[], pa.Table], int]]:
         line = 1  # of the block's first line
-        for block in newline_blocks(f, label, block_size):
+        for block in newline_blocks(f, label, block_size, final_newline=final_newline):
             if line == 1 and fmt.header is not None:
                 head, _, block = block.partition(b"\n")
                 _check_header(label, fmt, head)
@@ -134,7 +151,8 @@ def parse_ahead(jobs: Iterable[tuple[Callable[[], pa.Table], T]]) -> Iterator[tu
     Arrow releases the GIL while it parses, so the Python work around each block (finding lines,
     encoding ids, writing shards) no longer leaves a core idle. Results and parse errors come in
     block order; one block is read ahead of the caller."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
         ahead: tuple[Future[pa.Table], T] | None = None
         for parse, tag in jobs:
             submitted = (pool.submit(parse), tag)
@@ -143,6 +161,12 @@ def parse_ahead(jobs: Iterable[tuple[Callable[[], pa.Table], T]]) -> Iterator[tu
             ahead = submitted
         if ahead is not None:
             yield ahead[0].result(), ahead[1]
+    finally:
+        # Not joined: a reader abandoned after an error (its generator kept alive by the error's
+        # traceback) is closed by the garbage collector on whatever thread runs it, once even
+        # inside threading's own lock while a thread started, where a join deadlocked. A parse
+        # still running only reads its block; its thread ends when that does.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _check_header(label: str, fmt: TextFormat, head: bytes) -> None:

@@ -44,7 +44,8 @@ def _reader(ratings: str):
         if not source.has(ratings) and source.has("ratings_small.csv"):
             raise DataError(f"{source}: has ratings_small.csv but no {ratings}; prepare it as dataset 'tmdb-small'")
         meta: dict = {}
-        return Parsed(chunks=read_rating_file(source, ratings, RATINGS_CSV), items=lambda: _items(source, meta), meta=meta)
+        chunks = read_rating_file(source, ratings, RATINGS_CSV, final_newline=options.verify)
+        return Parsed(chunks=chunks, items=lambda: _items(source, meta), meta=meta)
 
     return read
 
@@ -130,6 +131,8 @@ SPECS = [
         urls=(),
         read=_reader("ratings.csv"),
         rating_range=(0.5, 5),
+        rating_step=0.5,
+        dates=("1995-01-09", "2017-08-04"),
         expected=(270_896, 45_115, 26_024_289),
         how_to_get=HOW_TO_GET,
     ),
@@ -139,6 +142,8 @@ SPECS = [
         urls=(),
         read=_reader("ratings_small.csv"),
         rating_range=(0.5, 5),
+        rating_step=0.5,
+        dates=("1995-01-09", "2016-10-16"),
         expected=(671, 9_066, 100_004),
         how_to_get=HOW_TO_GET,
     ),

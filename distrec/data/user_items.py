@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from distrec.storage.manifest import DataError
+
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")  # stable for what is used here
 
 __all__ = ["UserItems"]
@@ -34,7 +36,10 @@ class UserItems:
         """From (user, item) pairs [N] in any order; repeated pairs count once."""
         user, item = np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64)
         if len(user) and (user.min() < 0 or user.max() >= num_users or item.min() < 0 or item.max() >= num_items):
-            raise ValueError(f"user/item index out of range for {num_users} users × {num_items} items")
+            raise DataError(
+                f"user indices {user.min()}..{user.max()} and item indices {item.min()}..{item.max()} do not fit "
+                f"{num_users:,} users × {num_items:,} items; the dataset's counts do not match its rows"
+            )
         key = np.sort(user * num_items + item)  # by user, then item
         key = key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key  # not np.unique: numpy ≥ 2.3 hashes, far slower at 10⁸
         counts = np.bincount(key // num_items, minlength=num_users)

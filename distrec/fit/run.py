@@ -21,7 +21,7 @@ from distrec.fit.config import FitConfig
 from distrec.fit.export import export_weights
 from distrec.fit.report import write_fit_report
 from distrec.fit.search import search_and_test
-from distrec.models.closed_form import build_closed_form
+from distrec.models.closed_form import build_closed_form, check_memory
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
 
@@ -32,13 +32,14 @@ log = logging.getLogger(__name__)
 
 def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
     clock = Stopwatch()
-    dataset = cfg.data.open()
+    dataset = cfg.data.open()  # its user and item counts checked against the shards
     split = dataset.resolve_split(cfg.data.split)
+    device = resolve_device(cfg.model.device)
+    check_memory(cfg.model, num_items=dataset.num_items, device=device)  # before anything is read or allocated
     holdout = Holdout.read(dataset, split)
     log.info("%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
              cfg.data.path, split, dataset.num_users, dataset.num_items, holdout.train.nnz, holdout.val.nnz, holdout.test.nnz)
     build = Stopwatch()
-    device = resolve_device(cfg.model.device)
     model = build_closed_form(cfg.model, holdout.train, device=device)
     build_s = build.seconds()
     log.info("%s built on %s in %.1f s: %s", cfg.model.name, device, build_s, model.describe())

@@ -50,6 +50,7 @@ __all__ = [
     "InfiniteAE",
     "PopRec",
     "build_closed_form",
+    "check_memory",
     "ease_bytes",
     "infae_bytes",
     "max_support",
@@ -171,18 +172,27 @@ def _factor(a: torch.Tensor, ridge: float, what: str) -> torch.Tensor:
     return factor
 
 
+def check_memory(cfg: ClosedFormConfig, *, num_items: int, device: torch.device = torch.device("cpu")) -> None:
+    """The memory plan, before anything is read or allocated: EASE's solve must fit the budget,
+    and ∞-AE's must hold at least one support user (it samples the largest support that fits)."""
+    if isinstance(cfg, EASEConfig):
+        need, budget = ease_bytes(num_items, cfg.dtype), _budget(cfg.memory_gb, device)
+        if need > budget:
+            raise UserError(
+                f"EASE on {num_items} items needs about {need / 2**30:.1f} GiB in {cfg.dtype}, over the "
+                f"{budget / 2**30:.1f} GiB budget of {device}; use model.dtype=float32 or raise model.memory_gb"
+            )
+    elif isinstance(cfg, InfAEConfig) and max_support(num_items, _budget(cfg.memory_gb, device), cfg.dtype) < 1:
+        raise UserError("the memory budget does not hold even one support user; raise model.memory_gb")
+
+
 class EASE:
     def __init__(self, cfg: EASEConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> None:
         self.cfg = cfg
         self.lambdas = list(cfg.lambdas)
         self.dtype = DTYPES[cfg.dtype]
         self.device = device
-        need, budget = ease_bytes(train.num_items, cfg.dtype), _budget(cfg.memory_gb, device)
-        if need > budget:
-            raise UserError(
-                f"EASE on {train.num_items} items needs about {need / 2**30:.1f} GiB in {cfg.dtype}, over the "
-                f"{budget / 2**30:.1f} GiB budget of {device}; use model.dtype=float32 or raise model.memory_gb"
-            )
+        check_memory(cfg, num_items=train.num_items, device=device)
         self.num_items = train.num_items
         self.gram = torch.zeros(train.num_items, train.num_items, dtype=self.dtype, device=device)  # XᵀX [I, I]
         users = np.arange(train.num_users)
@@ -231,6 +241,7 @@ class InfiniteAE:
         self.lambdas = list(cfg.lambdas)
         self.dtype = DTYPES[cfg.dtype]
         self.device = device
+        check_memory(cfg, num_items=train.num_items, device=device)
         active = np.flatnonzero(train.counts() > 0)
         wanted = min(cfg.support_users or len(active), len(active))
         fits = max_support(train.num_items, _budget(cfg.memory_gb, device), cfg.dtype)
@@ -238,7 +249,7 @@ class InfiniteAE:
             log.warning("a support of %d users does not fit the memory budget; sampling %d users", wanted, fits)
             wanted = fits
         if wanted < 1:
-            raise UserError("the memory budget does not hold even one support user; raise model.memory_gb")
+            raise UserError("no user has a training interaction, so ∞-AE has no support to build its kernel from")
         self.support = active
         if wanted < len(active):
             rng = np.random.default_rng(cfg.seed)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import Any, Literal, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Literal, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -142,6 +143,31 @@ class StoredDirectory:
 
         The whole-file sha256 cannot be checked on part of a file; the size is checked against the
         manifest and every page against the CRC written with it."""
+        with self._ranged_parquet(path) as pf:
+            return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
+
+    def column_ranges(self, path: str, columns: Sequence[str]) -> dict[str, tuple[Any, Any] | None]:
+        """Each column's smallest and largest value (None for a file without rows), from the
+        row-group statistics in the Parquet footer: only the footer is read. Every distrec
+        writer records them; a file without them is refused."""
+        with self._ranged_parquet(path) as pf:
+            meta = pf.metadata
+            names = meta.schema.names
+            out: dict[str, tuple[Any, Any] | None] = {}
+            for column in columns:
+                if column not in names:
+                    raise DataError(f"{join(self.uri, path)}: no column {column!r}")
+                stats = [meta.row_group(g).column(names.index(column)).statistics for g in range(meta.num_row_groups)]
+                stats = [s for s in stats if s is None or s.num_values]
+                if any(s is None or not s.has_min_max for s in stats):
+                    raise DataError(f"{join(self.uri, path)}: column {column!r} has no min/max statistics; write it again")
+                out[column] = (min(s.min for s in stats), max(s.max for s in stats)) if stats else None
+            return out
+
+    @contextmanager
+    def _ranged_parquet(self, path: str) -> Iterator[pq.ParquetFile]:
+        """The file opened for ranged reads, its size checked against the manifest; Parquet
+        errors while it is open become DataErrors naming it."""
         entry = self.entry(path)
         full = self.location(path)
         with storage_errors(full, "open"):
@@ -153,8 +179,7 @@ class StoredDirectory:
             if f.size != entry.bytes:
                 raise DataError(f"{full}: {f.size} bytes, the manifest says {entry.bytes}; the file changed after it was written")
             try:  # the store's failures are DataErrors by now (_StoreReads); what is left is the file's fault
-                pf = pq.ParquetFile(_StoreReads(f, full), page_checksum_verification=True)
-                return pf.read_row_groups(list(groups), columns=list(columns) if columns is not None else None)
+                yield pq.ParquetFile(_StoreReads(f, full), page_checksum_verification=True)
             except DataError:
                 raise
             except (pa.ArrowException, OSError) as e:

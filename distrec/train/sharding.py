@@ -4,6 +4,8 @@ The model is built unsharded on the meta device (no memory), its embedding table
 fused optimizer, the planner plans for the real world size and device, and DMP materialises
 only each worker's shards. On CPU the planner may use table-wise, column-wise and
 data-parallel sharding (row-wise needs GPUs); a table can be pinned to one type in the config.
+Lookups check their ids against the table (fbgemm's ``BoundsCheckMode.FATAL``): an id beyond it
+raises instead of being read, and trained, as row 0.
 
 Gradients: each worker's loss is the mean over its own batch. DDP averages the dense
 gradients over workers, and TorchRec divides the embedding gradients it sends back to each
@@ -19,6 +21,7 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode
 from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
@@ -123,7 +126,9 @@ def shard_model(
         kernel_config=KernelConfig(compute_device=device.type),
     )
     planner = make_planner(model.tables, sharding=sharding, topology=topology)
-    sharders = [EmbeddingBagCollectionSharder()]
+    # fbgemm's default bounds check logs "Out of bounds ... Setting idx to zero" and trains row 0
+    # instead; an id beyond its table is a bug or bad data, never something to train through.
+    sharders = [EmbeddingBagCollectionSharder(fused_params={"bounds_check_mode": BoundsCheckMode.FATAL})]
     try:
         plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     except PlannerError as e:

@@ -31,12 +31,13 @@ class Prepared:
 
 @pytest.fixture
 def prepare(tmp_path: Path) -> Callable[..., Prepared]:
-    """``prepare(dataset, source, **config)`` → what ``prepare_dataset`` committed (counts unchecked)."""
+    """``prepare(dataset, source, **config)`` → what ``prepare_dataset`` committed (counts unchecked
+    unless ``verify_counts=True``)."""
 
     def run(dataset: str, source: Path | str | None, **config: Any) -> Prepared:
         out = str(tmp_path / f"out-{dataset}")
         summary = prepare_dataset(
-            PrepareConfig(dataset=dataset, out=out, source=str(source) if source else None, verify_counts=False, **config)
+            PrepareConfig(dataset=dataset, out=out, source=str(source) if source else None, **{"verify_counts": False, **config})
         )
         directory = StoredDirectory(out, kind="interactions", verify="sha256")
         parts = sorted(directory.manifest.paths("part-"))
@@ -53,13 +54,14 @@ def prepare(tmp_path: Path) -> Callable[..., Prepared]:
 
 @pytest.fixture
 def fails(tmp_path: Path) -> Callable[..., str]:
-    """``fails(dataset, source, **config)`` → the DataError message; checks nothing was left behind."""
+    """``fails(dataset, source, **config)`` → the DataError message (counts unchecked unless
+    ``verify_counts=True``); checks nothing was left behind."""
     from distrec.storage import DataError
 
     def run(dataset: str, source: Path | str, **config: Any) -> str:
         out = tmp_path / f"failed-{dataset}"
         with pytest.raises(DataError) as info:
-            prepare_dataset(PrepareConfig(dataset=dataset, out=str(out), source=str(source), verify_counts=False, **config))
+            prepare_dataset(PrepareConfig(dataset=dataset, out=str(out), source=str(source), **{"verify_counts": False, **config}))
         assert not (out / MANIFEST).exists()
         assert not out.exists() or not os.listdir(out), f"left behind: {os.listdir(out)}"
         return str(info.value)

@@ -93,3 +93,13 @@ def test_not_a_v73_file(tmp_path, fails):
     path = tmp_path / FILE
     path.write_bytes(b"MATLAB 5.0 MAT-file, Platform: GLNXA64" + bytes(200))  # a v5 file is not HDF5
     assert fails("douban", path).startswith(f"{path}: not a readable MATLAB v7.3 (HDF5) file")
+
+
+def test_rating_between_whole_stars_names_its_cell(tmp_path, fails):
+    ratings = M.copy()
+    ratings[3, 2] = 2.5  # Douban's ratings are 1 to 5 whole stars
+    path = write_mat(tmp_path / FILE, M=ratings, Otraining=TRAIN_MASK, Otest=TEST_MASK)
+    assert fails("douban", path) == (
+        f"{path}: M[3, 2] (0-based user row, item column): rating 2.5 is off Douban (Monti et al. split)'s scale, "
+        "which goes from 1 to 5 in steps of 1"
+    )

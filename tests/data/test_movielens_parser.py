@@ -109,6 +109,48 @@ def test_ml100k_rating_missing_from_both_fold_files(tmp_path, fails):
     assert message == f"{root}/u.data, line 2: rating is in neither u1.base nor u1.test"
 
 
+def test_ml100k_fold_pair_missing_from_u_data(tmp_path, fails):
+    root = write_ml100k(tmp_path / "ml-100k")
+    (root / "u1.test").write_text(_tab([U_DATA[i] for i in U1_TEST] + [(9, 9, 4, 881250951)]))
+    assert fails("ml-100k", root, splits=["u1"]) == (
+        f"{root}/u1.test, line 3: user 9, item 9 is not in u.data; u1.base and u1.test must partition u.data's ratings"
+    )
+
+
+def test_ml100k_fold_files_that_share_a_pair(tmp_path, fails):
+    root = write_ml100k(tmp_path / "ml-100k")
+    (root / "u1.test").write_text(_tab([U_DATA[1], U_DATA[4]]))  # U_DATA[1] is also u1.base's line 2
+    (root / "u1.base").write_text(_tab([U_DATA[0], U_DATA[1], U_DATA[3]]))
+    assert fails("ml-100k", root, splits=["u1"]) == (
+        f"{root}/u1.test, line 1: user 186, item 302 is also in {root}/u1.base, line 2; u1.base and u1.test must not share a rating"
+    )
+
+
+def test_ml100k_fold_file_listing_a_pair_twice(tmp_path, fails):
+    root = write_ml100k(tmp_path / "ml-100k")
+    (root / "u1.test").write_text(_tab([U_DATA[2], U_DATA[4], U_DATA[2]]))
+    assert fails("ml-100k", root, splits=["u1"]) == f"{root}/u1.test, line 3: user 22, item 377 is listed again (first at {root}/u1.test, line 1)"
+
+
+@pytest.mark.parametrize("policy,rating", [("keep-last", 3.0), ("mean", 2.0)])
+def test_ml100k_repeated_pair_resolved_as_asked(tmp_path, prepare, fails, policy, rating):
+    """u.data (and so u1.base) rates user 196's item 242 twice: refused unless --duplicates says how."""
+    root = write_ml100k(tmp_path / "ml-100k")
+    again = (196, 242, 5, 881250960)
+    (root / "u.data").write_text(_tab(U_DATA + [again]))
+    (root / "u1.base").write_text(_tab([r for i, r in enumerate(U_DATA) if i not in U1_TEST] + [again]))
+    assert fails("ml-100k", root, splits=["u1"]).startswith(f"{root}/u1.base, line 4: user 196, item 242 is listed again")
+    (root / "u1.base").write_text(_tab(r for i, r in enumerate(U_DATA) if i not in U1_TEST))  # the pair once
+    assert fails("ml-100k", root, splits=["u1"]).startswith(f"{root}/u.data, line 6: user 196, item 242 is rated again (first at {root}/u.data, line 1)")
+    (root / "u.data").write_text(_tab([(196, 242, 1, 881250948)] + U_DATA))  # now the first line is the repeat
+    got = prepare("ml-100k", root, splits=["u1"], duplicates=policy)
+    assert got.summary["ratings"] == 5 and got.summary["duplicates"] == policy and got.summary["duplicate_rows_removed"] == 1
+    assert got.users == [196, 186, 22, 244] and got.column("user") == [0, 1, 2, 0, 3]  # the kept rows in file order
+    assert got.column("rating") == [rating, 3.0, 1.0, 5.0, 2.0]  # the pair's ratings were 1 then 3
+    assert got.column("ts")[0] == 881250949  # the pair's last line
+    assert got.column("split_u1") == [TRAIN, TRAIN, TEST, TRAIN, TEST]
+
+
 def test_ml1m_double_colon_format_with_movies_and_users(tmp_path, prepare):
     root = tmp_path / "ml-1m"
     root.mkdir()

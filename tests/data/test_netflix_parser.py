@@ -141,6 +141,14 @@ def test_bad_probe_and_title_lines(tmp_path, fails):
     assert fails("netflix", root) == f"{root}/movie_titles.csv, line 2: YearOfRelease 'twenty' is neither a year nor NULL"
 
 
+def test_probe_file_without_its_final_newline(tmp_path, fails, prepare):
+    root = write_kaggle(tmp_path / "netflix")
+    (root / "probe.txt").write_text("1:\n822109\n30:\n885013")  # cut short: the release ends each line
+    message = fails("netflix", root, verify_counts=True)
+    assert message.startswith(f"{root}/probe.txt, line 4: the file ends without a newline, so this last line may be cut short")
+    assert prepare("netflix", root).summary["splits"]["probe"]["counts"]["test"] == 2  # --no-verify reads it as it is
+
+
 def test_no_rating_files(tmp_path, fails):
     root = tmp_path / "netflix"
     root.mkdir()

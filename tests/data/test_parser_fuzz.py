@@ -1,5 +1,6 @@
 """Random and mutated lines through the u.data and Netflix parsers: every input either prepares, with
-one rating per data line, or fails with a DataError; never another exception.
+one rating per data line (per distinct pair when ``--duplicates`` resolves repeats), or fails with a
+DataError; never another exception. Ids are drawn from a few values so that repeated pairs are common.
 
 `make fuzz` runs the same properties with many more examples (DISTREC_FUZZ_EXAMPLES)."""
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from distrec.data.duplicates import DUPLICATES
 from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.data.textparse import newline_blocks
 from distrec.storage import DataError
@@ -36,13 +38,16 @@ def _file(lines: list[bytes], crlf: bool, final_newline: bool) -> bytes:
     return body + (b"\n" if final_newline and lines else b"")
 
 
-def _prepare(dataset: str, name: str, data: bytes) -> dict | None:
+def _prepare(dataset: str, name: str, data: bytes, duplicates: str) -> dict | None:
     """The summary, or None when the parser refused the input with a DataError."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / name).write_bytes(data)
         try:
             return prepare_dataset(
-                PrepareConfig(dataset=dataset, out=f"{tmp}/out", source=f"{tmp}/{name}", splits=["random"], verify_counts=False)
+                PrepareConfig(
+                    dataset=dataset, out=f"{tmp}/out", source=f"{tmp}/{name}", splits=["random"], verify_counts=False,
+                    duplicates=duplicates,  # type: ignore[arg-type]
+                )
             )
         except DataError:
             assert not (Path(tmp) / "out" / "_manifest.json").exists()
@@ -55,47 +60,66 @@ def _data_lines(data: bytes) -> list[bytes]:
     return body.split(b"\n") if body else []
 
 
-U_DATA_LINE = st.tuples(st.integers(1, 50), st.integers(1, 50), st.integers(1, 5), st.integers(0, 2**31)).map(
+def _expected_ratings(pairs: list[tuple[int, int]], duplicates: str) -> int:
+    """Ratings a prepared file keeps: every line, or one per pair when repeats are resolved
+    (and under ``refuse`` a file that prepared has no repeats)."""
+    if duplicates == "refuse":
+        assert len(set(pairs)) == len(pairs), "a repeated pair was accepted"
+        return len(pairs)
+    return len(set(pairs))
+
+
+U_DATA_LINE = st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**31)).map(
     lambda t: "\t".join(map(str, t))
 )
 
 
 @SETTINGS
-@given(_lines(U_DATA_LINE, "\t"), st.booleans(), st.booleans())
-def test_u_data_parses_or_raises_data_error(lines, crlf, final_newline):
+@given(_lines(U_DATA_LINE, "\t"), st.booleans(), st.booleans(), st.sampled_from(DUPLICATES))
+def test_u_data_parses_or_raises_data_error(lines, crlf, final_newline, duplicates):
     data = _file(lines, crlf, final_newline)
-    summary = _prepare("ml-100k", "u.data", data)
+    summary = _prepare("ml-100k", "u.data", data, duplicates)
     if summary is not None:
-        assert summary["ratings"] == len(_data_lines(data))
+        pairs = [(int(f[0]), int(f[1])) for f in (line.split(b"\t") for line in _data_lines(data))]
+        assert summary["ratings"] == _expected_ratings(pairs, duplicates)
         assert 1 <= summary["rating"]["min"] <= summary["rating"]["max"] <= 5
 
 
 NETFLIX_LINE = st.one_of(
-    st.integers(1, 17770).map(lambda m: f"{m}:"),
-    st.tuples(st.integers(1, 2_649_429), st.integers(1, 5), st.dates()).map(lambda t: f"{t[0]},{t[1]},{t[2].isoformat()}"),
+    st.sampled_from([1, 2, 17770]).map(lambda m: f"{m}:"),
+    st.tuples(st.sampled_from([1, 6, 2_649_429]), st.integers(1, 5), st.dates()).map(lambda t: f"{t[0]},{t[1]},{t[2].isoformat()}"),
 )
-HEADER = re.compile(rb"\d{1,18}:\r?")
+HEADER = re.compile(rb"(\d{1,18}):\r?")
 
 
 @SETTINGS
-@given(_lines(NETFLIX_LINE, ","), st.booleans(), st.booleans())
-def test_netflix_parses_or_raises_data_error(lines, crlf, final_newline):
+@given(_lines(NETFLIX_LINE, ","), st.booleans(), st.booleans(), st.sampled_from(DUPLICATES))
+def test_netflix_parses_or_raises_data_error(lines, crlf, final_newline, duplicates):
     data = _file([b"1:"] + lines, crlf, final_newline)
-    summary = _prepare("netflix", "combined_data_1.txt", data)
+    summary = _prepare("netflix", "combined_data_1.txt", data, duplicates)
     if summary is not None:
-        assert summary["ratings"] == sum(1 for line in _data_lines(data) if not HEADER.fullmatch(line))
+        pairs, movie = [], 0
+        for line in _data_lines(data):
+            if header := HEADER.fullmatch(line):
+                movie = int(header[1])
+            else:
+                pairs.append((movie, int(line.split(b",")[0])))
+        assert summary["ratings"] == _expected_ratings(pairs, duplicates)
         assert 1 <= summary["rating"]["min"] <= summary["rating"]["max"] <= 5
 
 
 @SETTINGS
-@given(st.lists(st.sampled_from([b"a", b"bc", b" ", b"\t", b"\r", b"\n", b"\n\n", b"xyz\n"]), max_size=40), st.integers(1, 9))
-def test_newline_blocks_keep_every_line_but_the_blank_tail(pieces, block_size):
+@given(st.lists(st.sampled_from([b"a", b"bc", b" ", b"\t", b"\r", b"\n", b"\n\n", b"xyz\n"]), max_size=40), st.integers(1, 9), st.booleans())
+def test_newline_blocks_keep_every_line_but_the_blank_tail(pieces, block_size, final_newline):
     data = b"".join(pieces)
+    unterminated = bool(data.rsplit(b"\n", 1)[-1].strip())  # a last line with content and no newline
     try:
-        blocks = list(newline_blocks(io.BytesIO(data), "f", block_size))
-    except DataError:
-        assert data == b""
+        blocks = list(newline_blocks(io.BytesIO(data), "f", block_size, final_newline=final_newline))
+    except DataError as e:
+        last_line = data.count(b"\n") + 1
+        assert data == b"" or (final_newline and unterminated and str(e).startswith(f"f, line {last_line}: the file ends without a newline"))
         return
+    assert not (final_newline and unterminated)
     for block in blocks:
         assert block.endswith(b"\n") and block.rstrip(b"\n").rsplit(b"\n", 1)[-1].strip()
     kept = b"".join(blocks)

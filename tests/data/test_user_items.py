@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from distrec.data.user_items import UserItems
+from distrec.storage import DataError
 
 
 def test_from_pairs_sorts_and_deduplicates():
@@ -27,7 +28,7 @@ def test_union_and_range_check():
     a = UserItems.from_pairs(np.array([0, 1]), np.array([0, 1]), num_users=2, num_items=2)
     b = UserItems.from_pairs(np.array([0, 0]), np.array([0, 1]), num_users=2, num_items=2)
     assert [a.union(b).items_of(u).tolist() for u in range(2)] == [[0, 1], [1]]
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(DataError, match=r"^user indices 2\.\.2 and item indices 0\.\.0 do not fit 2 users × 2 items; "):
         UserItems.from_pairs(np.array([2]), np.array([0]), num_users=2, num_items=2)
 
 
