@@ -11,7 +11,7 @@ import pytest
 
 from distrec.storage import MANIFEST
 from jobs.fit import main
-from tests.helpers import check_report, tiny_synthetic
+from tests.helpers import check_report, stored_file, tiny_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_manifest_item_count_that_does_not_match_the_shards(dataset, tmp_path, c
 def test_memory_plan_comes_before_reading_the_split(dataset, tmp_path, capsys):
     """With a corrupt data page the split cannot be read; the memory plan refuses first."""
     data = _copy_with_meta(dataset, tmp_path)
-    shard = Path(data) / "part-00000.parquet"
+    shard = Path(stored_file(data, "part-00000.parquet"))
     raw = bytearray(shard.read_bytes())
     column = pq.ParquetFile(shard).metadata.row_group(0).column(0)
     raw[(column.dictionary_page_offset or column.data_page_offset) + column.total_compressed_size - 5] ^= 0xFF  # same size

@@ -4,6 +4,7 @@ against its formula, fold-in, what the fit job exports, and every refusal (exit 
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 
 import numpy as np
@@ -22,7 +23,7 @@ from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_em
 from jobs.fit import main as fit
 from jobs.recommend import main as recommend
 from jobs.serve import main as serve_job
-from tests.helpers import tiny_synthetic
+from tests.helpers import stored_file, tiny_synthetic
 
 
 def _reference_top(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
@@ -223,7 +224,7 @@ def test_corrupt_weights_are_refused_on_load(serve_runs, tmp_path):
 
     run = tmp_path / "ease"
     shutil.copytree(serve_runs["ease"], run)
-    path = run / "weights" / WEIGHTS_FILE
+    path = pathlib.Path(stored_file(str(run / "weights"), WEIGHTS_FILE))
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # same size, other bytes
     path.write_bytes(bytes(data))
