@@ -27,6 +27,7 @@ class ReadOptions:
     seed: int = 0
     like: str | None = None  # synthetic: shape of a named dataset
     sizes: dict[str, float] = field(default_factory=dict)  # synthetic: explicit users/items/ratings
+    verify_counts: bool = True  # a parser that recognises a release checks its official counts (infae)
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Parsed:
     """A parser's output: rating chunks (streamed) and metadata tables keyed by ``raw`` id.
 
     ``meta`` may be filled while ``chunks`` is consumed (the synthetic noise floor, say);
-    ``expected_rows`` (when known up front) sizes the row groups.
+    ``expected_rows`` (when known up front) sizes the row groups; ``checks`` says, one line
+    each, which consistency checks the parser made (the summary's ``verified``).
     """
 
     chunks: Iterator[RatingChunk]
@@ -42,6 +44,7 @@ class Parsed:
     items: Callable[[], pa.Table | None] = lambda: None
     users: Callable[[], pa.Table | None] = lambda: None
     meta: dict = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
