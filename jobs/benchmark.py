@@ -10,8 +10,11 @@ target validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on 
 ML-1M split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE
 vs Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare
 scoring + masking + top-k), storage (reading a shard set from S3 on a moto server vs local
-disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers). Inputs
-are generated once under --work. Prints a Markdown table and writes JSON; asserts nothing.
+disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers).
+
+Outputs: a Markdown table on the console and the JSON results in --out (bench.json); the
+generated inputs stay under --work (runs/bench). Resuming: a benchmark does not resume; a
+re-run reuses the inputs under --work and measures every case again. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
     parser.add_argument("--quick", action="store_true", help="small shapes and one repeat (a smoke run)")
-    parser.add_argument("--work", default="runs/bench", help="where generated inputs are kept between runs")
-    parser.add_argument("--out", default="bench.json", help="JSON results")
+    parser.add_argument("--work", default="runs/bench", help="where generated inputs are kept between runs (default: %(default)s)")
+    parser.add_argument("--out", default="bench.json", help="where the JSON results are written (default: %(default)s)")
     args = parser.parse_args(argv)
     suites = args.suite or list(SUITES)
     shapes = Shapes.quick() if args.quick else Shapes.full()
