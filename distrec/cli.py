@@ -11,6 +11,7 @@ import sys
 from typing import Any, Callable
 
 from distrec.config import ConfigError
+from distrec.progress import quiet as quiet_env
 from distrec.progress import set_quiet
 from distrec.storage import DataError
 
@@ -21,11 +22,12 @@ class UserError(RuntimeError):
     """A mistake the user can fix (wrong setting for this machine, unreachable cluster, ...)."""
 
 
-def job_parser(description: str) -> argparse.ArgumentParser:
+def job_parser(description: str, *, example: str = "output_dir=runs/try") -> argparse.ArgumentParser:
+    """``--config FILE``, ``key=value`` overrides (``example`` shows one in --help), ``--quiet``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=0.05")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars (for CI and log files)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted keys of the config, overriding its YAML, e.g. {example}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only (as DISTREC_QUIET=1); in a log file bars are off anyway")
     return parser
 
 
@@ -34,8 +36,9 @@ def run_job(
 ) -> int:
     """Run a job body; print ``describe(summary)`` for people, then the summary as the last line
     (JSON), and map the errors a user can fix to exit code 2 with a one-paragraph message."""
-    set_quiet(quiet)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if quiet:
+        set_quiet(True)  # without --quiet, a DISTREC_QUIET the user exported stays in force
+    logging.basicConfig(level=logging.WARNING if quiet_env() else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = main()
     except (DataError, ConfigError, UserError) as e:
@@ -44,7 +47,8 @@ def run_job(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if describe is not None:
-        print(describe(summary), flush=True)
+    text = describe(summary) if describe is not None else ""
+    if text:
+        print(text, flush=True)
     print(json.dumps(summary, default=str), flush=True)
     return 0

@@ -13,8 +13,12 @@ scoring + masking + top-k), storage (reading a shard set from S3 on a moto serve
 disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers), serve
 (jobs/serve.py's HTTP API under a bounded load at concurrency 1, 8 and 32: exact and HNSW top-k
 and new users folded in, on MF runs with ML-1M's and Netflix's item tables, vs the same calls in
-process; HNSW recall@10). Inputs are generated once under --work. Prints a Markdown table (and
-the serve suite's latency table) and writes JSON; asserts nothing.
+process; HNSW recall@10).
+
+Outputs: a Markdown table (and the serve suite's latency table) on the console and the JSON
+results in --out (bench.json); the generated inputs stay under --work (runs/bench). Resuming: a
+benchmark does not resume; a re-run reuses the inputs under --work and measures every case
+again. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
     parser.add_argument("--quick", action="store_true", help="small shapes and one repeat (a smoke run)")
-    parser.add_argument("--work", default="runs/bench", help="where generated inputs are kept between runs")
-    parser.add_argument("--out", default="bench.json", help="JSON results")
+    parser.add_argument("--work", default="runs/bench", help="where generated inputs are kept between runs (default: %(default)s)")
+    parser.add_argument("--out", default="bench.json", help="where the JSON results are written (default: %(default)s)")
     args = parser.parse_args(argv)
     suites = args.suite or list(SUITES)
     shapes = Shapes.quick() if args.quick else Shapes.full()

@@ -6,10 +6,15 @@ Local:
 On a cluster (closed forms fit in the driver; train entries run on the cluster's workers):
     ray job submit --working-dir . -- python jobs/compare.py --config configs/compare/ml-1m-infae.yaml
 
-Writes <output_dir>/report.md (the table, also printed) and report.html (with the plots, one
-<metric>.png per plotted metric), report.json (every row's metrics, fit time, peak RSS),
-config.yaml and metrics.json (flat: <model>_test_<metric>,
-<model>_fit_s, wall_s); the last line printed is metrics.json on one line.
+Outputs: output_dir, set in the config (configs/compare/ml-1m-infae.yaml:
+runs/compare/ml-1m-infae; override it with output_dir=PATH_OR_URI), receives report.md (the
+table, also printed) and report.html (with the plots, one <metric>.png per plotted metric),
+report.json (every row's metrics, fit time, peak RSS), config.yaml and metrics.json (flat:
+<model>_test_<metric>, <model>_fit_s, wall_s); a train entry's run goes to <output_dir>/<label>/
+(its checkpoints to <output_dir>/ray/).
+Resuming: a comparison does not resume; every run fits and trains each listed model afresh
+(train entries get a new Ray run name) and rewrites the report. The last line printed is
+metrics.json on one line.
 """
 
 from __future__ import annotations

@@ -11,8 +11,12 @@ trains one compressor per table and ratio with DDP, and writes
 <output_dir>/compressed/<table>-<ratio>x/ (codes as Parquet shards, encoder.safetensors,
 decoder.safetensors, manifest), metrics.json (the evaluation against PCA and scalar
 quantisation, downstream RMSE, held-out users), history.json, config.yaml and
-report.md/report.html (reconstruction.png, rmse_delta.png). Re-running the
-same command resumes from the last checkpoint. The last line printed is metrics.json on one line.
+report.md/report.html (reconstruction.png, rmse_delta.png). output_dir is set in the config
+(configs/compress/ml-1m.yaml: runs/compress-ml-1m; override it with output_dir=PATH_OR_URI);
+checkpoints go to <ray.storage_path>/<run name> (runs/ray by default).
+
+Resuming: re-run the same command (same output_dir): it continues from the last checkpoint.
+The last line printed is metrics.json on one line.
 """
 
 from __future__ import annotations

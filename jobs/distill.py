@@ -14,10 +14,16 @@ trained on the distilled, random, head (most active) and all users:
 It writes <output_dir>/budget-<n>/ (each run), compare.json, metrics.json and report.md/html
 (the table; compare-infae.png, compare-ease.png: metric vs users, log x).
 
-A bar counts the steps; each validation (λ search) is logged. Writes <output_dir>/users/ (the
-synthetic users: Parquet user, item, weight + _manifest.json), metrics.json (∞-AE on the best
-synthetic set: λ on validation, then test; metrics are fractions), curve.json, config.yaml and
-report.md/report.html (validation.png); the last line printed is metrics.json on one line.
+A bar counts the steps (on a terminal); each validation (λ search) is logged.
+
+Outputs: output_dir, set in the config (configs/distill/ml-1m.yaml: runs/distill-ml-1m;
+override it with output_dir=PATH_OR_URI), receives users/ (the synthetic users: Parquet user,
+item, weight + _manifest.json), metrics.json (∞-AE on the best synthetic set: λ on validation,
+then test; metrics are fractions), curve.json, config.yaml and report.md/report.html
+(validation.png). Resuming: re-run the same command; it continues after the last checkpoint
+(every checkpoint_every steps), kept in <output_dir>/checkpoints/, or with ray.num_workers
+set in the Ray run's checkpoints under ray.storage_path. With --compare each budget's run
+resumes the same way. The last line printed is metrics.json on one line.
 """
 
 from __future__ import annotations

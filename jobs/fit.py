@@ -8,8 +8,13 @@ On a cluster (the fit runs in the job's driver process; give it a node with the 
     ray job submit --working-dir . -- python jobs/fit.py --config configs/ease/ml-1m.yaml data.path=s3://bucket/ml-1m-infae
 
 Progress (each λ's validation metric) is logged; metrics are fractions (the ∞-AE paper prints
-them ×100). Writes <output_dir>/metrics.json (the chosen λ as "lambda"), lambdas.json,
-config.yaml and report.md/report.html (test_at_k.png); the last line printed is metrics.json on one line.
+them ×100).
+
+Outputs: output_dir, set in the config (configs/ease/ml-1m.yaml: runs/ease-ml-1m; override it
+with output_dir=PATH_OR_URI), receives metrics.json (the chosen λ as "lambda"), lambdas.json,
+config.yaml and report.md/report.html (test_at_k.png). Resuming: a fit keeps no checkpoints
+(each λ is one solve); an interrupted fit is run again from the start with the same command,
+which overwrites those files. The last line printed is metrics.json on one line.
 """
 
 from __future__ import annotations

@@ -7,8 +7,17 @@ Local:
 On a cluster:
     ray job submit --working-dir . -- python jobs/prepare.py ml-25m --out s3://bucket/ml25m
 
-Without --source the official release is downloaded (once, into ~/.cache/distrec). The last
-line printed is the dataset summary as JSON; it is also stored in <out>/_manifest.json.
+Without --source the official release is downloaded (once, into ~/.cache/distrec).
+
+Outputs: everything goes to --out (a directory or URI): part-*.parquet shards, ids/,
+items.parquet and users.parquet where the source has them, and _manifest.json, written last.
+Resuming: there is nothing to resume. An interrupted run leaves no manifest (so nothing half
+written is ever read) and removes what it wrote; run the same command again. Re-running over a
+finished dataset replaces it.
+
+Checks: the "verified:" lines say what was checked (official counts where the release is
+known; --no-verify skips only those). The last line printed is the dataset summary as JSON;
+it is also stored in <out>/_manifest.json.
 """
 
 from __future__ import annotations
@@ -22,8 +31,13 @@ from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.data.registry import dataset_names
 
 
+def describe(summary: dict) -> str:
+    """What was checked, one line each, before the summary line."""
+    return "\n".join(f"verified: {check}" for check in summary.get("verified", []))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(__doc__)
+    parser = job_parser(__doc__, example="rows_per_shard=1000000")
     parser.usage = "prepare.py [DATASET] [--out URI] [options] [--config FILE] [key=value ...]"
     parser.epilog = f"DATASET is one of: {', '.join(dataset_names())}"
     parser.add_argument("--out", help="output URI (directory)")
@@ -50,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {k: getattr(args, k) for k in ("users", "items", "ratings") if getattr(args, k)}
     flags = {k: getattr(args, k) for k in ("dataset", "out", "source", "splits", "like", "seed", "rows_per_shard", "verify_counts", "duplicates", "overwrite")}
     flags = {k: v for k, v in flags.items() if v is not None} | ({"sizes": sizes} if sizes else {})
-    return run_job(lambda: prepare_dataset(load_config(PrepareConfig, args.config, args.overrides, flags=flags)), quiet=args.quiet)
+    return run_job(lambda: prepare_dataset(load_config(PrepareConfig, args.config, args.overrides, flags=flags)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
     python jobs/recommend.py --run s3://bucket/runs/mf-ml25m --item 318     # similar items
 
 Prints the user's highest-rated items and their top-k recommendations (title, year, genres,
-score), or the items most similar to an item; the last line is the same as JSON.
+score), or the items most similar to an item; the last line is the same as JSON. It only reads
+the run (<run>/embeddings/ and the dataset its manifest names) and writes nothing, so there is
+nothing to resume.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="raw user id, as in the source data")
     who.add_argument("--item", help="raw item id: list the most similar items")
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--k", type=int, default=10, help="how many items to list (default: %(default)s)")
     args = parser.parse_args(argv)
 
     def body() -> dict:

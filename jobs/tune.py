@@ -7,10 +7,18 @@ Local (an embedded Ray on this machine):
 On a cluster (see cluster/README.md):
     ray job submit --working-dir . -- python jobs/tune.py --config configs/tune/mf-ml-1m.yaml
 
-Writes <output_dir>/results.parquet, leaderboard.md, best_config.yaml (train it with
-`python jobs/train.py --config <output_dir>/best_config.yaml`), report.md/html and PNGs; each
-trial's own outputs are in <output_dir>/trials/<trial id>/. The last line printed is the
-summary on one line.
+key=value: a key of the sweep (num_samples, output_dir, scheduler.name, ...) changes the sweep;
+a key of its base job's config (data.path=..., train.epochs=...) is applied to the base in
+every trial, and a line says so; any other key is refused with the nearest keys.
+
+Outputs: output_dir, set in the sweep config (configs/tune/mf-ml-1m.yaml: runs/tune/mf-ml-1m),
+receives results.parquet, leaderboard.md, best_config.yaml (train it with
+`python jobs/train.py --config <output_dir>/best_config.yaml`), report.md/html and PNGs, Tune's
+state in experiment/, each trial's own outputs in trials/<trial id>/ and their checkpoints in
+ray/. Resuming: `python jobs/tune.py --resume <output_dir>` continues an interrupted sweep
+(finished trials are kept, unfinished ones resume from their checkpoints); starting a sweep
+again with --config on the same output_dir is refused. The last line printed is the summary
+on one line.
 """
 
 from __future__ import annotations
@@ -18,8 +26,7 @@ from __future__ import annotations
 import sys
 
 from distrec.cli import UserError, job_parser, run_job
-from distrec.config import load_config
-from distrec.tune.config import SweepConfig
+from distrec.tune.overrides import load_sweep
 from distrec.tune.run import resume, sweep
 
 
@@ -42,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             return resume(args.resume)
         if not args.config:
             raise UserError("give --config configs/tune/<name>.yaml, or --resume <sweep output_dir>")
-        return sweep(load_config(SweepConfig, args.config, args.overrides))
+        cfg, forwarded = load_sweep(args.config, args.overrides)
+        if forwarded:
+            print(f"not keys of the sweep, so applied to its base config {cfg.base} in every trial: {' '.join(forwarded)}", flush=True)
+        return sweep(cfg)
 
     return run_job(body, quiet=args.quiet, describe=describe)
 

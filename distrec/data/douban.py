@@ -4,7 +4,9 @@ Recurrent Multi-Graph Neural Networks" (NIPS 2017), and reused by GC-MC, IGMC an
 ``training_test_dataset.mat`` is a MATLAB v7.3 file, which is HDF5: ``M`` is the users × items
 rating matrix (0 = no rating), ``Otraining`` and ``Otest`` are 0/1 masks of the same shape, and
 ``W_users`` (the social graph) is ignored. Raw ids are the 0-based row (user) and column (item)
-of ``M``; rows are read user by user, items ascending.
+of ``M``; rows are read user by user, items ascending. The file circulates under other names
+too, so any ``.mat`` in the source is taken if it is the only one, or the only one of several
+that holds ``M``, ``Otraining`` and ``Otest``; a source with two such files is refused.
 
 The official split ``official``: ratings under ``Otraining`` are TRAIN, under ``Otest`` TEST.
 Ratings under neither mask stay in the dataset with the code DROPPED (so the counts are those
@@ -28,9 +30,10 @@ from distrec.data.source import Source
 from distrec.data.textparse import first_bad_row
 from distrec.storage.manifest import DataError
 
-__all__ = ["SPECS", "read_matlab_matrix"]
+__all__ = ["SPECS", "find_mat", "read_matlab_matrix"]
 
-FILE = "training_test_dataset.mat"
+FILE = "training_test_dataset.mat"  # the name in Monti et al.'s repository
+VARIABLES = ("M", "Otraining", "Otest")
 
 
 def read_matlab_matrix(h5: h5py.File, key: str, label: str) -> np.ndarray:
@@ -61,10 +64,39 @@ def read_matlab_matrix(h5: h5py.File, key: str, label: str) -> np.ndarray:
     return np.asarray(node).T
 
 
+def find_mat(source: Source) -> str:
+    """The name of the source's Douban ``.mat``: its only ``.mat``, or the only one of several
+    holding ``M``, ``Otraining`` and ``Otest`` (a lone file is read as it is, so what is wrong
+    with it is reported by name)."""
+    names = [n for n in source.names() if n.lower().endswith(".mat")]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise DataError(f"{source}: no .mat file; expected a MATLAB v7.3 file holding {', '.join(VARIABLES)} (e.g. {FILE})")
+    holding = [n for n in names if _holds_variables(source, n)]
+    if len(holding) == 1:
+        return holding[0]
+    if not holding:
+        raise DataError(f"{source}: none of the .mat files {names} is a MATLAB v7.3 file holding {', '.join(VARIABLES)}")
+    raise DataError(
+        f"{source}: {' and '.join(source.label(n) for n in holding)} each hold {', '.join(VARIABLES)}; "
+        "pass the one to prepare as --source"
+    )
+
+
+def _holds_variables(source: Source, name: str) -> bool:
+    try:
+        with open_hdf5(source, name) as h5:
+            return all(key in h5 for key in VARIABLES)
+    except DataError:  # not HDF5: a MATLAB v5 file, or something else named .mat
+        return False
+
+
 def _read(source: Source | None, options: ReadOptions) -> Parsed:
     assert source is not None
-    label = source.label(FILE)
-    with open_hdf5(source, FILE, what="MATLAB v7.3 (HDF5)") as h5:
+    name = find_mat(source)
+    label = source.label(name)
+    with open_hdf5(source, name, what="MATLAB v7.3 (HDF5)") as h5:
         ratings = read_matlab_matrix(h5, "M", label)
         train = read_matlab_matrix(h5, "Otraining", label) != 0
         test = read_matlab_matrix(h5, "Otest", label) != 0

@@ -183,7 +183,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
                 bar.update(len(chunk))
         pairs.check(users, items)
         counts = {"users": len(users), "items": len(items), "ratings": stats.rows}
-        _check_counts(spec, counts, req)
+        verified = [*parsed.checks, *_check_counts(spec, counts, req)]
         counted = dict(stats.split_counts)
         if later:
             counted |= _write_held(shards, held, held_base, later, has_ts=has_ts, seed=req.seed)
@@ -205,6 +205,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
             "shards": len(parts),
             "rows_per_shard": req.rows_per_shard,
             "row_group_size": req.row_group_size,
+            "verified": verified,
             **extra,
             **parsed.meta,
         }
@@ -287,11 +288,14 @@ class _Stats:
         return {"min": self.ts_lo, "max": self.ts_hi}
 
 
-def _check_counts(spec: DatasetSpec, counts: dict[str, int], req: PrepareConfig) -> None:
+def _check_counts(spec: DatasetSpec, counts: dict[str, int], req: PrepareConfig) -> list[str]:
+    """Compare with the official release's counts where the registry knows them; says what it did."""
     if counts["ratings"] == 0:
         raise DataError(f"{spec.name}: the source holds no ratings")
-    if not (req.verify_counts and spec.expected):
-        return
+    if not spec.expected:
+        return []
+    if not req.verify_counts:
+        return ["official counts not checked (--no-verify)"]
     want = dict(zip(("users", "items", "ratings"), spec.expected))
     if counts != want:
         raise DataError(
@@ -299,6 +303,7 @@ def _check_counts(spec: DatasetSpec, counts: dict[str, int], req: PrepareConfig)
             f"the official release has {want['users']:,}, {want['items']:,}, {want['ratings']:,}. The source is "
             "incomplete or another version; pass --no-verify to accept it as it is"
         )
+    return [f"counts match the official release ({want['users']:,} users, {want['items']:,} items, {want['ratings']:,} ratings)"]
 
 
 def _write_held(

@@ -24,7 +24,8 @@ __all__ = ["DatasetSpec", "Parsed", "ReadOptions", "get_dataset", "dataset_names
 class ReadOptions:
     """What a parser is asked for: the official splits to decode, and generator settings.
 
-    ``verify``: hold the files to the official release (each text file ends in a newline);
+    ``verify``: hold the files to the official release (each text file ends in a newline; a parser
+    that recognises a release checks its official counts, as infae does for ML-1M);
     ``duplicates``: how repeated (user, item) pairs are treated (see ``duplicates.py``)."""
 
     splits: tuple[str, ...] = ()
@@ -40,7 +41,8 @@ class Parsed:
     """A parser's output: rating chunks (streamed) and metadata tables keyed by ``raw`` id.
 
     ``meta`` may be filled while ``chunks`` is consumed (the synthetic noise floor, say);
-    ``expected_rows`` (when known up front) sizes the row groups.
+    ``expected_rows`` (when known up front) sizes the row groups; ``checks`` says, one line
+    each, which consistency checks the parser made (the summary's ``verified``).
     """
 
     chunks: Iterator[RatingChunk]
@@ -48,6 +50,7 @@ class Parsed:
     items: Callable[[], pa.Table | None] = lambda: None
     users: Callable[[], pa.Table | None] = lambda: None
     meta: dict = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from ray.train.v2.api.callback import UserCallback
 from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
+from distrec.progress import console_for_workers
 from distrec.storage import DataError, absolute, join, read_text
 from distrec.storage.commit import LOCK
 from distrec.storage.lock import WriterLock
@@ -45,7 +46,8 @@ __all__ = ["fit", "connect_ray", "start_local_ray", "run_name", "run_workers", "
 
 log = logging.getLogger(__name__)
 
-# Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries).
+# Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries);
+# besides, whether the driver's console is a terminal (progress.console_for_workers).
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
 # Ray Train runs the training function in a thread of the worker, and glibc gives a new thread
 # its own malloc arena, where a step's megabyte-sized tensors kept being mapped and faulted in
@@ -166,7 +168,7 @@ def run_workers(
     (a Tune sweep forwards them to its trial)."""
     connect_ray(cfg.address)
     _check_resources(cfg)
-    env = {**_WORKER_ENV, **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ}}
+    env = {**_WORKER_ENV, **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ}, **console_for_workers()}
     trainer = TorchTrainer(
         entry,
         train_loop_config=payload,
