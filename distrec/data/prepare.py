@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from distrec.config import NonNegative, Positive
 from distrec.data.idmap import IdMap
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
@@ -45,10 +46,10 @@ class PrepareConfig:
     source: str | None = None  # path or URI of downloaded files; None = official download
     splits: list[str] = field(default_factory=list)  # empty = the dataset's default split
     like: str | None = None
-    sizes: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
-    rows_per_shard: int = 4_000_000
-    row_group_size: int = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
+    sizes: dict[str, NonNegative[float]] = field(default_factory=dict)
+    seed: NonNegative[int] = 0
+    rows_per_shard: Positive[int] = 4_000_000
+    row_group_size: NonNegative[int] = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
     verify_counts: bool = True
     cache_dir: str | None = None
 
