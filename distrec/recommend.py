@@ -4,7 +4,9 @@ highest, and the items most similar to an item.
 
 Scores follow the exported model: ``global_mean + user bias + item bias + p_u · q_i`` when the
 tables carry biases (biased MF), the dot product otherwise. Items the user rated are not
-recommended again.
+recommended again, so ``k`` is between 1 and the number of items the user has not rated (items
+other than this one for similar items), and every score returned is a finite number: a table
+that gives NaN or ±inf (a diverged run) is refused, so the job's JSON is always valid.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from distrec.cli import UserError
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError, join
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings
@@ -53,10 +56,13 @@ class Recommender:
         u = self._index(self.users, raw_user, "user")
         rated = self.dataset.read(split=None, parts=["train", "val", "test"])
         mine = rated.user == u
+        seen = np.unique(rated.item[mine])
+        _check_k(k, len(self.items.vector) - len(seen), f"items user {raw_user!r} has not rated")
         scores = self.items.vector @ self.users.vector[u]  # [items]
         if "bias" in self.items.columns and "bias" in self.users.columns:
             scores = scores + self.items.columns["bias"] + self.users.columns["bias"][u] + self.users.meta.get("global_mean", 0.0)
-        scores[rated.item[mine]] = -np.inf
+        _check_finite(scores, f"user {raw_user!r}")
+        scores[seen] = -np.inf  # never recommended: k is at most the unseen items, so none is picked
         top = np.argsort(-scores)[:k]
         recs = [row | {"score": float(scores[i])} for row, i in zip(self.describe(top), top)]
         order = np.argsort(-rated.rating[mine], kind="stable")[:k]
@@ -66,11 +72,25 @@ class Recommender:
     def similar_items(self, raw_item: str, k: int = 10) -> list[dict]:
         """The k items whose vectors have the highest cosine similarity to this item's."""
         i = self._index(self.items, raw_item, "item")
+        _check_k(k, len(self.items.vector) - 1, f"items other than item {raw_item!r}")
         unit = self.items.vector / np.maximum(np.linalg.norm(self.items.vector, axis=1, keepdims=True), 1e-12)
         sims = unit @ unit[i]
+        _check_finite(sims, f"item {raw_item!r}")
         sims[i] = -np.inf
         top = np.argsort(-sims)[:k]
         return [row | {"similarity": float(sims[j])} for row, j in zip(self.describe(top), top)]
+
+
+def _check_k(k: int, available: int, what: str) -> None:
+    if not available:
+        raise UserError(f"k={k}: there are no {what}; nothing to recommend")
+    if not 1 <= k <= available:
+        raise UserError(f"k={k}: there are {available:,} {what}; give a k from 1 to {available:,}")
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    if not np.isfinite(values).all():
+        raise DataError(f"the exported embeddings give non-finite scores (NaN or ±inf) for {what}: did the training diverge?")
 
 
 def load_recommender(run: str) -> Recommender:
