@@ -14,10 +14,9 @@ from distrec.cli import UserError
 from distrec.config import from_dict
 from distrec.storage import DataError
 from distrec.train.config import RayConfig, TrainConfig
-from distrec.train.launch import fit, run_workers
+from distrec.train.launch import _removed_if_unwritten, fit, run_workers
 from tests.helpers import tiny_synthetic
 
-pytestmark = pytest.mark.slow
 
 
 def _attempts(path: Path) -> UserCallback:
@@ -48,12 +47,13 @@ def _failing_entry(error: type[Exception]):
     return entry
 
 
-@pytest.mark.parametrize("error, attempts", [(DataError, 1), (UserError, 1), (RuntimeError, 3)])
-def test_a_worker_error_no_retry_can_fix_ends_the_run_at_its_first_attempt(local_ray, tmp_path, error, attempts):
+@pytest.mark.slow
+@pytest.mark.parametrize("error, max_failures, attempts", [(DataError, 2, 1), (RuntimeError, 1, 2)])
+def test_a_worker_error_no_retry_can_fix_ends_the_run_at_its_first_attempt(local_ray, tmp_path, error, max_failures, attempts):
     markers, log = tmp_path / "markers", tmp_path / "attempts.txt"
     markers.mkdir()
-    cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "ray"), max_failures=2)
-    expected = UserError if error is RuntimeError else error  # a retried error ends as a UserError
+    cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "ray"), max_failures=max_failures)
+    expected = UserError if error is RuntimeError else error  # an error retried to the end is a UserError
     with pytest.raises(expected, match="part-00003.parquet: sha256 does not match") as e:
         run_workers(_failing_entry(error), {"markers": str(markers)}, cfg=cfg, name=f"fail-{error.__name__}", callbacks=[_attempts(log)])
     assert error is RuntimeError or type(e.value) is error  # the worker's own exception, not a wrapper
@@ -89,6 +89,7 @@ def _train_config(data: str, out: Path, tmp_path: Path) -> TrainConfig:
     )
 
 
+@pytest.mark.slow
 def test_a_corrupt_shard_ends_training_at_once_and_leaves_no_output_dir(local_ray, corrupt_dataset, tmp_path):
     out = tmp_path / "new" / "run"  # neither exists yet
     log = tmp_path / "attempts.txt"
@@ -98,10 +99,22 @@ def test_a_corrupt_shard_ends_training_at_once_and_leaves_no_output_dir(local_ra
     assert not (tmp_path / "new").exists()  # the lock, the run's directory and the parent it made: gone
 
 
-def test_a_failed_run_leaves_a_directory_that_was_there_as_it_was(local_ray, corrupt_dataset, tmp_path):
-    out = tmp_path / "existing"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(DataError):
-        fit(_train_config(corrupt_dataset, out, tmp_path))
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the lock is gone, nothing else touched
+@pytest.mark.parametrize("made", [False, True])
+def test_a_failed_run_removes_only_the_empty_directories_it_made(tmp_path, made):
+    """What fit() wraps the run in: a directory that was there, or one the run wrote into, stays."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    out = existing / "a" / "b" if made else existing
+    with pytest.raises(DataError), _removed_if_unwritten(str(out)):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "_writing.lock").write_text("{}")
+        (out / "_writing.lock").unlink()  # the lock is released before the check
+        raise DataError("worker failed")
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+    wrote = tmp_path / "wrote"
+    with pytest.raises(DataError), _removed_if_unwritten(str(wrote / "run")):
+        (wrote / "run").mkdir(parents=True)
+        (wrote / "run" / "plan.txt").write_text("partial output")
+        raise DataError("worker failed")
+    assert (wrote / "run" / "plan.txt").read_text() == "partial output"
