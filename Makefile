@@ -6,8 +6,13 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/common.txt requirements/cp
 CONFIG ?=
 ARGS   ?=
 OUT    ?= runs
+# the local head of `make ray-up`: RAY_HOST=0.0.0.0 exposes it on every interface (default: 127.0.0.1 only)
+RAY_HOST ?= 127.0.0.1
+RAY_PORT ?= 6379
 RAY_DASHBOARD_PORT ?= 8265
+RAY_HEAD ?= $(OUT)/ray-head.json
 RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
+HEAD := $(PY) jobs/ray_head.py --record $(RAY_HEAD)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup test test-fast fuzz demo lint prepare train tune submit ray-up ray-down cluster-up cluster-down bench clean
@@ -70,15 +75,15 @@ serve: setup ## make serve RUN=runs/demo/mf [ARGS="--port 8080 --replicas 2 --in
 	@test -n "$(RUN)" || { echo "usage: make serve RUN=<a training or fit run's output_dir> [ARGS=...]"; exit 2; }
 	$(PY) jobs/serve.py --run $(RUN) $(ARGS)
 
-ray-up: setup ## start a local Ray head: token auth, dashboard/Jobs API on 127.0.0.1 only
+ray-up: setup ## a local Ray head: token auth, on 127.0.0.1 only (RAY_HOST=0.0.0.0 exposes it); fails if its ports are taken; recorded in RAY_HEAD
 	@$(RAY) get-auth-token --generate >/dev/null
-	$(RAY) start --head --dashboard-host 127.0.0.1 --dashboard-port $(RAY_DASHBOARD_PORT) --disable-usage-stats
+	$(HEAD) up --host $(RAY_HOST) --port $(RAY_PORT) --dashboard-port $(RAY_DASHBOARD_PORT)
 
-ray-down: ## stop the local Ray head
-	$(RAY) stop
+ray-down: ## stop the head `make ray-up` recorded, and only it (other Ray instances keep running)
+	$(HEAD) down
 
-submit: setup ## make submit CONFIG=configs/mf/ml-100k.yaml [ARGS=...]: the training job through the Jobs API
-	$(RAY) job submit --address http://127.0.0.1:$(RAY_DASHBOARD_PORT) --working-dir . -- python jobs/train.py --config $(CONFIG) $(ARGS)
+submit: setup ## make submit CONFIG=configs/mf/ml-100k.yaml [ARGS=...]: the training job through the Jobs API of the `make ray-up` head
+	$(HEAD) submit -- python jobs/train.py --config $(CONFIG) $(ARGS)
 
 cluster-up: setup ## bring up the AWS cluster of cluster/aws.yaml
 	$(RAY) up -y cluster/aws.yaml

@@ -8,26 +8,77 @@ names the file and the dotted key on error, so a typo never silently falls back 
 A field typed as a union of dataclasses (``model: MFConfig | NeuMFConfig``) is resolved by the
 ``name`` key, whose type in each variant is a one-value ``Literal``; configs therefore pick a
 model from a closed set and can never import arbitrary code.
+
+Numbers are checked here, at load, not in a worker minutes later: a float is always finite (NaN
+and ±inf never load), and a field declares the range it accepts on its type, which the loader
+checks and names in the error (``key 'optim.sparse_lr': expected a number > 0, got -1``):
+
+    sparse_lr: Positive[float] = 0.05
+    l2: NonNegative[float] = 0.0
+    dropout: Annotated[float, Bound(ge=0, lt=1)] = 0.0
+    memory_budget_gb: Positive[float] | None = None
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar, Union
+from typing import Annotated, Any, Literal, Sequence, TypeVar, Union
 
 import yaml
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
-__all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "to_yaml", "parse_overrides", "nest", "merge"]
+__all__ = [
+    "ConfigError",
+    "Bound",
+    "Positive",
+    "NonNegative",
+    "Probability",
+    "load_config",
+    "from_dict",
+    "to_dict",
+    "to_yaml",
+    "parse_overrides",
+    "nest",
+    "merge",
+]
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the source and the dotted key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The range a numeric field accepts, declared on its type: ``Annotated[float, Bound(gt=0)]``."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def admits(self, value: float) -> bool:
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
+
+    def __str__(self) -> str:  # "> 0", ">= 0 and < 1"
+        limits = ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+        return " and ".join(f"{op} {limit:g}" for op, limit in limits if limit is not None)
+
+
+Positive = Annotated[N, Bound(gt=0)]  # Positive[int], Positive[float]
+NonNegative = Annotated[N, Bound(ge=0)]
+Probability = Annotated[float, Bound(ge=0, le=1)]
 
 
 def load_config(
@@ -109,6 +160,8 @@ def _where(key: str, source: str) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -118,6 +171,14 @@ def _convert(tp: Any, value: Any, *, key: str, source: str) -> Any:
         return _convert_dataclass(tp, value, key=key, source=source)
     if tp is Any:
         return value
+    if origin is Annotated:
+        base, *marks = typing.get_args(tp)
+        number = _convert(base, value, key=key, source=source)
+        for bound in (m for m in marks if isinstance(m, Bound)):
+            if not bound.admits(number):
+                what = "an integer" if base is int else "a number"
+                raise ConfigError(f"{_where(key, source)}: expected {what} {bound}, got {value!r}")
+        return number
     if origin in (Union, types.UnionType):
         return _convert_union(tp, value, key=key, source=source)
     if origin is Literal:
@@ -150,14 +211,19 @@ def _convert(tp: Any, value: Any, *, key: str, source: str) -> Any:
             return value
         raise ConfigError(f"{_where(key, source)}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{_where(key, source)}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{_where(key, source)}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{_where(key, source)}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -211,7 +277,7 @@ def _convert_dataclass(cls: type[T], value: Any, *, key: str, source: str) -> T:
     if not isinstance(value, dict):
         raise ConfigError(f"{_where(key, source)}: expected a mapping for {cls.__name__}, got {value!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     for k in value:
         if k not in fields:
             full = f"{key}.{k}" if key else str(k)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="raw user id, as in the source data")
     who.add_argument("--item", help="raw item id: list the most similar items")
-    parser.add_argument("--k", type=int, default=10, help="how many items to list (default: %(default)s)")
+    parser.add_argument("--k", type=int, default=10, help="how many items: 1 to the number the user has not rated (default 10)")
     args = parser.parse_args(argv)
 
     def body() -> dict:

@@ -12,6 +12,7 @@ from distrec.train.config import TrainConfig
 from distrec.train.loop import train_worker
 from distrec.train.report import write_train_report
 from distrec.train.session import LocalSession
+from distrec.recommend import load_recommender
 from jobs.recommend import main as recommend
 from tests.helpers import run_ranks, tiny_synthetic
 
@@ -67,3 +68,38 @@ def test_recommend_unknown_user_is_a_clear_error(run, capsys):
     root, _ = run
     assert recommend(["--run", str(root / "out"), "--user", "no-such-user"]) == 2
     assert "user 'no-such-user' is not in this run's data" in capsys.readouterr().err
+
+
+def _strict_json(line: str) -> dict:
+    """JSON as the standard defines it: NaN, Infinity and -Infinity are refused."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_recommend_k_runs_from_1_to_the_unseen_items_and_never_emits_infinity(run, capsys):
+    """Before: --k -5 returned nearly every item, 0 none, and a k past the unseen items
+    returned rated items scored -Infinity (not JSON). Now: exit 2 outside 1..unseen."""
+    root, _ = run
+    run_dir = str(root / "out")
+    for k in ("0", "-5", "100000"):
+        assert recommend(["--run", run_dir, "--user", "7", "--k", k]) == 2
+        err = capsys.readouterr().err
+        assert f"k={k}: there are " in err and "items user '7' has not rated; give a k from 1 to " in err and "Traceback" not in err
+    unseen = int(err.rsplit(" ", 1)[-1].replace(",", ""))
+    assert recommend(["--run", run_dir, "--user", "7", "--k", str(unseen)]) == 0  # every item the user has not rated
+    summary = _strict_json(capsys.readouterr().out.strip().splitlines()[-1])
+    rec = load_recommender(run_dir)
+    rated = rec.dataset.read(split=None, parts=["train", "val", "test"])
+    mine = {rec.describe([i])[0]["item"] for i in rated.item[rated.user == rec._index(rec.users, "7", "user")]}
+    assert len(summary["recommended"]) == unseen == len(rec.items.vector) - len(mine)
+    assert not {r["item"] for r in summary["recommended"]} & mine
+    assert recommend(["--run", run_dir, "--user", "7", "--k", str(unseen + 1)]) == 2
+    capsys.readouterr()
+    items = len(rec.items.vector)
+    assert recommend(["--run", run_dir, "--item", "3", "--k", str(items - 1)]) == 0
+    assert len(_strict_json(capsys.readouterr().out.strip().splitlines()[-1])["similar"]) == items - 1
+    assert recommend(["--run", run_dir, "--item", "3", "--k", str(items)]) == 2
+    assert f"give a k from 1 to {items - 1:,}" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from distrec.config import NonNegative
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig, metric_names
 from distrec.fit.config import check_select
@@ -53,7 +54,7 @@ class CompareConfig:
     select: str = "hr@100"
     columns: list[str] | None = None  # test metrics in the table; None = nDCG, HR and PSP at the first k, HR at the last, AUC
     plot: list[str] | None = None  # test metrics in the bar chart; None = the first two columns
-    paper: dict[str, float] = field(default_factory=dict)  # row label → published test nDCG@10 (×100)
+    paper: dict[str, NonNegative[float]] = field(default_factory=dict)  # row label → published test nDCG@10 (×100)
     title: str = ""
 
     def __post_init__(self) -> None:

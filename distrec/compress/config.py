@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from distrec.config import Bound, NonNegative, Positive
 from distrec.models.compressor import CompressorConfig
 from distrec.storage.reader import Verify
 from distrec.tracking import TrackingConfig
@@ -38,34 +40,26 @@ class SourceConfig:
 
 @dataclass
 class FitConfig:
-    epochs: int = 60
-    batch_size: int = 256  # rows per worker per step
-    lr: float = 3e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
-    checkpoint_every: int = 10  # epochs between checkpoints (and one at the end of each model)
-
-    def __post_init__(self) -> None:
-        if min(self.epochs, self.batch_size, self.checkpoint_every) < 1 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("fit.epochs, fit.batch_size, fit.checkpoint_every and fit.lr must be positive")
+    epochs: Positive[int] = 60
+    batch_size: Positive[int] = 256  # rows per worker per step
+    lr: Positive[float] = 3e-3
+    weight_decay: NonNegative[float] = 1e-5
+    seed: NonNegative[int] = 0
+    checkpoint_every: Positive[int] = 10  # epochs between checkpoints (and one at the end of each model)
 
 
 @dataclass
 class HoldoutConfig:
     table: str | None = "user"  # None: train on every row
-    fraction: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.fraction < 1:
-            raise ValueError("holdout.fraction must be in [0, 1)")
+    fraction: Annotated[float, Bound(ge=0, lt=1)] = 0.1
+    seed: NonNegative[int] = 0
 
 
 @dataclass
 class CompressConfig:
     source: SourceConfig
     output_dir: str
-    ratios: list[int] = field(default_factory=lambda: [4, 8])
+    ratios: list[Positive[int]] = field(default_factory=lambda: [4, 8])
     model: CompressorConfig = field(default_factory=CompressorConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
@@ -73,8 +67,8 @@ class CompressConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
-        if not self.ratios or any(r < 1 for r in self.ratios):
-            raise ValueError("ratios must be a non-empty list of positive integers")
+        if not self.ratios:
+            raise ValueError("ratios: give at least one compression ratio")
         if self.model.device == "cuda" and not self.ray.use_gpu:
             raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")
         if self.holdout.table is not None and self.holdout.table not in self.source.tables:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from distrec.data.checks import checked
 from distrec.data.duplicates import Duplicates, PairCheck, resolve_duplicates
+from distrec.config import NonNegative, Positive
 from distrec.data.idmap import IdMap
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
@@ -50,11 +51,11 @@ class PrepareConfig:
     source: str | None = None  # path or URI of downloaded files; None = official download
     splits: list[str] = field(default_factory=list)  # empty = the dataset's default split
     like: str | None = None
-    sizes: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
-    rows_per_shard: int = 4_000_000
-    row_group_size: int = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
-    verify_counts: bool = True  # also: each text file ends in a newline, times within the release's dates
+    sizes: dict[str, NonNegative[float]] = field(default_factory=dict)
+    seed: NonNegative[int] = 0
+    rows_per_shard: Positive[int] = 4_000_000
+    row_group_size: NonNegative[int] = 0  # 0 = auto: about 1/128 of the expected rows, 1024..65536
+    verify_counts: bool = True
     duplicates: Duplicates = "refuse"  # repeated (user, item) pairs: refuse, keep-last or mean (duplicates.py)
     cache_dir: str | None = None
     overwrite: bool = False  # write into a non-empty directory distrec did not write (its files are kept)

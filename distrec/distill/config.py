@@ -19,7 +19,9 @@ its λ grid for distillation is {1e-5, 1e-3, 0.1, 1, 5, 50}.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from distrec.config import Bound, NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
 from distrec.fit.config import check_select
@@ -38,52 +40,39 @@ class BudgetComparison:
     """``--compare``: a distillation per budget, then ∞-AE (``model``) and EASE (``ease``) on the
     distilled users, as many random users, as many head users, and on every user."""
 
-    budgets: list[int] = field(default_factory=lambda: [50, 100, 200, 500, 1000])
+    budgets: list[Positive[int]] = field(default_factory=lambda: [50, 100, 200, 500, 1000])
     ease: EASEConfig = field(default_factory=EASEConfig)  # ease.lambdas: its validation grid
 
     def __post_init__(self) -> None:
-        if not self.budgets or min(self.budgets) < 1:
-            raise ValueError("compare.budgets must be a non-empty list of positive user counts")
+        if not self.budgets:
+            raise ValueError("compare.budgets: give at least one budget (synthetic users)")
 
 
 @dataclass
 class DistillConfig:
     data: DataConfig
     output_dir: str  # the synthetic users (Parquet + manifest), metrics.json, curve.json
-    budget: int = 500  # synthetic users
-    samples_per_user: int = 200  # Gumbel-softmax draws summed per synthetic user and step
-    tau: float = 10.0  # Gumbel-softmax temperature
-    cardinality_reg: float = 1e-3  # weight of (mean synthetic row sum) / (mean real row sum)
-    lr: float = 0.04  # Adam on the logits
-    steps: int = 500
-    patience: int = 150  # stop when the validation metric has not improved for this many steps
-    validate_every: int = 25  # steps between λ searches on validation (and at step 0: the initial support)
-    batch_users: int | None = None  # real users per step (per worker); None = every user with a training item
-    val_users: int | None = None  # validation users the λ searches score (a seeded sample); None = all of them
-    test_users: int | None = None  # test users the final ∞-AE is scored on (a seeded sample); None = all of them
-    checkpoint_every: int = 25  # steps between checkpoints; a re-run with the same output_dir (or Ray run) resumes
+    budget: Positive[int] = 500  # synthetic users
+    samples_per_user: Positive[int] = 200  # Gumbel-softmax draws summed per synthetic user and step
+    tau: Positive[float] = 10.0  # Gumbel-softmax temperature
+    cardinality_reg: NonNegative[float] = 1e-3  # weight of (mean synthetic row sum) / (mean real row sum)
+    lr: Positive[float] = 0.04  # Adam on the logits
+    steps: Positive[int] = 500
+    patience: Positive[int] = 150  # stop when the validation metric has not improved for this many steps
+    validate_every: Positive[int] = 25  # steps between λ searches on validation (and at step 0: the initial support)
+    batch_users: Positive[int] | None = None  # real users per step (per worker); None = every user with a training item
+    val_users: Positive[int] | None = None  # validation users the λ searches score (a seeded sample); None = all of them
+    test_users: Positive[int] | None = None  # test users the final ∞-AE is scored on (a seeded sample); None = all of them
+    checkpoint_every: Positive[int] = 25  # steps between checkpoints; a re-run with the same output_dir (or Ray run) resumes
     model: InfAEConfig = field(default_factory=_distill_grid)  # model.lambdas: the validation grid
     eval: RankingConfig = field(default_factory=RankingConfig)
     select: str = "hr@100"  # the validation metric that picks λ and the best synthetic set (the paper's)
     compare: BudgetComparison = field(default_factory=BudgetComparison)  # used by jobs/distill.py --compare only
-    min_weight: float = 0.0  # synthetic interactions at or below this are not written (0: every non-zero)
+    min_weight: Annotated[float, Bound(ge=0, lt=1)] = 0.0  # synthetic interactions at or below this are not written (0: every non-zero)
     ray: RayConfig | None = None  # None: run in this process; else on ray.num_workers Ray Train workers
-    seed: int = 0
+    seed: NonNegative[int] = 0
 
     def __post_init__(self) -> None:
         check_select(self.select, self.eval)
-        positive = {"budget": self.budget, "samples_per_user": self.samples_per_user, "steps": self.steps,
-                    "validate_every": self.validate_every, "patience": self.patience,
-                    "checkpoint_every": self.checkpoint_every}
-        for key, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value}")
-        if self.tau <= 0 or self.lr <= 0 or self.cardinality_reg < 0:
-            raise ValueError("tau and lr must be positive, cardinality_reg non-negative")
-        for key in ("batch_users", "val_users", "test_users"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"{key} must be positive (or null for every user)")
-        if not 0 <= self.min_weight < 1:
-            raise ValueError("min_weight must be in [0, 1)")
         if self.ray is not None and self.model.device == "cuda" and not self.ray.use_gpu:
             raise ValueError("model.device=cuda on Ray workers needs ray.use_gpu=true (a worker without a GPU sees none)")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.config import NonNegative, Positive
 from distrec.data.user_items import UserItems
 from distrec.eval.ranking_metrics import full_ranking_metrics, sample_negatives, sampled_ranking_metrics
 from distrec.progress import progress
@@ -52,18 +53,16 @@ PAPER_SCALE = {"auc": 1.0}  # metric (without k) → factor papers print it with
 
 @dataclass
 class RankingConfig:
-    ks: list[int] = field(default_factory=lambda: [10, 100])
+    ks: list[Positive[int]] = field(default_factory=lambda: [10, 100])
     protocol: Literal["full", "sampled"] = "full"
-    sampled_negatives: int = 100  # protocol=sampled: negatives each positive is ranked against (NCF: 100)
-    auc_negatives: int = 50  # protocol=full: sampled negatives per user for AUC (the ∞-AE code: 50); 0 = no AUC
-    block_users: int = 2048  # users scored at once: memory ≈ block_users × items × 4 bytes × a few
-    seed: int = 0  # negatives are drawn per block from (seed, the block's first user)
+    sampled_negatives: Positive[int] = 100  # protocol=sampled: negatives each positive is ranked against (NCF: 100)
+    auc_negatives: NonNegative[int] = 50  # protocol=full: sampled negatives per user for AUC (the ∞-AE code: 50); 0 = no AUC
+    block_users: Positive[int] = 2048  # users scored at once: memory ≈ block_users × items × 4 bytes × a few
+    seed: NonNegative[int] = 0  # negatives are drawn per block from (seed, the block's first user)
 
     def __post_init__(self) -> None:
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError("eval.ks must be a non-empty list of positive integers")
-        if self.block_users < 1 or self.sampled_negatives < 1 or self.auc_negatives < 0:
-            raise ValueError("eval.block_users and eval.sampled_negatives must be positive, eval.auc_negatives >= 0")
+        if not self.ks:
+            raise ValueError("eval.ks: give at least one cut-off k")
 
     @property
     def label(self) -> str:

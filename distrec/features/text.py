@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from distrec.cli import UserError
+from distrec.config import Positive
 from distrec.progress import progress
 from distrec.storage import filesystem, join
 
@@ -38,14 +39,10 @@ log = logging.getLogger(__name__)
 class TextEncoderConfig:
     model: str | None = None  # a local directory or a hub name; None = no text features
     allow_download: bool = False  # fetch `model` from the hub if it is not on this machine
-    max_length: int = 64  # tokens per text
-    batch_size: int = 64
+    max_length: Positive[int] = 64  # tokens per text
+    batch_size: Positive[int] = 64
     normalize: bool = True  # L2-normalise the pooled vectors
     cache_dir: str | None = "runs/cache/text"  # any URI; None = encode every time
-
-    def __post_init__(self) -> None:
-        if self.max_length < 1 or self.batch_size < 1:
-            raise ValueError("text.max_length and text.batch_size must be positive")
 
 
 def _load(cfg: TextEncoderConfig):

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from distrec.cli import UserError
+from distrec.config import NonNegative, Positive
 from distrec.data.user_items import UserItems
 from distrec.device import Device, device_memory_bytes
 from distrec.eval.ranking import Scorer
@@ -66,9 +67,9 @@ BLOCK = 2048  # rows of X (or K) formed at once while building the Gram matrix /
 @dataclass
 class EASEConfig:
     name: Literal["ease"] = "ease"
-    lambdas: list[float] = field(default_factory=lambda: [100.0, 200.0, 300.0, 500.0, 800.0, 1200.0])
+    lambdas: list[NonNegative[float]] = field(default_factory=lambda: [100.0, 200.0, 300.0, 500.0, 800.0, 1200.0])
     dtype: Literal["float32", "float64"] = "float64"  # of the Gram matrix and its Cholesky solve
-    memory_gb: float | None = None  # budget for the solve; None = 60% of the device's free memory
+    memory_gb: Positive[float] | None = None  # budget for the solve; None = 60% of the device's free memory
     device: Device = "auto"  # auto: the GPU where torch sees one, else the CPU
 
     def __post_init__(self) -> None:
@@ -78,22 +79,18 @@ class EASEConfig:
 @dataclass
 class InfAEConfig:
     name: Literal["infae"] = "infae"
-    depth: int = 1  # hidden layers of the (infinitely wide) ReLU network
-    w_var: float = 2.0  # W_std²
-    b_var: float = 0.01  # b_std²
-    lambdas: list[float] = field(default_factory=lambda: [0.0, 1.0, 5.0, 20.0, 50.0, 100.0])  # the paper's grid
+    depth: Positive[int] = 1  # hidden layers of the (infinitely wide) ReLU network
+    w_var: Positive[float] = 2.0  # W_std²
+    b_var: NonNegative[float] = 0.01  # b_std²
+    lambdas: list[NonNegative[float]] = field(default_factory=lambda: [0.0, 1.0, 5.0, 20.0, 50.0, 100.0])  # the paper's grid
     dtype: Literal["float32", "float64"] = "float32"
-    support_users: int | None = None  # users in the kernel's support (a uniform sample); None = all
-    memory_gb: float | None = None  # budget for K, its factor, X_s and α; None = 60% of the device's free memory
-    seed: int = 0  # of the support sample
+    support_users: Positive[int] | None = None  # users in the kernel's support (a uniform sample); None = all
+    memory_gb: Positive[float] | None = None  # budget for K, its factor, X_s and α; None = 60% of the device's free memory
+    seed: NonNegative[int] = 0  # of the support sample
     device: Device = "auto"  # auto: the GPU where torch sees one, else the CPU (Distill-CF: where it runs)
 
     def __post_init__(self) -> None:
         _check_lambdas(self.lambdas)
-        if self.depth < 1 or self.w_var <= 0 or self.b_var < 0:
-            raise ValueError("model.depth must be >= 1, model.w_var > 0 and model.b_var >= 0")
-        if self.support_users is not None and self.support_users < 1:
-            raise ValueError("model.support_users must be positive (or null for all users)")
 
 
 @dataclass
@@ -106,8 +103,8 @@ ClosedFormConfig = EASEConfig | InfAEConfig | PopRecConfig
 
 
 def _check_lambdas(lambdas: list[float]) -> None:
-    if not lambdas or min(lambdas) < 0:
-        raise ValueError("model.lambdas must be a non-empty list of non-negative numbers")
+    if not lambdas:
+        raise ValueError("model.lambdas: give at least one λ to search")
 
 
 class NotPositiveDefinite(ArithmeticError):

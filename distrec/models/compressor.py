@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distrec.config import Bound, NonNegative, Positive, Probability
 from distrec.device import Device
 
 __all__ = [
@@ -63,26 +64,20 @@ GAMMA, ZETA = -0.1, 1.1  # hard-concrete stretch interval (Louizos et al. 2018)
 
 @dataclass
 class CompressorConfig:
-    hidden: list[int] = field(default_factory=lambda: [128, 64])  # down-path widths between d and the code
-    group_size: int = 1  # features per gate group / attention token
-    keep_fraction: float = 0.75  # k = round(keep_fraction × groups) groups selected per entity
-    keep_all_prob: float = 0.1  # training: probability that an entity keeps all groups
-    temperature: float = 2 / 3  # hard-concrete β
-    l0_weight: float = 0.0  # weight of the expected open-gate fraction in the loss
-    token_dim: int = 16
-    heads: int = 2
+    hidden: list[Positive[int]] = field(default_factory=lambda: [128, 64])  # down-path widths between d and the code
+    group_size: Positive[int] = 1  # features per gate group / attention token
+    keep_fraction: Annotated[float, Bound(gt=0, le=1)] = 0.75  # k = round(keep_fraction × groups) groups selected per entity
+    keep_all_prob: Probability = 0.1  # training: probability that an entity keeps all groups
+    temperature: Positive[float] = 2 / 3  # hard-concrete β
+    l0_weight: NonNegative[float] = 0.0  # weight of the expected open-gate fraction in the loss
+    token_dim: Positive[int] = 16
+    heads: Positive[int] = 2
     code_dtype: CodeDtype = "int8"
     device: Device = "auto"  # where the workers train it; auto: the GPU where the worker has one
 
     def __post_init__(self) -> None:
-        if self.group_size < 1 or self.token_dim < 1 or self.heads < 1 or any(h < 1 for h in self.hidden):
-            raise ValueError("model.group_size, model.token_dim, model.heads and model.hidden must be positive")
         if self.token_dim % self.heads:
             raise ValueError(f"model.token_dim={self.token_dim} must be a multiple of model.heads={self.heads}")
-        if not 0 < self.keep_fraction <= 1 or not 0 <= self.keep_all_prob <= 1:
-            raise ValueError("model.keep_fraction must be in (0, 1] and model.keep_all_prob in [0, 1]")
-        if self.temperature <= 0 or self.l0_weight < 0:
-            raise ValueError("model.temperature must be positive and model.l0_weight non-negative")
 
 
 def code_size(dim: int, ratio: int, dtype: CodeDtype) -> int:

@@ -41,6 +41,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from distrec.config import NonNegative, Positive
 from distrec.device import Device
 
 __all__ = ["GLocalKConfig", "GLocalK", "LocalKernelLayer", "local_kernel"]
@@ -49,26 +50,22 @@ __all__ = ["GLocalKConfig", "GLocalK", "LocalKernelLayer", "local_kernel"]
 @dataclass
 class GLocalKConfig:
     name: Literal["glocal_k"] = "glocal_k"
-    hidden: int = 500  # units per hidden layer
-    layers: int = 2  # hidden layers (the decoder layer comes on top)
-    kernel_dim: int = 5  # length of the local kernel's vectors u, v
-    lambda_2: float = 20.0  # L2 on the weights W
-    lambda_s: float = 0.006  # L2 on the local kernels K (sparsity)
-    gk_size: int = 3  # global convolution kernel is gk_size × gk_size
-    dot_scale: float = 1.0  # scale of the pooled-items · kernel dot product
-    pretrain_epochs: int = 30  # the first epochs of train.epochs pre-train; the rest fine-tune
-    pretrain_iters: int = 5  # optimizer iterations per pre-training epoch
-    finetune_iters: int = 5  # optimizer iterations per fine-tuning epoch
-    history_size: int = 10  # L-BFGS memory (the authors' maxcor)
+    hidden: Positive[int] = 500  # units per hidden layer
+    layers: Positive[int] = 2  # hidden layers (the decoder layer comes on top)
+    kernel_dim: Positive[int] = 5  # length of the local kernel's vectors u, v
+    lambda_2: NonNegative[float] = 20.0  # L2 on the weights W
+    lambda_s: NonNegative[float] = 0.006  # L2 on the local kernels K (sparsity)
+    gk_size: Positive[int] = 3  # global convolution kernel is gk_size × gk_size
+    dot_scale: Positive[float] = 1.0  # scale of the pooled-items · kernel dot product
+    pretrain_epochs: NonNegative[int] = 30  # the first epochs of train.epochs pre-train; the rest fine-tune
+    pretrain_iters: Positive[int] = 5  # optimizer iterations per pre-training epoch
+    finetune_iters: Positive[int] = 5  # optimizer iterations per fine-tuning epoch
+    history_size: Positive[int] = 10  # L-BFGS memory (the authors' maxcor)
     device: Device = "auto"  # auto: the worker's GPU when ray.use_gpu gave it one, else the CPU
 
     def __post_init__(self) -> None:
-        if min(self.hidden, self.layers, self.kernel_dim, self.pretrain_iters, self.finetune_iters, self.history_size) < 1:
-            raise ValueError("model.hidden, layers, kernel_dim, pretrain_iters, finetune_iters and history_size must be positive")
-        if self.gk_size < 1 or self.gk_size % 2 == 0:
+        if self.gk_size % 2 == 0:
             raise ValueError("model.gk_size must be odd (the convolution keeps the matrix's shape)")
-        if min(self.lambda_2, self.lambda_s, self.pretrain_epochs) < 0:
-            raise ValueError("model.lambda_2, lambda_s and pretrain_epochs must be non-negative")
 
 
 def local_kernel(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection
 
+from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.bipartite import Graph, build_graph, propagate
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
@@ -47,16 +48,10 @@ __all__ = ["LightGCNConfig", "LightGCN"]
 @dataclass
 class LightGCNConfig:
     name: Literal["lightgcn"] = "lightgcn"
-    dim: int = 64
-    layers: int = 3  # K propagation steps; 0 is matrix factorisation with BPR
-    init_std: float = 0.1  # normal init of the ego embeddings (the paper's code: std 0.1)
-    l2: float = 1e-4  # on the ego rows of the batch, as in the paper's code
-
-    def __post_init__(self) -> None:
-        if self.dim < 1 or self.layers < 0:
-            raise ValueError("model.dim must be at least 1 and model.layers non-negative")
-        if min(self.init_std, self.l2) < 0:
-            raise ValueError("model.init_std and model.l2 must be non-negative")
+    dim: Positive[int] = 64
+    layers: NonNegative[int] = 3  # K propagation steps; 0 is matrix factorisation with BPR
+    init_std: NonNegative[float] = 0.1  # normal init of the ego embeddings (the paper's code: std 0.1)
+    l2: NonNegative[float] = 1e-4  # on the ego rows of the batch, as in the paper's code
 
 
 class LightGCN(nn.Module):

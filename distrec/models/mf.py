@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
+from distrec.config import NonNegative, Positive
 from distrec.models.tables import TableSpec, ids_to_kjt, padded_width, table_config
 
 __all__ = ["MFConfig", "BiasedMF"]
@@ -70,21 +71,15 @@ class _Objective(torch.autograd.Function):
 @dataclass
 class MFConfig:
     name: Literal["mf"] = "mf"
-    dim: int = 64
-    init_std: float = 0.01
-    l2: float = 0.05  # on the factors of the rows a rating touches
-    bias_l2: float = 0.01  # on the biases of the rows a rating touches
+    dim: Positive[int] = 64
+    init_std: NonNegative[float] = 0.01
+    l2: NonNegative[float] = 0.05  # on the factors of the rows a rating touches
+    bias_l2: NonNegative[float] = 0.01  # on the biases of the rows a rating touches
     # each bias in its user's or item's factor row (column dim): one lookup per rating side
     # instead of two, which takes ~25 % off the embedding kernels' time per step on CPU. For
     # element-wise optimizers (SGD, Adagrad) only: row-wise Adagrad would give the bias and the
     # factors one accumulator, and the large bias gradients then slow the factors down
     bias_in_factor_row: bool = False
-
-    def __post_init__(self) -> None:
-        if self.dim < 1:
-            raise ValueError("model.dim must be at least 1")
-        if min(self.init_std, self.l2, self.bias_l2) < 0:
-            raise ValueError("model.init_std, model.l2 and model.bias_l2 must be non-negative")
 
 
 class BiasedMF(nn.Module):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection
 
+from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
@@ -33,16 +34,10 @@ __all__ = ["MFBPRConfig", "MFBPR"]
 @dataclass
 class MFBPRConfig:
     name: Literal["mf_bpr"] = "mf_bpr"
-    dim: int = 64
-    init_std: float = 0.1
-    l2: float = 0.0  # on the factors of the rows a training row touches
+    dim: Positive[int] = 64
+    init_std: NonNegative[float] = 0.1
+    l2: NonNegative[float] = 0.0  # on the factors of the rows a training row touches
     item_bias: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dim < 1:
-            raise ValueError("model.dim must be at least 1")
-        if min(self.init_std, self.l2) < 0:
-            raise ValueError("model.init_std and model.l2 must be non-negative")
 
 
 class MFBPR(nn.Module):

@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
+from distrec.config import Bound, NonNegative, Positive
 from distrec.data.histories import RatingHistories
 from distrec.models.tables import TableSpec, padded_width, table_config
 
@@ -56,26 +57,18 @@ _PAD = -1.0e4  # attention score of padded history entries: exp() of it is 0
 @dataclass
 class NCFConfig:
     name: Literal["ncf"] = "ncf"
-    dim: int = 32
+    dim: Positive[int] = 32
     user_input: Literal["id", "profile", "both"] = "profile"
     item_input: Literal["id", "content", "both"] = "both"
     aggregate: Literal["mean", "attention"] = "attention"
-    attention_dim: int = 16
-    beta: float = 0.5  # smoothing exponent of the attention (or mean) denominator
-    shrink: float = 5.0  # the profile offset is shrunk by n / (n + shrink) for n rated items
-    max_history: int = 200  # rated items per user in a profile (a fixed random subset beyond)
-    hidden: list[int] = field(default_factory=lambda: [64, 32])  # the MLP part
+    attention_dim: Positive[int] = 16
+    beta: Annotated[float, Bound(gt=0, le=1)] = 0.5  # smoothing exponent of the attention (or mean) denominator
+    shrink: NonNegative[float] = 5.0  # the profile offset is shrunk by n / (n + shrink) for n rated items
+    max_history: Positive[int] = 200  # rated items per user in a profile (a fixed random subset beyond)
+    hidden: list[Positive[int]] = field(default_factory=lambda: [64, 32])  # the MLP part
     loss: Literal["mse", "bce"] = "mse"
-    init_std: float = 0.01
-    l2: float = 0.0  # on the ID rows a rating touches (user, target item)
-
-    def __post_init__(self) -> None:
-        if min(self.dim, self.attention_dim, self.max_history) < 1 or any(h < 1 for h in self.hidden):
-            raise ValueError("model.dim, model.attention_dim, model.max_history and model.hidden must be positive")
-        if not 0 < self.beta <= 1:
-            raise ValueError("model.beta must be in (0, 1]")
-        if min(self.shrink, self.init_std, self.l2) < 0:
-            raise ValueError("model.shrink, model.init_std and model.l2 must be non-negative")
+    init_std: NonNegative[float] = 0.01
+    l2: NonNegative[float] = 0.0  # on the ID rows a rating touches (user, target item)
 
     @property
     def profiles(self) -> bool:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection
 
+from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
@@ -40,17 +41,15 @@ PAIR_BUDGET = 1 << 24  # floats of [users, items, width] activations while scori
 @dataclass
 class NeuMFConfig:
     name: Literal["neumf"] = "neumf"
-    gmf_dim: int = 32  # the paper's "predictive factors"
-    mlp_dim: int = 32  # each MLP embedding; the tower's input is 2 · mlp_dim
-    layers: list[int] = field(default_factory=lambda: [32, 16])  # MLP hidden widths after the input
-    init_std: float = 0.01  # embeddings (the paper: N(0, 0.01²))
-    l2: float = 0.0  # on the embedding rows a training row touches
+    gmf_dim: Positive[int] = 32  # the paper's "predictive factors"
+    mlp_dim: Positive[int] = 32  # each MLP embedding; the tower's input is 2 · mlp_dim
+    layers: list[Positive[int]] = field(default_factory=lambda: [32, 16])  # MLP hidden widths after the input
+    init_std: NonNegative[float] = 0.01  # embeddings (the paper: N(0, 0.01²))
+    l2: NonNegative[float] = 0.0  # on the embedding rows a training row touches
 
     def __post_init__(self) -> None:
-        if min(self.gmf_dim, self.mlp_dim) < 1 or not self.layers or min(self.layers) < 1:
-            raise ValueError("model.gmf_dim, model.mlp_dim and every model.layers width must be positive (at least one layer)")
-        if min(self.init_std, self.l2) < 0:
-            raise ValueError("model.init_std and model.l2 must be non-negative")
+        if not self.layers:
+            raise ValueError("model.layers: give at least one MLP layer width")
 
 
 class NeuMF(nn.Module):

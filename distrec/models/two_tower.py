@@ -22,7 +22,7 @@ an empty bag is padding). TorchRec runs all of them in one lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
+from distrec.config import Bound, NonNegative, Positive
 from distrec.features.text import TextEncoderConfig
 from distrec.models.tables import TableSpec, padded_width, table_config
 
@@ -41,26 +42,22 @@ RATING_BUCKETS = 10  # a history rating r on a scale up to r_max becomes round(1
 @dataclass
 class TwoTowerConfig:
     name: Literal["two_tower"] = "two_tower"
-    dim: int = 64  # the towers' output
-    id_dim: int = 32  # the item ID table's width
-    history: int = 50  # latest items of a user the encoder reads
-    layers: int = 2
-    heads: int = 4
-    ffn: int = 128
-    dropout: float = 0.0  # on the encoder; dropout masks were a quarter of a CPU step
-    temperature: float = 0.05
+    dim: Positive[int] = 64  # the towers' output
+    id_dim: Positive[int] = 32  # the item ID table's width
+    history: Positive[int] = 50  # latest items of a user the encoder reads
+    layers: Positive[int] = 2
+    heads: Positive[int] = 4
+    ffn: Positive[int] = 128
+    dropout: Annotated[float, Bound(ge=0, lt=1)] = 0.0  # on the encoder; dropout masks were a quarter of a CPU step
+    temperature: Positive[float] = 0.05
     logq: bool = True  # sampling-bias correction of the in-batch negatives
-    init_std: float = 0.05
+    init_std: NonNegative[float] = 0.05
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    eval_ks: list[int] = field(default_factory=lambda: [10, 50])  # top-k cut-offs of val/test metrics
+    eval_ks: list[Positive[int]] = field(default_factory=lambda: [10, 50])  # top-k cut-offs of val/test metrics
 
     def __post_init__(self) -> None:
-        if min(self.dim, self.id_dim, self.history, self.layers, self.heads, self.ffn) < 1:
-            raise ValueError("model.dim, id_dim, history, layers, heads and ffn must be positive")
         if self.dim % self.heads:
             raise ValueError(f"model.dim={self.dim} must be a multiple of model.heads={self.heads}")
-        if self.temperature <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError("model.temperature must be positive and model.dropout in [0, 1)")
 
 
 def in_batch_softmax_loss(

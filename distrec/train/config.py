@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
+from distrec.config import Bound, NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
 from distrec.models.registry import ModelConfig
@@ -46,40 +47,30 @@ ADAM_ON_CPU = (
 
 @dataclass
 class TrainLoopConfig:
-    epochs: int = 10
-    batch_size: int = 8192  # rows per worker per step; the global batch is this × num_workers
-    eval_batch_size: int = 65536
-    seed: int = 0
+    epochs: Positive[int] = 10
+    batch_size: Positive[int] = 8192  # rows per worker per step; the global batch is this × num_workers
+    eval_batch_size: Positive[int] = 65536
+    seed: NonNegative[int] = 0
     early_stopping_metric: str | None = None  # e.g. val_rmse; None = train all epochs
     early_stopping_mode: Literal["min", "max"] = "min"
-    patience: int = 3
+    patience: Positive[int] = 3
     restore_best: bool = True  # test and export the best validation epoch, not the last
     export_embeddings: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("train.epochs, train.batch_size and train.eval_batch_size must be positive")
-        if self.patience < 1:
-            raise ValueError("train.patience must be at least 1")
 
 
 @dataclass
 class OptimConfig:
     sparse: Literal["sgd", "adagrad", "rowwise_adagrad", "adam"] = "rowwise_adagrad"
-    sparse_lr: float = 0.05
+    sparse_lr: Positive[float] = 0.05
     dense: Literal["sgd", "adagrad", "adam"] = "adam"
-    dense_lr: float = 0.01
-    eps: float = 1e-8
-
-    def __post_init__(self) -> None:
-        if self.sparse_lr <= 0 or self.dense_lr <= 0:
-            raise ValueError("optim.sparse_lr and optim.dense_lr must be positive")
+    dense_lr: Positive[float] = 0.01
+    eps: Positive[float] = 1e-8
 
 
 @dataclass
 class ShardingConfig:
     types: dict[str, str] = field(default_factory=dict)  # table -> sharding type the planner must use
-    memory_budget_gb: float | None = None  # per worker; None = the machine's memory
+    memory_budget_gb: Positive[float] | None = None  # per worker; None = the machine's memory
 
     def __post_init__(self) -> None:
         for table, kind in self.types.items():
@@ -92,35 +83,25 @@ class RankingTaskConfig:
     """How top-k models (``task = "ranking"``) train and are scored (distrec/train/ranking_task.py)."""
 
     loss: Literal["bpr", "sampled_softmax"] = "bpr"
-    negatives: int = 1  # sampled per positive; bpr averages over them, sampled_softmax ranks the positive among them
+    negatives: Positive[int] = 1  # sampled per positive; bpr averages over them, sampled_softmax ranks the positive among them
     sampler: Literal["uniform", "popularity"] = "uniform"
-    popularity_alpha: float = 0.75  # sampler=popularity: P(item) ∝ training count^alpha
+    popularity_alpha: NonNegative[float] = 0.75  # sampler=popularity: P(item) ∝ training count^alpha
     eval: RankingConfig = field(default_factory=lambda: RankingConfig(block_users=1024))
-
-    def __post_init__(self) -> None:
-        if self.negatives < 1:
-            raise ValueError("ranking.negatives must be at least 1")
-        if self.popularity_alpha < 0:
-            raise ValueError("ranking.popularity_alpha must be non-negative")
 
 
 @dataclass
 class RayConfig:
     address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
-    num_workers: int = 2
+    num_workers: Positive[int] = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    max_failures: int = 1  # worker failures survived by restoring the last checkpoint
+    cpus_per_worker: Positive[float] = 1.0
+    # worker failures survived by restoring the last checkpoint (-1: any number, as Ray's FailureConfig);
+    # a UserError or DataError in a worker (bad input, a corrupt shard) ends the run at once
+    max_failures: Annotated[int, Bound(ge=-1)] = 1
     storage_path: str = "runs/ray"  # where Ray Train keeps checkpoints (any URI)
     name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
-    checkpoints_to_keep: int = 2
-    collective_timeout_s: int = 600  # a worker stuck this long in a collective fails the attempt (then retried)
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ValueError("ray.num_workers must be at least 1")
-        if self.cpus_per_worker <= 0:
-            raise ValueError("ray.cpus_per_worker must be positive")
+    checkpoints_to_keep: Positive[int] = 2
+    collective_timeout_s: Positive[int] = 600  # a worker stuck this long in a collective fails the attempt (then retried)
 
 
 @dataclass

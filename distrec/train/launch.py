@@ -10,7 +10,11 @@ One run at a time writes an ``output_dir``: the driver holds the storage writer 
 (``<output_dir>/_writing.lock``, distrec/storage/lock.py) for the whole run, so a second run
 on the same directory refuses at once, naming the holder. A killed driver's lock is stale and
 the re-launch takes it over: at once on the same host (the holder's pid is gone), after the
-lock's lease (``DISTREC_LOCK_LEASE_S``, 120 s) from another host.
+lock's lease (``DISTREC_LOCK_LEASE_S``, 120 s) from another host. A run that fails before
+writing anything leaves no ``output_dir`` behind (a directory that was there stays as it was).
+
+A worker error that a retry cannot fix (bad input, a missing or corrupt shard) ends the run at
+once instead of after ``ray.max_failures`` restarts (fail_fast.py).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import logging
 import os
 import posixpath
 import socket
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import ray
+import ray._private.ray_constants as ray_constants
 import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -34,11 +40,12 @@ from distrec.cli import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.progress import console_for_workers
-from distrec.storage import DataError, absolute, join, read_text
+from distrec.storage import DataError, absolute, filesystem, is_local, join, read_text
 from distrec.storage.commit import LOCK
 from distrec.storage.lock import WriterLock
 from distrec.tracking import check_tracking
 from distrec.train.config import ADAM_ON_CPU, RayConfig, TrainConfig
+from distrec.train.fail_fast import FailFast, worker_error
 from distrec.train.report import write_train_report
 from distrec.train.worker import ray_worker
 
@@ -103,8 +110,15 @@ def connect_ray(address: str | None) -> None:
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:
-    """An embedded Ray for this process only: dashboard (Ray Train's state API needs it) on
-    localhost alone, no spot-preemption watcher, worker prints on the console once.
+    """An embedded Ray for this process only, reachable from this machine alone, with no
+    spot-preemption watcher and worker prints on the console once.
+
+    Loopback only: Ray's processes listen on the node's address, which is 127.0.0.1 here (Ray's
+    single-machine mode, as on macOS: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read by Ray at import,
+    so set for its processes and switched in this one around ``ray.init``); gloo between the
+    workers binds the loopback interface. The dashboard, whose state API Train's placement-group
+    cleaner asks, listens on 127.0.0.1 on a free port of its own: never 8265, which belongs to a
+    ``make ray-up`` head and its Jobs API.
 
     It is a new instance even when a stale ``ray start`` left /tmp/ray/ray_current_cluster, and
     its own processes find it by $RAY_ADDRESS (set for them only): Train's placement-group
@@ -112,20 +126,35 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     """
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
+    port = _free_port()
+    own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    loopback = next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)
+    if loopback:
+        own["GLOO_SOCKET_IFNAME"] = loopback
     saved = {k: os.environ.get(k) for k in own}
     os.environ.update(own)  # inherited by the raylet and so by every Ray worker process
+    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
     try:
-        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            dashboard_host="127.0.0.1",
+            dashboard_port=_free_port(),
+            logging_level=logging.WARNING,
+        )
     finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _check_reachable(address: str, hint: str) -> None:
@@ -164,8 +193,10 @@ def run_workers(
 ) -> None:
     """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
     each), checkpoints in ``cfg.storage_path``/``name``; a re-run with the same name resumes. A
-    failed run raises UserError with the worker's own message. ``callbacks`` see every report
-    (a Tune sweep forwards them to its trial)."""
+    worker's UserError, ConfigError or DataError ends the run at once and is raised here as it
+    is; any other failure is retried ``cfg.max_failures`` times, then raised as a UserError with
+    the worker's own message. ``callbacks`` see every report and every failed attempt (a Tune
+    sweep forwards them to its trial)."""
     connect_ray(cfg.address)
     _check_resources(cfg)
     env = {**_WORKER_ENV, **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ}, **console_for_workers()}
@@ -186,12 +217,15 @@ def run_workers(
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
             worker_runtime_env={"env_vars": env},
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, FailFast()],
         ),
     )
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as e:
+        own = worker_error(e)
+        if own is not None:
+            raise own from None
         raise UserError(f"training failed: {_root_cause(e)}") from e
 
 
@@ -202,11 +236,33 @@ def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, A
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     check_config(cfg)
     name = run_name(cfg)
-    with WriterLock(join(cfg.output_dir, LOCK), what=f"training run {name!r}"):
+    with _removed_if_unwritten(cfg.output_dir), WriterLock(join(cfg.output_dir, LOCK), what=f"training run {name!r}"):
         run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=name, callbacks=callbacks)
         metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
         metrics["report"] = write_train_report(cfg, metrics)
     return metrics
+
+
+@contextmanager
+def _removed_if_unwritten(output_dir: str) -> Iterator[None]:
+    """On failure, remove the directories made for ``output_dir`` (it and missing parents) that
+    are still empty once the lock is gone; a directory that was there before is never touched,
+    nor one the run wrote into. (In object storage a prefix vanishes with its last object.)"""
+    made = []
+    if is_local(output_dir):
+        path = filesystem(output_dir)[1]
+        while path and not os.path.exists(path):
+            made.append(path)  # deepest first
+            path = os.path.dirname(path)
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty: the run wrote something, which stays
+                break
+        raise
 
 
 def _root_cause(error: BaseException) -> str:

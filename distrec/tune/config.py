@@ -18,8 +18,9 @@ to search it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from distrec.config import Bound, NonNegative, Positive
 from distrec.tracking import TrackingConfig
 
 __all__ = ["SpaceConfig", "SchedulerConfig", "SweepConfig", "SPACE_KINDS"]
@@ -62,13 +63,9 @@ class SpaceConfig:
 @dataclass
 class SchedulerConfig:
     name: Literal["asha", "fifo"] = "asha"
-    grace_period: int = 1  # epochs every trial runs before ASHA may stop it
-    reduction_factor: float = 2.0
-    max_t: int | None = None  # epochs of the longest trial; None = the base config's train.epochs
-
-    def __post_init__(self) -> None:
-        if self.grace_period < 1 or self.reduction_factor <= 1:
-            raise ValueError("scheduler.grace_period must be >= 1 and scheduler.reduction_factor > 1")
+    grace_period: Positive[int] = 1  # epochs every trial runs before ASHA may stop it
+    reduction_factor: Annotated[float, Bound(gt=1)] = 2.0
+    max_t: Positive[int] | None = None  # epochs of the longest trial; None = the base config's train.epochs
 
 
 @dataclass
@@ -81,19 +78,17 @@ class SweepConfig:
     mode: Literal["min", "max"] = "min"
     overrides: list[str] = field(default_factory=list)  # dotted key=value for the base
     also_report: list[str] = field(default_factory=list)  # final metrics shown per trial, e.g. test_ndcg@10
-    num_samples: int = 4  # samples of the space; with grid axes, samples of each grid point
-    max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs hold at once
+    num_samples: Positive[int] = 4  # samples of the space; with grid axes, samples of each grid point
+    max_concurrent_trials: NonNegative[int] = 0  # 0 = as many as the cluster's CPUs hold at once
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     search_alg: Literal["random", "optuna"] = "random"  # grid axes are always enumerated
-    seed: int = 0
+    seed: NonNegative[int] = 0
     ray_address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # mlflow_uri: Tune's MLflow logger
 
     def __post_init__(self) -> None:
         if not self.search:
             raise ValueError("search: give at least one dotted key to search, e.g. optim.sparse_lr: {loguniform: [0.01, 0.3]}")
-        if self.num_samples < 1 or self.max_concurrent_trials < 0:
-            raise ValueError("num_samples must be >= 1 and max_concurrent_trials >= 0")
         fixed = {o.partition("=")[0] for o in self.overrides}
         clash = sorted(fixed & set(self.search))
         if clash:

@@ -96,8 +96,8 @@ def base_config(cfg: SweepConfig) -> Any:
         base = load_config(job.config, cfg.base, cfg.overrides)
     except ConfigError as e:
         raise ConfigError(f"base {e}") from None
-    for key, space in cfg.search.items():  # every searched value must make a valid config
-        for value in space.values if space.kind in ("choice", "grid") else space.values[:1]:
+    for key, space in cfg.search.items():  # every searched value, or both ends of a range, must make a valid config
+        for value in _values_to_check(space):
             load_config(job.config, cfg.base, cfg.overrides, flags=nest({key: value}))
     for key in job.paths:
         *parents, leaf = key.split(".")
@@ -116,6 +116,13 @@ def _trainable(cfg: SweepConfig, base: dict[str, Any]):
     # An in-process trial (closed forms, distillation with ray: null) computes there: one CPU.
     resources = {"CPU": 0, "memory": 2**20} if on_ray_train(base) else {"CPU": 1}
     return tune.with_resources(trainable_for(cfg.job, base, cfg.output_dir), resources)
+
+
+def _values_to_check(space: SpaceConfig) -> list:
+    if space.kind in ("choice", "grid"):
+        return space.values
+    low, high = space.values
+    return [low, high - 1 if space.kind == "randint" else high]  # randint excludes high
 
 
 def _space(space: SpaceConfig):

@@ -37,6 +37,9 @@ def ray_head(tmp_path_factory):
         str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
         "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+        # the job agent's HTTP port: Ray's default 52365 may be held by another Ray on this
+        # machine (an embedded one of this session), and without it no job can be submitted
+        "--dashboard-agent-listen-port", str(free_port()),
         "--num-cpus", "2", "--disable-usage-stats",
     ]  # fmt: skip
     log = open(tmp_path_factory.mktemp("head") / "head.log", "w")
