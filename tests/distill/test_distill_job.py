@@ -15,10 +15,10 @@ from distrec.distill.run import SYNTHETIC_DIR, distill
 from distrec.config import from_dict
 from distrec.storage import StoredDirectory, join, read_text
 from jobs.distill import main
-from tests.helpers import check_report, run_ranks, tiny_synthetic
+from tests.helpers import check_report, run_ranks, tiny_synthetic, training_seed
 
 SHORT = ["budget=12", "samples_per_user=20", "tau=1.0", "lr=0.1", "validate_every=10", "eval.ks=[5,20]",
-         "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]", "batch_users=64"]
+         "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]", "batch_users=64", f"seed={training_seed()}"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,8 @@ def _distill_rank(cfg: dict) -> dict:
 def test_two_workers_keep_one_synthetic_set(dataset, tmp_path):
     """Each worker draws its own real users; averaged gradients keep the logits identical."""
     cfg = {"data": {"path": dataset}, "output_dir": str(tmp_path / "out"), "budget": 12, "samples_per_user": 20, "tau": 1.0,
-           "steps": 6, "validate_every": 3, "batch_users": 32, "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [1.0, 5.0]}}
+           "steps": 6, "validate_every": 3, "batch_users": 32, "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [1.0, 5.0]},
+           "seed": training_seed()}
     ranks = run_ranks(_distill_rank, 2, cfg)
     for key in ("val_hr@20", "test_ndcg@5", "best_step", "mean_row_mass", "lambda"):
         assert ranks[0][key] == ranks[1][key], key

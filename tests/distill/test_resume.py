@@ -22,7 +22,7 @@ from distrec.distill.run import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
 from distrec.storage import DataError
 from distrec.train.session import LocalSession
 from jobs.distill import main
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 RUN_ONLY = ("wall_s", "distill_s", "peak_rss_mb", "report", "search_s", "test_s", "resumed_from_step", "resumes")
 
@@ -41,7 +41,7 @@ def dataset(tmp_path_factory) -> str:
 def _cfg(dataset: str, out, **changes) -> DistillConfig:
     cfg = {"data": {"path": dataset}, "output_dir": str(out), "budget": 10, "samples_per_user": 20, "tau": 1.0, "lr": 0.1,
            "steps": 30, "validate_every": 10, "checkpoint_every": 5, "batch_users": 48, "val_users": 60,
-           "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [0.1, 1.0, 5.0]}}
+           "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [0.1, 1.0, 5.0]}, "seed": training_seed()}
     return from_dict(DistillConfig, {**cfg, **changes})
 
 
@@ -101,7 +101,8 @@ def test_checkpoint_of_another_budget_is_refused(dataset, tmp_path):
 def test_killed_process_resumes_from_its_checkpoint(dataset, tmp_path):
     """A real SIGKILL mid-run: the job started again skips the checkpointed steps."""
     overrides = [f"data.path={dataset}", "budget=10", "samples_per_user=20", "tau=1.0", "lr=0.1", "steps=300", "validate_every=50",
-                 "checkpoint_every=5", "batch_users=48", "eval.ks=[5,20]", "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]"]
+                 "checkpoint_every=5", "batch_users=48", "eval.ks=[5,20]", "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]",
+                 f"seed={training_seed()}"]
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen([sys.executable, "jobs/distill.py", "--quiet", f"output_dir={out}", *overrides], env=env,

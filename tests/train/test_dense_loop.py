@@ -17,7 +17,7 @@ from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.train.config import TrainConfig
 from distrec.train.dense_loop import item_rows, objective, train_dense_worker, wrap
 from distrec.train.session import LocalSession
-from tests.helpers import run_ranks, tiny_synthetic
+from tests.helpers import run_ranks, tiny_synthetic, training_seed
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _train(data: str, out: str, ckpt: str, epochs: int, lambda_s: float = 0.006)
         {
             "data": {"path": data},
             "model": {"name": "glocal_k", "hidden": 16, "lambda_s": lambda_s, "pretrain_epochs": 2, "pretrain_iters": 4, "finetune_iters": 4},
-            "train": {"epochs": epochs},
+            "train": {"epochs": epochs, "seed": training_seed()},
             "output_dir": out,
         },
     )
