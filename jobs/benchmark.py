@@ -10,8 +10,10 @@ target validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on 
 ML-1M split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE
 vs Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare
 scoring + masking + top-k), storage (reading a shard set from S3 on a moto server vs local
-disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers). Inputs
-are generated once under --work. Prints a Markdown table and writes JSON; asserts nothing.
+disk), netflix-scale (one MF epoch and ten ALS sweeps on a Netflix-shaped synthetic dataset, 2
+workers), peers (distrec's ALS beside implicit, Spark MLlib and myfm on real splits from
+../shared/datasets; the peers need `make bench-peers-setup` first). Inputs are generated once
+under --work. Prints a Markdown table (and the peers' own table) and writes JSON; asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import time
 
 from distrec.bench.harness import markdown_table, run_cases, to_json
+from distrec.bench.peers import peers_table
 from distrec.bench.suites import SUITES, Shapes, cases
 from distrec.storage import write_text
 
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run_cases(todo)
     wall = time.perf_counter() - start
     print(markdown_table(results))
+    peers = peers_table(results)
+    if peers:
+        print(peers)
     print(f"{wall / 60:.1f} min in all, building the inputs included")
     write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__, "wall_s": wall}))
     print(f"wrote {args.out}")

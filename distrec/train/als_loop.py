@@ -93,7 +93,9 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
     # -- data: ratings by user and by item owner; the exchanges of rows ------------------------
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
+    read = Stopwatch()
     data = read_als_data(dataset, split, m)
+    read_s = read.seconds()
     rating = dataset.meta["rating"]
     clip = (float(rating["min"]), float(rating["max"]))
     state = State(
@@ -125,6 +127,7 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
         timer = Stopwatch()
         metrics: dict[str, Any] = {"epoch": epoch + 1, **_sweep(cfg, data, state, items, epoch + 1)}
         items = data.users.exchange.fetch(state.item)
+        metrics["sweep_s"] = timer.seconds()  # the solves and exchanges alone; epoch_s adds validation
         kept = _kept(m, epoch + 1)
         if kept:
             _keep_sample(cfg, data, state, items)
@@ -163,6 +166,9 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
         "best_epoch": progress["best_epoch"],
         "restored_best": restored,
         "resumes": progress["resumes"],
+        "read_s": read_s,
+        "train_ratings": data.ratings,
+        "fit_s": sum(h["sweep_s"] for h in progress["history"]),
         **(progress["history"][-1] if progress["history"] else {}),
     }
     final.pop("epoch", None)
