@@ -165,7 +165,7 @@ def peers_table(results: list) -> str:
     return "\n".join(lines + [""] + fixed)
 
 
-def _missing(work: str) -> dict[str, str]:
+def _missing() -> dict[str, str]:
     """Why each peer cannot run here (peer → reason); absent when it can."""
     out = {}
     if not os.path.exists(PEERS_PYTHON):
@@ -181,7 +181,7 @@ def peer_cases(work: str) -> list:
     from distrec.bench.als import distrec_als
     from distrec.bench.harness import Case
 
-    missing = _missing(work)
+    missing = _missing()
     rows = [
         ("ml-1m-infae", "implicit", "implicit-als", implicit_peer, (), "als-implicit", "configs/als/ml-1m-infae.yaml"),
         ("ml-1m-90-10", "spark", "spark-als", rating_peer, ("spark", SPARK), "als-explicit", "configs/als/ml-1m.yaml"),

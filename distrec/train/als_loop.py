@@ -87,6 +87,8 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
     m: ALSConfig = cfg.model  # type: ignore[assignment]
     rank = dist.get_rank()
     watch = cfg.train.early_stopping_metric
+    if cfg.ray.use_gpu:
+        raise ValueError("ray.use_gpu=true: model als runs its solves on CPU workers; set ray.use_gpu=false")
     if m.bayesian and watch:
         raise ValueError("train.early_stopping_metric: model.bayesian=true averages all kept samples; choose train.epochs and model.burn_in instead")
 
