@@ -109,3 +109,9 @@ clean: ## remove the virtual environment and caches
 
 bench: setup ## benchmarks against same-run baselines (ARGS="--quick" for a smoke run)
 	$(PY) jobs/benchmark.py --out bench.json $(ARGS)
+
+PEERS_VENV ?= .venv-peers
+.PHONY: bench-peers-setup
+bench-peers-setup: ## the peers suite's libraries (implicit, Spark, myfm) in $(PEERS_VENV), pinned in requirements/peers.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/peers.txt

@@ -14,6 +14,7 @@ from torch import nn
 from distrec.data.dataset import Interactions
 from distrec.data.histories import RatingHistories
 from distrec.data.item_features import ItemFeatures
+from distrec.models.als import ALS, ALSConfig
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
 from distrec.models.mf import BiasedMF, MFConfig
@@ -24,9 +25,9 @@ from distrec.models.two_tower import TwoTower, TwoTowerConfig
 
 __all__ = ["ModelConfig", "ModelContext", "build_model", "model_task", "model_loop", "model_needs"]
 
-ModelConfig = MFConfig | GLocalKConfig | NCFConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig | TwoTowerConfig  # by `name`
+ModelConfig = MFConfig | GLocalKConfig | NCFConfig | MFBPRConfig | NeuMFConfig | LightGCNConfig | TwoTowerConfig | ALSConfig  # by `name`
 
-_CLASSES: dict[type, type[nn.Module]] = {
+_CLASSES: dict[type, type] = {
     MFConfig: BiasedMF,
     GLocalKConfig: GLocalK,
     NCFConfig: NCF,
@@ -34,6 +35,7 @@ _CLASSES: dict[type, type[nn.Module]] = {
     NeuMFConfig: NeuMF,
     LightGCNConfig: LightGCN,
     TwoTowerConfig: TwoTower,
+    ALSConfig: ALS,
 }
 
 
@@ -77,7 +79,7 @@ def build_model(cfg: ModelConfig, ctx: ModelContext, device: torch.device) -> nn
     raise ValueError(f"no builder for model {cfg.name!r}")
 
 
-def _model_class(cfg: ModelConfig) -> type[nn.Module]:
+def _model_class(cfg: ModelConfig) -> type:
     if type(cfg) not in _CLASSES:
         raise ValueError(f"no model class for {cfg.name!r}")
     return _CLASSES[type(cfg)]
@@ -86,6 +88,8 @@ def _model_class(cfg: ModelConfig) -> type[nn.Module]:
 def model_task(cfg: ModelConfig) -> str:
     """The task a model trains on: "rating" (explicit ratings), "ranking" (top-k) or
     "retrieval" (two towers over users' histories)."""
+    if isinstance(cfg, ALSConfig):
+        return "ranking" if cfg.objective == "implicit" else "rating"
     return _model_class(cfg).task
 
 
@@ -97,5 +101,6 @@ def model_needs(cfg: ModelConfig) -> tuple[str, ...]:
 
 def model_loop(cfg: ModelConfig) -> str:
     """The loop that trains it: "tables" (distrec.train.loop: TorchRec embedding tables over
-    rating batches) or "dense" (distrec.train.dense_loop: the dense item × user matrix)."""
+    rating batches), "dense" (distrec.train.dense_loop: the dense item × user matrix) or "als"
+    (distrec.train.als_loop: alternating least squares / Gibbs sweeps over factor rows)."""
     return getattr(_model_class(cfg), "loop", "tables")

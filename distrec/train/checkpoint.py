@@ -8,14 +8,16 @@ identical on every worker, saved by rank 0) and ``progress.json`` (epoch, histor
 early-stopping state).
 
 Models without embedding tables (the dense loop) are replicated on every worker: rank 0 saves
-their ``state_dict`` as ``model.pt`` beside ``progress.json`` (``save_model_checkpoint``).
+their ``state_dict`` as ``model.pt`` beside ``progress.json`` (``save_model_checkpoint``). State
+partitioned over the workers without TorchRec (ALS's factor rows) is one tensor file per worker,
+``worker-<rank>.pt``, beside rank 0's ``progress.json`` (``save_worker_checkpoint``).
 
 Nothing read back is unpickled, and nothing is read from outside the checkpoint folder: DCP's
 metadata is rebuilt from ``dcp_metadata.json`` (``distrec.train.dcp_metadata``; the pickled
 ``.metadata`` is only checked against the SHA-256 recorded there), and every file it names must
 be a plain relative path inside the folder; DCP's tensors, its non-tensor entries (which DCP
-itself would ``torch.load(weights_only=False)``) and ``dense_optim.pt`` / ``model.pt`` are read
-with ``torch.load(weights_only=True)``. A checkpoint that breaks these rules is refused with a
+itself would ``torch.load(weights_only=False)``) and ``dense_optim.pt`` / ``model.pt`` / ``worker-<rank>.pt`` are
+read with ``torch.load(weights_only=True)``. A checkpoint that breaks these rules is refused with a
 DataError naming the file.
 """
 
@@ -37,11 +39,21 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from distrec.storage import DataError
 from distrec.train.dcp_metadata import read_metadata, write_metadata
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "load_tensors", "PROGRESS"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_model_checkpoint",
+    "load_model_checkpoint",
+    "save_worker_checkpoint",
+    "load_worker_checkpoint",
+    "load_tensors",
+    "PROGRESS",
+]
 
 PROGRESS = "progress.json"
 DENSE = "dense_optim.pt"
 MODEL = "model.pt"
+WORKER = "worker-{rank:05d}.pt"
 
 
 class _JsonMetadataReader(FileSystemReader):
@@ -124,6 +136,33 @@ def load_model_checkpoint(directory: str, *, model: torch.nn.Module) -> dict:
     model.load_state_dict(load_tensors(os.path.join(directory, MODEL)))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
+
+
+def save_worker_checkpoint(directory: str, *, tensors: dict[str, torch.Tensor], progress: dict) -> None:
+    """Each worker's own tensors (its rows of a partitioned model): every worker calls this with
+    its own (local, empty) ``directory``; rank 0 adds ``progress.json`` with the world size, last."""
+    os.makedirs(directory, exist_ok=True)
+    torch.save(tensors, os.path.join(directory, WORKER.format(rank=dist.get_rank())))
+    if dist.get_rank() == 0:
+        with open(os.path.join(directory, PROGRESS), "w") as f:
+            json.dump({**progress, "world": dist.get_world_size()}, f)
+
+
+def load_worker_checkpoint(directory: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """This worker's tensors and the saved progress. The rows of a worker depend on the world
+    size, so a checkpoint written by another number of workers is refused (DataError)."""
+    path = os.path.join(directory, PROGRESS)
+    if not os.path.exists(path):
+        raise DataError(f"{directory}: checkpoint is missing {PROGRESS}")
+    with open(path) as f:
+        progress = json.load(f)
+    world = progress.get("world")
+    if world != dist.get_world_size():
+        raise DataError(f"{directory}: the checkpoint was written by {world} worker(s); resume it with ray.num_workers={world}")
+    mine = os.path.join(directory, WORKER.format(rank=dist.get_rank()))
+    if not os.path.exists(mine):
+        raise DataError(f"{directory}: checkpoint is missing {os.path.basename(mine)}")
+    return load_tensors(mine), progress
 
 
 def load_tensors(path: str) -> dict:

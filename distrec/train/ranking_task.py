@@ -38,24 +38,31 @@ from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights
 from distrec.train.ranking_losses import LOSSES
 
-__all__ = ["RankingTask", "by_user"]
+__all__ = ["RankingTask", "by_owner", "by_user"]
 
 
-def by_user(rows: Interactions) -> Interactions:
-    """This worker's user-owned pairs: every pair of ``rows`` goes to worker ``user % world``
-    (one all-to-all of users and items; ratings are dropped, top-k reads pairs as positives)."""
+def by_owner(rows: Interactions, side: str = "user") -> Interactions:
+    """This worker's pairs by owner: every pair of ``rows`` goes to worker ``row % world`` of
+    its ``side`` ("user" or "item"), with its rating (one all-to-all per column). Top-k
+    training reads the user-owned pairs as positives; ALS holds its ratings both ways."""
     world = dist.get_world_size()
-    order = np.argsort(rows.user % world, kind="stable")
-    user, item = torch.from_numpy(rows.user[order]), torch.from_numpy(rows.item[order])
-    send = torch.bincount(user % world, minlength=world)  # pairs to each worker
+    owner = getattr(rows, side) % world
+    order = np.argsort(owner, kind="stable")
+    send = torch.bincount(torch.from_numpy(owner), minlength=world)  # pairs to each worker
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send)
     out = {}
-    for name, values in (("user", user), ("item", item)):
-        got = torch.empty(int(recv.sum()), dtype=torch.int64)
-        dist.all_to_all_single(got, values.contiguous(), recv.tolist(), send.tolist())
+    for name in ("user", "item", "rating"):
+        values = torch.from_numpy(np.ascontiguousarray(getattr(rows, name)[order]))
+        got = torch.empty(int(recv.sum()), dtype=values.dtype)
+        dist.all_to_all_single(got, values, recv.tolist(), send.tolist())
         out[name] = got.numpy()
-    return Interactions(out["user"], out["item"], np.zeros(len(out["user"]), np.float32))
+    return Interactions(out["user"], out["item"], out["rating"])
+
+
+def by_user(rows: Interactions) -> Interactions:
+    """This worker's user-owned pairs (``user % world``): ``by_owner(rows, "user")``."""
+    return by_owner(rows, "user")
 
 
 class RankingTask:

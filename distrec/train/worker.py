@@ -22,8 +22,11 @@ def ray_worker(payload: dict[str, Any]) -> None:
 
     cfg = from_dict(TrainConfig, payload["config"], source="train config")
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-    if model_loop(cfg.model) == "dense":
+    loop = model_loop(cfg.model)
+    if loop == "dense":
         from distrec.train.dense_loop import train_dense_worker as train
+    elif loop == "als":
+        from distrec.train.als_loop import train_als_worker as train
     else:
         from distrec.train.loop import train_worker as train
     train(cfg, RaySession())
