@@ -12,10 +12,11 @@ from ray.train.v2.api.callback import UserCallback
 
 from distrec.cli import UserError
 from distrec.config import from_dict
+from distrec.data.dataset import InteractionDataset
 from distrec.storage import DataError
 from distrec.train.config import RayConfig, TrainConfig
 from distrec.train.launch import _removed_if_unwritten, fit, run_workers
-from tests.helpers import tiny_synthetic
+from tests.helpers import stored_file, tiny_synthetic
 
 
 
@@ -68,7 +69,9 @@ def corrupt_dataset(tmp_path_factory) -> str:
     middle half of their bytes overwritten: the workers' reads fail their page checksums."""
     out = tmp_path_factory.mktemp("data") / "tiny"
     tiny_synthetic(str(out), ratings=6000, users=200, items=100, rows_per_shard=3000)
-    for shard in out.glob("part-*.parquet"):
+    shards = [Path(stored_file(str(out), name)) for name in InteractionDataset(str(out)).parts]
+    assert shards
+    for shard in shards:
         data = bytearray(shard.read_bytes())
         quarter = len(data) // 4
         data[quarter : 3 * quarter] = bytes(2 * quarter)
