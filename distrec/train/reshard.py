@@ -49,8 +49,6 @@ import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
-from distrec.storage import DataError
-
 __all__ = ["reshard_request", "dense_state", "load_dense_state", "resume_message"]
 
 log = logging.getLogger(__name__)
@@ -121,25 +119,26 @@ class _Conversion:
 
 
 def _rowwise_conversion(fqn: str, value: Any, saved: Any, *, weight: Any, metadata: Metadata, param: str) -> _Conversion | None:
-    """The conversion a row-wise accumulator needs, or None where DCP maps it (same column split,
-    or not a row-wise state of a sharded table)."""
-    if not (isinstance(value, ShardedTensor) and value.dim() == 1 and isinstance(weight, ShardedTensor)):
-        return None
-    if not isinstance(saved, TensorStorageMetadata) or len(saved.size) != 1:
-        raise DataError(f"{fqn}: the checkpoint holds {saved} here, not a tensor of one dimension")
+    """The conversion a row-wise accumulator needs, or None where DCP maps it (the same column
+    split; not a row-wise state of a sharded table) or refuses it (sizes that are not one
+    accumulator per row and column shard: another table). DCP's refusals reach every worker
+    (it gathers each worker's planning errors); one raised here would reach only those holding
+    the table, while the others wait in the load."""
     saved_weight = metadata.state_dict_metadata.get(f"model.{param}")
-    if not isinstance(saved_weight, TensorStorageMetadata):
-        raise DataError(f"{fqn}: the checkpoint has no weight model.{param} to say which columns it covered")
+    if not (
+        isinstance(value, ShardedTensor)
+        and value.dim() == 1
+        and isinstance(weight, ShardedTensor)
+        and isinstance(saved, TensorStorageMetadata)
+        and len(saved.size) == 1
+        and isinstance(saved_weight, TensorStorageMetadata)
+    ):
+        return None
     rows = weight.size(0)
     columns = sorted({(int(m.shard_offsets[1]), int(m.shard_sizes[1])) for m in weight.metadata().shards_metadata})
     saved_columns = sorted({(int(c.offsets[1]), int(c.sizes[1])) for c in saved_weight.chunks})
-    if columns == saved_columns and saved.size == value.size():
+    if columns == saved_columns or saved.size[0] != len(saved_columns) * rows or value.size(0) != len(columns) * rows:
         return None
-    if saved.size[0] != len(saved_columns) * rows or value.size(0) != len(columns) * rows:
-        raise DataError(
-            f"{fqn}: cannot map {saved.size[0]} saved values (columns {saved_columns} of {rows} rows) onto "
-            f"{value.size(0)} (columns {columns}): not one accumulator per row and column shard"
-        )
     return _Conversion(target=value, saved=torch.empty(saved.size[0], dtype=saved.properties.dtype),
                        saved_columns=saved_columns, columns=columns, rows=rows)  # fmt: skip
 
