@@ -4,8 +4,9 @@ Each worker saves its shards into its own local directory; Ray Train uploads eve
 directory into the same checkpoint folder in the run's storage, which then holds a complete
 DCP checkpoint (``__<rank>_0.distcp`` from each worker; from rank 0, DCP's ``.metadata`` and
 its JSON description ``dcp_metadata.json``), the dense optimizer state (``dense_optim.pt``,
-identical on every worker, saved by rank 0) and ``progress.json`` (epoch, history,
-early-stopping state).
+identical on every worker, saved by rank 0, with its parameters' names) and ``progress.json``
+(epoch, history, early-stopping state, ``world``: the number of workers that saved it). It
+restores on any number of workers and under another sharding plan (``distrec.train.reshard``).
 
 Models without embedding tables (the dense loop) are replicated on every worker: rank 0 saves
 their ``state_dict`` as ``model.pt`` beside ``progress.json`` (``save_model_checkpoint``). State
@@ -38,6 +39,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from distrec.storage import DataError
 from distrec.train.dcp_metadata import read_metadata, write_metadata
+from distrec.train.reshard import dense_state, load_dense_state, reshard_request
 
 __all__ = [
     "save_checkpoint",
@@ -93,28 +95,31 @@ def save_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
     metadata = dcp.save(state, checkpoint_id=directory)
     if dist.get_rank() == 0:
         write_metadata(directory, metadata)
-        torch.save(dense_opt.state_dict(), os.path.join(directory, DENSE))
+        torch.save(dense_state(dmp, dense_opt), os.path.join(directory, DENSE))
         with open(os.path.join(directory, PROGRESS), "w") as f:
-            json.dump(progress, f)
+            json.dump({**progress, "world": dist.get_world_size()}, f)
 
 
 def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
-    """Restore model, fused and dense optimizer state in place; returns the saved progress."""
+    """Restore model, fused and dense optimizer state in place, on any number of workers and
+    under any plan (distrec.train.reshard); returns the saved progress."""
     for name in (DENSE, PROGRESS):
         if not os.path.exists(os.path.join(directory, name)):
             raise DataError(f"{directory}: checkpoint is missing {name}")
     metadata = read_metadata(directory)
     state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
+    request, finish = reshard_request(state, metadata)
     try:
-        dcp.load(state, storage_reader=_JsonMetadataReader(directory, metadata=metadata), planner=_SafeLoadPlanner())
+        dcp.load(request, storage_reader=_JsonMetadataReader(directory, metadata=metadata), planner=_SafeLoadPlanner())
     except CheckpointException as e:  # DCP gathers each rank's error; show the first
         failure = next(iter(e.failures.values()), (e, None))[0]
         if isinstance(failure, DataError):
             raise failure from None
         raise DataError(f"{directory}: cannot restore the checkpoint ({failure})") from None
+    finish()
     dmp.load_state_dict(state["model"])
     dmp.fused_optimizer.load_state_dict(state["fused"])
-    dense_opt.load_state_dict(load_tensors(os.path.join(directory, DENSE)))
+    load_dense_state(dmp, dense_opt, load_tensors(os.path.join(directory, DENSE)))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
 

@@ -30,6 +30,7 @@ from distrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, TrainConfig
 from distrec.train.export import export_tables
 from distrec.train.launch import run_name
+from distrec.train.reshard import resume_message
 from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 from distrec.train.tasks import make_task
@@ -107,7 +108,7 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
             progress = load_checkpoint(ckpt, dmp=dmp, dense_opt=opt)
             progress["resumes"] = progress.get("resumes", 0) + 1
             if rank == 0:
-                print(f"resumed from {ckpt} after epoch {progress['epoch']}", flush=True)
+                print(resume_message(ckpt, progress, world), flush=True)
     best_weights = None
     watch = cfg.train.early_stopping_metric
 

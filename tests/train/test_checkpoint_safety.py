@@ -112,7 +112,7 @@ def _tamper_and_load(data: str, root: str) -> dict[str, str]:
     dmp, opt = _model(data)
     good = os.path.join(root, "good")
     save_checkpoint(good, dmp=dmp, dense_opt=opt, progress={"epoch": 1})
-    assert load_checkpoint(good, dmp=dmp, dense_opt=opt) == {"epoch": 1}  # the untampered one loads
+    assert load_checkpoint(good, dmp=dmp, dense_opt=opt) == {"epoch": 1, "world": 1}  # the untampered one loads (and its saver)
     marker = os.path.join(root, "payload-ran")
 
     def variant(name: str, change) -> str:
