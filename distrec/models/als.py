@@ -57,6 +57,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from distrec.config import NonNegative, Positive
+
 __all__ = [
     "ALSConfig",
     "ALS",
@@ -74,31 +76,25 @@ __all__ = [
 class ALSConfig:
     name: Literal["als"] = "als"
     objective: Literal["explicit", "implicit"] = "explicit"
-    dim: int = 64
-    l2: float = 0.05  # λ on the factors
-    reg_exponent: float | None = None  # ν: λ·W_u^ν; None: 1 for explicit (ALS-WR's λ·n_u), 0 for implicit
+    dim: Positive[int] = 64
+    l2: NonNegative[float] = 0.05  # λ on the factors
+    reg_exponent: NonNegative[float] | None = None  # ν: λ·W_u^ν; None: 1 for explicit (ALS-WR's λ·n_u), 0 for implicit
     biases: bool | None = None  # user and item biases (+ the training mean); None: on for explicit, off for implicit
-    bias_l2: float | None = None  # λ on the biases; None: l2
-    alpha: float = 10.0  # implicit: confidence 1 + α·r (confidence: rating) or 1 + α (binary)
+    bias_l2: NonNegative[float] | None = None  # λ on the biases; None: l2
+    alpha: NonNegative[float] = 10.0  # implicit: confidence 1 + α·r (confidence: rating) or 1 + α (binary)
     confidence: Literal["rating", "binary"] = "binary"
     solver: Literal["cholesky", "cg"] | None = None  # None: cg for implicit, cholesky otherwise
-    cg_steps: int = 3
-    init_std: float = 0.01
+    cg_steps: Positive[int] = 3
+    init_std: NonNegative[float] = 0.01
     bayesian: bool = False  # Gibbs sampling (BPMF); train.epochs sweeps, the first burn_in discarded
-    burn_in: int = 10
-    noise_precision: float | None = None  # τ; None: drawn each sweep (Gamma(1, 1) prior)
-    prior_beta: float = 2.0  # β₀ of the Normal–Wishart hyper-prior
+    burn_in: NonNegative[int] = 10
+    noise_precision: Positive[float] | None = None  # τ; None: drawn each sweep (Gamma(1, 1) prior)
+    prior_beta: Positive[float] = 2.0  # β₀ of the Normal–Wishart hyper-prior
     exchange: Literal["auto", "all_gather", "all_to_all"] = "auto"  # how a half-sweep gets the other side's rows
-    all_gather_max_mb: float = 64.0  # auto: all-gather a table up to this size, else all-to-all of the touched rows
-    batch_floats: int = 1 << 22  # working memory of one batch of rows, in floats
+    all_gather_max_mb: NonNegative[float] = 64.0  # auto: all-gather a table up to this size, else all-to-all of the touched rows
+    batch_floats: Positive[int] = 1 << 22  # working memory of one batch of rows, in floats
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.cg_steps < 1 or self.batch_floats < 1:
-            raise ValueError("model.dim, model.cg_steps and model.batch_floats must be positive")
-        if min(self.l2, self.alpha, self.init_std, self.burn_in, self.prior_beta, self.all_gather_max_mb) < 0:
-            raise ValueError("model.l2, alpha, init_std, burn_in, prior_beta and all_gather_max_mb must be non-negative")
-        if (self.bias_l2 is not None and self.bias_l2 < 0) or (self.reg_exponent is not None and self.reg_exponent < 0):
-            raise ValueError("model.bias_l2 and model.reg_exponent must be non-negative")
         if self.objective == "implicit" and self.biases:
             raise ValueError("model.biases: objective=implicit has no biases (every pair's target is 0 or 1); leave it unset")
         if self.bayesian:
@@ -106,8 +102,6 @@ class ALSConfig:
                 raise ValueError("model.bayesian=true samples the explicit-rating model; set model.objective=explicit")
             if self.solver == "cg":
                 raise ValueError("model.bayesian=true draws rows through their Cholesky factor; leave model.solver unset or cholesky")
-            if self.noise_precision is not None and self.noise_precision <= 0:
-                raise ValueError("model.noise_precision must be positive (or null to sample it)")
         elif self.l2 <= 0:
             raise ValueError("model.l2 must be positive: a row with fewer ratings than dimensions has no unique solution without it")
 
