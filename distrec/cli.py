@@ -13,13 +13,9 @@ from typing import Any, Callable
 from distrec.config import ConfigError
 from distrec.progress import quiet as quiet_env
 from distrec.progress import set_quiet
-from distrec.storage import DataError
+from distrec.errors import DataError, UserError
 
-__all__ = ["job_parser", "run_job", "UserError"]
-
-
-class UserError(RuntimeError):
-    """A mistake the user can fix (wrong setting for this machine, unreachable cluster, ...)."""
+__all__ = ["job_parser", "run_job"]
 
 
 def job_parser(description: str, *, example: str = "output_dir=runs/try") -> argparse.ArgumentParser:

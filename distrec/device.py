@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.resources import available_memory_bytes
 
 __all__ = ["Device", "resolve_device", "device_memory_bytes"]

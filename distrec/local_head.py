@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 
 __all__ = ["start_head", "stop_head", "submit", "running_head", "LOOPBACK"]
 

@@ -22,7 +22,7 @@ from distrec.serve.artefacts import FactorModel, Query, RowModel, RunSpec, inspe
 from distrec.serve.catalogue import Catalogue
 from distrec.serve.errors import BadRequest, NotServable
 from distrec.serve.topk import HNSWIndex, check_k, top_k
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 __all__ = ["Recommender", "load_recommender", "Index"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import to_dict, to_yaml
 from distrec.storage import absolute, is_local, join
 

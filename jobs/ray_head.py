@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distrec.cli import UserError, run_job
+from distrec.cli import run_job
+from distrec.errors import UserError
 from distrec.local_head import LOOPBACK, start_head, stop_head, submit
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import sys
 
-from distrec.cli import UserError, job_parser, run_job
+from distrec.cli import job_parser, run_job
+from distrec.errors import UserError
 from distrec.tune.overrides import load_sweep
 from distrec.tune.run import resume, sweep
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import ConfigError, from_dict, load_config
 from distrec.compress.config import CompressConfig
 from distrec.device import device_memory_bytes, resolve_device

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import ConfigError, from_dict
 from distrec.tracking import TrackingConfig, check_tracking, flatten, mlflow_client, mlflow_key, mlflow_store
 from distrec.train.config import TrainConfig

@@ -36,7 +36,8 @@ from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.models.foldin import fold_in_users
 from distrec.models.mf import MFConfig
-from distrec.storage import DataError, StoredDirectory, join, read_text
+from distrec.storage import StoredDirectory, join, read_text
+from distrec.errors import DataError
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings
 from distrec.train.config import TrainConfig
 

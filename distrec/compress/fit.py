@@ -37,7 +37,8 @@ from distrec.device import resolve_device
 from distrec.models.compressor import Compressor, code_size
 from distrec.progress import progress as progress_bar  # `progress` here is the run's saved state
 from distrec.resources import Stopwatch
-from distrec.storage import DataError, DirectoryWriter, join, write_text
+from distrec.storage import DirectoryWriter, join, write_text
+from distrec.errors import DataError
 from distrec.storage.commit import write_shard
 from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
 from distrec.tracking import Tracker

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.compress.config import CompressConfig
 from distrec.compress.evaluate import evaluate
 from distrec.compress.fit import table_uri
@@ -22,7 +22,8 @@ from distrec.compress.worker import ray_worker
 from distrec.config import to_dict, to_yaml
 from distrec.models.compressor import code_size
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import DataError, absolute, join, write_text
+from distrec.storage import absolute, join, write_text
+from distrec.errors import DataError
 from distrec.storage.embeddings import EmbeddingShards
 from distrec.tracking import Tracker, check_tracking
 from distrec.train.launch import run_name, run_workers

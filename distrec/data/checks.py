@@ -18,7 +18,7 @@ import numpy as np
 
 from distrec.data.registry import DatasetSpec
 from distrec.data.schema import RatingChunk
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["checked"]
 

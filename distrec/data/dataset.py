@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from distrec.data.schema import KIND, PART_NAMES, SCHEMA_VERSION, split_column
-from distrec.storage import MANIFEST, DataError, StoredDirectory, join
+from distrec.storage import MANIFEST, StoredDirectory, join
+from distrec.errors import DataError
 from distrec.storage.reader import Verify
 
 __all__ = ["DataConfig", "InteractionDataset", "Interactions"]

@@ -18,7 +18,7 @@ import numpy as np
 
 from distrec.data.idmap import IdMap
 from distrec.data.schema import RatingChunk
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["Duplicates", "DUPLICATES", "PairCheck", "Rows", "first_repeat", "resolve_duplicates"]
 

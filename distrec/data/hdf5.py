@@ -13,7 +13,7 @@ from typing import Iterator
 import h5py
 
 from distrec.data.source import Source
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["open_hdf5"]
 

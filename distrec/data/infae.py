@@ -29,7 +29,7 @@ from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import RatingChunk
 from distrec.data.source import Source
 from distrec.data.splits import split_counts
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "ML_1M"]
 

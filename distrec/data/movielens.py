@@ -26,7 +26,7 @@ from distrec.data.schema import TEST, TRAIN, RatingChunk
 from distrec.data.source import Source
 from distrec.data.splits import find_keys, pair_keys
 from distrec.data.textparse import Field, TextFormat, bad_line, csv_rows, first_bad_row, parse_delimited, text_lines
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "read_rating_file", "RATING_FIELDS"]
 

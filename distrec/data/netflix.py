@@ -43,7 +43,7 @@ from distrec.data.textparse import (
     parse_block,
     text_lines,
 )
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "RATING_LINE", "PROBE_LINE", "read_movie_blocks"]
 

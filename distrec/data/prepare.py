@@ -33,7 +33,8 @@ from distrec.data.source import Source, default_cache_dir, download
 from distrec.data.splits import ROW_WISE, SplitSpec, compute_split, parse_split, row_wise_split, split_counts
 from distrec.progress import progress
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import DataError, DirectoryWriter
+from distrec.storage import DirectoryWriter
+from distrec.errors import DataError
 from distrec.storage.commit import check_target
 from distrec.storage.uri import overlaps
 

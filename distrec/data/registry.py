@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from distrec.data.schema import RatingChunk
 from distrec.data.source import Source
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["DatasetSpec", "Parsed", "ReadOptions", "get_dataset", "dataset_names"]
 

@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterable
 
 import fsspec
 
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 from distrec.storage.uri import filesystem
 
 __all__ = ["Source", "download", "default_cache_dir"]

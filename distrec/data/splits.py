@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distrec.data.schema import DROPPED, PROFILE, TEST, TRAIN, VAL
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = [
     "SplitSpec",

@@ -25,7 +25,7 @@ import torch
 from distrec.data.metadata import items_table
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import RatingChunk
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "SHAPES", "Planted", "Shape"]
 

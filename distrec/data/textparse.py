@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from distrec.data.source import Source
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = [
     "Field",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")  # stable for what is used here
 

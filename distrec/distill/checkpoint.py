@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.train.checkpoint import PROGRESS, load_tensors
 from distrec.train.session import Session
 

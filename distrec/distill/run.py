@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.distill.checkpoint import load_distill_state, save_distill_state

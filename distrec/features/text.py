@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import Positive
 from distrec.progress import progress
 from distrec.storage import filesystem, join

@@ -13,12 +13,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.models.closed_form import ClosedForm, NotPositiveDefinite
 from distrec.resources import Stopwatch
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 __all__ = ["search_and_test", "search_lambda"]
 

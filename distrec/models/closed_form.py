@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import NonNegative, Positive
 from distrec.data.user_items import UserItems
 from distrec.device import Device, device_memory_bytes

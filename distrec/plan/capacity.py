@@ -32,7 +32,7 @@ import torch
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner.types import PlannerError, ShardingOption, Stats
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.data.prepare import PrepareConfig
 from distrec.models.mf import MFConfig
 from distrec.models.mf_bpr import MFBPRConfig

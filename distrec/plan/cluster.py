@@ -17,7 +17,7 @@ from typing import Iterator
 
 from torchrec.distributed.planner.types import HardwareConfig, KernelConfig, Topology, TopologyFactory, TrainerConfig
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 
 __all__ = ["Cluster", "GB", "larger_clusters"]
 

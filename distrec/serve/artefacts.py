@@ -35,7 +35,8 @@ from distrec.models.ntk import ntk
 from distrec.serve.catalogue import Catalogue
 from distrec.serve.errors import NotServable
 from distrec.serve.topk import matmul_blocks
-from distrec.storage import DataError, StoredDirectory, absolute, filesystem, join, read_text
+from distrec.storage import StoredDirectory, absolute, filesystem, join, read_text
+from distrec.errors import DataError
 from distrec.storage.embeddings import EMBEDDINGS, read_embeddings
 from distrec.storage.failures import storage_errors
 

@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 
 from distrec.storage.failures import storage_errors
 from distrec.storage.lock import WriterLock
-from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest, check_relative_path
+from distrec.storage.manifest import MANIFEST, FileEntry, Manifest, check_relative_path
+from distrec.errors import DataError
 from distrec.storage.uri import filesystem, join
 
 __all__ = ["DirectoryWriter", "LOCK", "check_target", "table_to_parquet_bytes", "write_shard"]

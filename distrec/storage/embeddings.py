@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from distrec.storage.commit import DirectoryWriter
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 from distrec.storage.reader import StoredDirectory, Verify
 
 __all__ = [

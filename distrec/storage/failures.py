@@ -17,7 +17,7 @@ import re
 from contextlib import contextmanager
 from typing import Iterator
 
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["STORAGE_ERRORS", "storage_errors", "storage_error", "redact"]
 

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from distrec.storage.failures import storage_errors
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 from distrec.storage.uri import filesystem
 
 __all__ = ["WriterLock", "LEASE_S"]

@@ -15,13 +15,11 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["MANIFEST", "FileEntry", "Manifest", "DataError", "check_relative_path"]
+from distrec.errors import DataError
+
+__all__ = ["MANIFEST", "FileEntry", "Manifest", "check_relative_path"]
 
 MANIFEST = "_manifest.json"
-
-
-class DataError(ValueError):
-    """Stored data is missing, incomplete, corrupt or of the wrong kind; the message names the file."""
 
 
 @dataclass(frozen=True)

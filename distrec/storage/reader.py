@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from distrec.storage.commit import LOCK
 from distrec.storage.failures import storage_errors
-from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
+from distrec.storage.manifest import MANIFEST, FileEntry, Manifest
+from distrec.errors import DataError
 from distrec.storage.uri import filesystem, join
 
 __all__ = ["StoredDirectory", "Verify"]

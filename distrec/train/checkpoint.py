@@ -34,7 +34,7 @@ from torch.distributed.checkpoint import CheckpointException, DefaultLoadPlanner
 from torch.distributed.checkpoint._nested_dict import set_element
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.train.dcp_metadata import read_metadata, write_metadata
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_model_checkpoint", "load_model_checkpoint", "load_tensors", "PROGRESS"]

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.storage.manifest import check_relative_path
 
 __all__ = ["METADATA_JSON", "DCP_METADATA", "write_metadata", "read_metadata"]

@@ -36,11 +36,12 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import to_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.progress import console_for_workers
-from distrec.storage import DataError, absolute, filesystem, is_local, join, read_text
+from distrec.storage import absolute, filesystem, is_local, join, read_text
+from distrec.errors import DataError
 from distrec.storage.commit import LOCK
 from distrec.storage.lock import WriterLock
 from distrec.tracking import check_tracking

@@ -32,7 +32,7 @@ from distrec.models.registry import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
 from distrec.progress import progress
 from distrec.resources import Stopwatch
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.train.batches import agreed_steps
 from distrec.train.config import TrainConfig
 from distrec.train.export import export_vectors

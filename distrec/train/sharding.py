@@ -31,7 +31,7 @@ from torchrec.distributed.planner.types import KernelConfig, PlannerError, Topol
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.models.tables import TableSpec, init_rows
 from distrec.train.config import ADAM_ON_CPU, CPU_SHARDING_TYPES, SHARDING_TYPES, OptimConfig, ShardingConfig
 

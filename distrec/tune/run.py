@@ -20,7 +20,7 @@ import ray
 import yaml
 from ray import tune
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
 from distrec.storage import absolute, filesystem, join, read_text, write_text
 from distrec.tracking import allow_file_store, check_tracking, mlflow_key

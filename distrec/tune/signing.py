@@ -45,7 +45,7 @@ from typing import Any
 
 from ray import tune
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.storage import filesystem, is_local, join, read_text, write_text
 
 __all__ = ["RECORD", "TUNER_PKL", "StateSigner", "check_experiment", "key_path", "record_tuner"]

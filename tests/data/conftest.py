@@ -56,7 +56,7 @@ def prepare(tmp_path: Path) -> Callable[..., Prepared]:
 def fails(tmp_path: Path) -> Callable[..., str]:
     """``fails(dataset, source, **config)`` → the DataError message (counts unchecked unless
     ``verify_counts=True``); checks nothing was left behind."""
-    from distrec.storage import DataError
+    from distrec.errors import DataError
 
     def run(dataset: str, source: Path | str, **config: Any) -> str:
         out = tmp_path / f"failed-{dataset}"

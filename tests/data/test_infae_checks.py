@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from distrec.data.prepare import PrepareConfig, prepare_dataset
-from distrec.storage import DataError
+from distrec.errors import DataError
 from tests.data.test_infae_parser import ITEM, PART, RATING, USER, write_infae
 
 

@@ -12,7 +12,7 @@ import pytest
 from distrec.data.netflix import RATING_LINE, read_movie_blocks
 from distrec.data.schema import TEST, TRAIN
 from distrec.data.source import Source
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 # movie → [(customer, rating, date)]
 RATINGS = {

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from distrec.data.duplicates import DUPLICATES
 from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.data.textparse import newline_blocks
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 ODD_FIELDS = ["", "NA", "nan", "inf", "-", "+5", " 7", "1e3", "3.5", "0", "6", "0x1f", "1_0", "٣", "²",
               "99999999999999999999", "2005-02-30", "2005-9-6", "1:", "\r", "\x00"]

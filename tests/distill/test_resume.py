@@ -19,7 +19,7 @@ from distrec.config import from_dict
 from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
 from distrec.distill.run import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.train.session import LocalSession
 from jobs.distill import main
 from tests.helpers import tiny_synthetic

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.storage.embeddings import ROW_GROUP_ROWS, EmbeddingShards, EmbeddingTable, write_embeddings
 from tests.helpers import stored_file
 

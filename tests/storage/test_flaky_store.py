@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import DataError, StoredDirectory, read_text, write_text
+from distrec.storage import StoredDirectory, read_text, write_text
+from distrec.errors import DataError
 from tests.faults import FaultyProxy
 from tests.helpers import tiny_synthetic
 

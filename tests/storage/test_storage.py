@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
+from distrec.errors import DataError
 from distrec.storage.commit import LOCK
 from tests.helpers import stored_file
 

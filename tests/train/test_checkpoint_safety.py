@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.metadata import Metadata
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.models.registry import ModelContext, build_model
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.train.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.dcp_metadata import DCP_METADATA, METADATA_JSON, read_metadata

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import from_dict
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.train.config import RayConfig, TrainConfig
 from distrec.train.launch import _removed_if_unwritten, fit, run_workers
 from tests.helpers import tiny_synthetic

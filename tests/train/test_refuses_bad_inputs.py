@@ -18,10 +18,11 @@ import torch
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.models.mf import BiasedMF, MFConfig
 from distrec.models.registry import ModelContext, build_model
-from distrec.storage import MANIFEST, DataError
+from distrec.storage import MANIFEST
+from distrec.errors import DataError
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.launch import check_config
 from distrec.train.sharding import shard_model

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.config import load_config
 from distrec.tune.config import SweepConfig
 from distrec.tune.run import sweep
