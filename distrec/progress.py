@@ -3,7 +3,7 @@
 A bar is drawn only where someone watches it: when the job's console (stdout and stderr) is a
 terminal and ``DISTREC_QUIET`` (a job's ``--quiet``) is off. In a file a bar is noise: tqdm's
 carriage-return redraws pile up on one line, and Ray forwards a worker's output line by line,
-each with its "(pid=...)" prefix. There the loops' own summary line per epoch (loop.log_epoch)
+each with its "(pid=...)" prefix. There the loops' own summary line per epoch (runtime/epochs.py: log_epoch)
 is the whole record.
 
 A Ray worker's stdout is never a terminal (Ray pipes it to the driver), so the driver tells its

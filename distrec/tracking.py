@@ -137,7 +137,7 @@ class Tracker:
     failed if the block raised."""
 
     def __init__(self, cfg: TrackingConfig, *, output_dir: str, run: str, config: Any, enabled: bool = True) -> None:
-        """``run``: the Ray run's name (``distrec.train.launch.run_name``); ``config``: the job's
+        """``run``: the Ray run's name (``distrec.runtime.config.run_name``); ``config``: the job's
         config dataclass, logged once as flattened params and as ``config.yaml``."""
         self._writer = None
         self._client = None

@@ -80,7 +80,7 @@ def local_ray(_ray_at_exit, s3_server):
     endpoint). A test that needs a driver with no Ray connected asks for ``no_ray``."""
     import ray
 
-    from distrec.train.launch import start_local_ray
+    from distrec.runtime.ray import start_local_ray
 
     if not ray.is_initialized():
         start_local_ray(num_cpus=2)

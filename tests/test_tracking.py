@@ -114,7 +114,8 @@ def _run(client, experiment: str, name: str):
 def test_training_then_compressor_log_to_mlflow_and_tensorboard(local_ray, tmp_path):
     from distrec.compress.config import CompressConfig
     from distrec.compress.launch import run_compress
-    from distrec.train.launch import fit, run_name
+    from distrec.train.launch import fit
+    from distrec.runtime.config import run_name
 
     data = str(tmp_path / "data")
     tiny_synthetic(data, users=120, items=80, ratings=4000)

@@ -53,7 +53,7 @@ def _train_one_rank(data: str, out: str) -> None:
     from distrec.progress import set_quiet
     from distrec.train.config import TrainConfig
     from distrec.train.loop import train_worker
-    from distrec.train.session import LocalSession
+    from distrec.runtime.session import LocalSession
 
     set_quiet(True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))

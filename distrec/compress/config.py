@@ -19,7 +19,7 @@ from distrec.config import Bound, NonNegative, Positive
 from distrec.models.compressor import CompressorConfig
 from distrec.storage.reader import Verify
 from distrec.tracking import TrackingConfig
-from distrec.train.config import RayConfig
+from distrec.runtime.config import RayConfig
 
 __all__ = ["SourceConfig", "FitConfig", "HoldoutConfig", "CompressConfig"]
 

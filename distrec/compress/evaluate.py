@@ -25,21 +25,20 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from distrec.compress.baselines import PCACodec, ScalarCodec
 from distrec.compress.codes import DECODER, load_decoder, load_encoder, read_codes, compress, decompress
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import holdout_mask
 from distrec.compress.fit import compressed_uri, table_uri
-from distrec.config import from_dict
+from distrec.config import ConfigError, load_config
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.models.foldin import fold_in_users
 from distrec.models.mf import MFConfig
-from distrec.storage import StoredDirectory, join, read_text
+from distrec.storage import StoredDirectory, join
 from distrec.errors import DataError
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings
-from distrec.train.config import TrainConfig
+from distrec.jobs import get_job
 
 __all__ = ["Codec", "reconstruction", "rating_rmse", "evaluate"]
 
@@ -201,10 +200,9 @@ def _mf_config(cfg: CompressConfig) -> MFConfig:
     same objective)."""
     uri = join(cfg.source.run, "config.yaml")
     try:
-        text = read_text(uri)
-    except FileNotFoundError:
-        raise DataError(f"{uri}: missing; folding new users into the MF needs the training run's config") from None
-    model = from_dict(TrainConfig, yaml.safe_load(text), source=uri).model
+        model = load_config(get_job("train").config, uri).model
+    except ConfigError as e:
+        raise DataError(f"{e}; folding new users into the MF needs the training run's config") from None
     if not isinstance(model, MFConfig):
         raise DataError(f"{uri}: new users can be folded into a biased MF only, not {model.name!r}")
     return model

@@ -10,21 +10,19 @@ on ``model.device`` (auto: the worker's GPU when Ray gave it one), resolved once
 step's loss is summed on the device and read once an epoch. Each worker's loss is
 normalised by the number of real rows in the global batch, so DDP's gradient averaging gives
 exactly the gradient of the global batch mean whatever the slices' sizes. It runs inside Ray
-Train workers and, for tests, in plain gloo processes; it only talks to a ``Session``.
+Train workers and, for tests, in plain gloo processes; it only talks to a ``Session``, through
+the resumable loop of distrec/runtime/epochs.py (checkpoints: ``progress.json``, and while a
+model trains its weights ``model.safetensors`` and optimizer state ``optim.pt``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import zlib
 from typing import Any
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -35,21 +33,20 @@ from distrec.compress.data import feature_stats, holdout_mask, read_slice, vecto
 from distrec.config import to_dict
 from distrec.device import resolve_device
 from distrec.models.compressor import Compressor, code_size
-from distrec.progress import progress as progress_bar  # `progress` here is the run's saved state
+from distrec.progress import progress as progress_bar
 from distrec.resources import Stopwatch
+from distrec.runtime.checkpoint import read_progress, read_tensors, require_files, save_files
+from distrec.runtime.epochs import Resumable, open_tracker
+from distrec.runtime.session import Session
 from distrec.storage import DirectoryWriter, join, write_text
-from distrec.errors import DataError
 from distrec.storage.commit import write_shard
 from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
 from distrec.tracking import Tracker
 from distrec.train.batches import agreed_steps
-from distrec.train.checkpoint import load_tensors
-from distrec.train.launch import run_name
-from distrec.train.session import Session
 
 __all__ = ["fit_worker", "table_uri", "compressed_uri", "model_key"]
 
-PROGRESS, MODEL, OPTIM = "progress.json", "model.safetensors", "optim.pt"
+MODEL, OPTIM = "model.safetensors", "optim.pt"
 
 
 def table_uri(cfg: CompressConfig, table: str) -> str:
@@ -68,21 +65,30 @@ def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
     """One worker's whole run; returns the training history (identical on every worker). Rank 0
     logs the config and each model's per-epoch metrics (``<table>-<ratio>x/loss``, step = its
     epoch) to the tracking backends the config asks for."""
-    with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg, enabled=dist.get_rank() == 0) as tracker:
+    with open_tracker(cfg) as tracker:
         return _fit(cfg, session, tracker)
 
 
 def _fit(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = resolve_device(cfg.model.device, allow_gpu=cfg.ray.use_gpu)
-    progress: dict[str, Any] = {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0}
-    resumed: dict[str, Any] | None = None
-    with session.latest_checkpoint() as ckpt:
-        if ckpt:
-            progress, resumed = _load_checkpoint(ckpt)
-            progress["resumes"] += 1
-            if rank == 0:
-                print(f"resumed from {ckpt}: {progress['current'] or 'next model'} after epoch {progress['epoch']}", flush=True)
+    training: dict[str, Any] = {}  # the compressor being trained and its optimizer, for the checkpoints
+    resumed: dict[str, Any] = {}  # the weights and optimizer state of a model a checkpoint caught mid-training
+
+    def load(directory: str) -> dict[str, Any]:
+        state, weights = _load_checkpoint(directory)
+        resumed.update(weights or {})
+        return state
+
+    def where(state: dict[str, Any]) -> str:
+        return f"epoch {state['epoch']} of {state['current']}" if state["current"] else f"model {state['finished'][-1]}"
+
+    run = Resumable(session, save=lambda directory, state: _save_checkpoint(directory, state, **training), load=load, describe=where)
+    state = run.resume(lambda: {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0})
+
+    def checkpoint(metrics: dict[str, Any]) -> None:
+        # "epoch" numbers checkpoints in order across models (LocalSession names folders by it)
+        run.checkpoint({**metrics, "epoch": state["epochs_total"]})
 
     for table in cfg.source.tables:
         rows = read_slice(table_uri(cfg, table), rank=rank, world=world)
@@ -90,39 +96,40 @@ def _fit(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, A
         mean, scale = feature_stats(train)
         for ratio in cfg.ratios:
             key = model_key(table, ratio)
-            if key in progress["finished"]:
+            if key in state["finished"]:
                 continue
             torch.manual_seed(cfg.fit.seed)  # the same initial weights on every worker
             model = Compressor(cfg.model, dim=rows.vector.shape[1], code_size=code_size(rows.vector.shape[1], ratio, cfg.model.code_dtype))
             model.set_standardisation(mean, scale)
             model.to(device)  # initialised on the CPU from the seed: the same weights on any device
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.fit.lr, weight_decay=cfg.fit.weight_decay)
+            training.update(model=model, opt=opt)
             start = 0
-            if resumed is not None and progress["current"] == key:
+            if resumed and state["current"] == key:
                 model.load_state_dict(resumed["model"])
                 opt.load_state_dict(resumed["optim"])
-                start = progress["epoch"]
+                start = state["epoch"]
             ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-            history = progress["history"].setdefault(key, [])
+            history = state["history"].setdefault(key, [])
             with progress_bar(total=cfg.fit.epochs - start, desc=key, unit="epochs", enabled=rank == 0) as bar:
                 for epoch in range(start, cfg.fit.epochs):
                     metrics = {"model": key, "model_epoch": epoch + 1, **_train_epoch(ddp, model, opt, train, cfg, key, epoch)}
                     history.append(metrics)
                     tracker.log_metrics({f"{key}/{k}": v for k, v in metrics.items() if k != "model_epoch"}, step=epoch + 1)
-                    progress.update(current=key, epoch=epoch + 1, epochs_total=progress["epochs_total"] + 1)
+                    state.update(current=key, epoch=epoch + 1, epochs_total=state["epochs_total"] + 1)
                     if (epoch + 1) % cfg.fit.checkpoint_every == 0:
-                        _checkpoint(session, model, opt, progress, metrics)
+                        checkpoint(metrics)
                     if rank == 0 and ((epoch + 1) % cfg.fit.checkpoint_every == 0 or epoch + 1 == cfg.fit.epochs):
                         print(f"{key} epoch {epoch + 1}/{cfg.fit.epochs} loss={metrics['loss']:.4f}", flush=True)
                     bar.update(1)
             _sync_buffers(model)
             _write_compressed(cfg, table, ratio, model, rows, train_rows=len(train))
-            progress["finished"].append(key)
-            progress.update(current=None, epoch=0)
-            _checkpoint(session, model, opt, progress, {"model": key, "finished": True})
+            state["finished"].append(key)
+            state.update(current=None, epoch=0)
+            checkpoint({"model": key, "finished": True})
     if rank == 0:
-        write_text(join(cfg.output_dir, "history.json"), json.dumps(progress["history"], indent=1))
-    return progress
+        write_text(join(cfg.output_dir, "history.json"), json.dumps(state["history"], indent=1))
+    return state
 
 
 def _train_epoch(ddp, model: Compressor, opt, train: np.ndarray, cfg: CompressConfig, key: str, epoch: int) -> dict[str, float]:
@@ -207,37 +214,18 @@ def _write_compressed(cfg: CompressConfig, table: str, ratio: int, model: Compre
     dist.barrier()
 
 
-def _checkpoint(session: Session, model: Compressor, opt: torch.optim.Optimizer, progress: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Rank 0 saves the model being trained (if any), its optimizer and the progress; every
-    worker reports (Ray Train gathers the workers' folders into one checkpoint)."""
-    with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
-        if dist.get_rank() == 0:
-            if progress["current"] is not None:
-                with open(os.path.join(tmp, MODEL), "wb") as f:
-                    f.write(weights_bytes(model, list(model.state_dict())))
-                torch.save(opt.state_dict(), os.path.join(tmp, OPTIM))
-            with open(os.path.join(tmp, PROGRESS), "w") as f:
-                json.dump(progress, f)
-        # "epoch" numbers checkpoints in order across models (LocalSession names folders by it)
-        session.report({**metrics, "epoch": progress["epochs_total"]}, tmp)
+def _save_checkpoint(directory: str, state: dict[str, Any], *, model: Compressor, opt: torch.optim.Optimizer) -> None:
+    """Rank 0 saves the model being trained (if any) and its optimizer, then the state."""
+    files = {MODEL: model.state_dict(), OPTIM: opt.state_dict()} if state["current"] is not None else {}
+    save_files(directory, files, progress=state)
 
 
 def _load_checkpoint(directory: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The saved progress and, if a model was mid-training, its weights and optimizer state
+    """The saved state and, if a model was mid-training, its weights and optimizer state
     (read without unpickling: safetensors, and ``torch.load(weights_only=True)``); a DataError
     naming the file if either is not what this job writes."""
-    path = os.path.join(directory, PROGRESS)
-    if not os.path.exists(path):
-        raise DataError(f"{directory}: checkpoint is missing {PROGRESS}")
-    with open(path) as f:
-        progress = json.load(f)
-    if progress["current"] is None:
-        return progress, None
-    for name in (MODEL, OPTIM):
-        if not os.path.exists(os.path.join(directory, name)):
-            raise DataError(f"{directory}: checkpoint is missing {name}")
-    try:
-        model = safetensors.torch.load_file(os.path.join(directory, MODEL))
-    except safetensors.SafetensorError as e:
-        raise DataError(f"{os.path.join(directory, MODEL)}: not a readable safetensors file ({e})") from None
-    return progress, {"model": model, "optim": load_tensors(os.path.join(directory, OPTIM))}
+    state = read_progress(directory)
+    if state["current"] is None:
+        return state, None
+    require_files(directory, (MODEL, OPTIM))
+    return state, {"model": read_tensors(directory, MODEL), "optim": read_tensors(directory, OPTIM)}

@@ -18,15 +18,15 @@ from distrec.compress.config import CompressConfig
 from distrec.compress.evaluate import evaluate
 from distrec.compress.fit import table_uri
 from distrec.compress.report import write_compress_report
-from distrec.compress.worker import ray_worker
-from distrec.config import to_dict, to_yaml
+from distrec.config import to_yaml
 from distrec.models.compressor import code_size
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import absolute, join, write_text
 from distrec.errors import DataError
 from distrec.storage.embeddings import EmbeddingShards
+from distrec.runtime.config import run_name
+from distrec.runtime.ray import run_job_workers
 from distrec.tracking import Tracker, check_tracking
-from distrec.train.launch import run_name, run_workers
 
 __all__ = ["check_sources", "run_compress"]
 
@@ -61,7 +61,7 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
     dims = check_sources(cfg)
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
-    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
+    run_job_workers("compress", cfg, callbacks=callbacks)
     train_s = clock.seconds()
     metrics: dict[str, Any] = {**{f"{t}_dim": d for t, d in dims.items()}, "num_workers": cfg.ray.num_workers, "train_wall_s": train_s}
     metrics.update(evaluate(cfg))

@@ -26,7 +26,7 @@ from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
 from distrec.fit.config import check_select
 from distrec.models.closed_form import EASEConfig, InfAEConfig
-from distrec.train.config import RayConfig
+from distrec.runtime.config import RayConfig
 
 __all__ = ["DistillConfig", "BudgetComparison"]
 

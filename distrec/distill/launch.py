@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from distrec.config import to_dict
 from distrec.distill.config import DistillConfig
 from distrec.distill.run import distill
-from distrec.distill.worker import ray_worker
 from distrec.storage import absolute, join, read_text
 
 __all__ = ["run_distill"]
@@ -26,8 +24,8 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
     if cfg.ray is None:
         return distill(cfg)
-    from distrec.train.launch import run_name, run_workers  # Ray only when asked for
+    from distrec.runtime.ray import run_job_workers  # Ray only when asked for
 
     cfg.ray.storage_path = absolute(cfg.ray.storage_path)
-    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg))
+    run_job_workers("distill", cfg)
     return json.loads(read_text(join(cfg.output_dir, "metrics.json")))

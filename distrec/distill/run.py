@@ -9,7 +9,7 @@ Approach", NeurIPS 2022), in torch; the paper's code (JAX) is ``distill.py`` of 
               ``test_users``: seeded samples of the evaluated users, for a large dataset; the best λ is
               also the one later steps regress with); keep the best X̃; stop after `patience`
               steps without improvement
-    checkpoint every `checkpoint_every` steps (distrec/distill/checkpoint.py): on Ray through
+    checkpoint every `checkpoint_every` steps (``save_distill_state``): on Ray through
               Ray Train's checkpoints, otherwise in <output_dir>/checkpoints/ (the newest two
               kept); a restarted run resumes after the last checkpointed step and, as every
               step's randomness is seeded by its number, ends as the uninterrupted run would
@@ -25,6 +25,16 @@ Device: ``model.device`` (auto: the GPU where torch sees one), resolved once; th
 Gumbel noise and its generator, the target batches and the kernel solve are all on it, and a
 step's loss stays there until the next validation or checkpoint reads every pending step's
 losses in one copy (no per-step sync).
+
+The checkpoint (through distrec/runtime/epochs.py and checkpoint.py) holds ``state.pt`` — the
+logits [n, I], the best synthetic set so far [n, I] and Adam's state, read back with
+``torch.load(weights_only=True)`` — and ``progress.json``: the last finished step, the best step
+and its validation metrics, the λ later steps regress with, the learning curve so far, whether
+patience ran out. No RNG state is saved because none is carried between steps: step t's Gumbel
+noise is seeded by (seed, t) and its real-user batch by (seed, t, rank), so the steps after a
+resume draw exactly what they would have drawn without the interruption. Rank 0 writes the files
+(every worker holds the same logits); every worker reports, as Ray Train gathers a checkpoint
+from all of them.
 """
 
 from __future__ import annotations
@@ -38,10 +48,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from distrec.errors import UserError
 from distrec.config import to_yaml
 from distrec.device import resolve_device
-from distrec.distill.checkpoint import load_distill_state, save_distill_state
 from distrec.distill.config import DistillConfig
 from distrec.distill.gumbel import multi_gumbel
 from distrec.distill.objective import distill_loss
@@ -53,16 +61,20 @@ from distrec.fit.search import search_and_test, search_lambda
 from distrec.models.closed_form import InfiniteAE
 from distrec.progress import progress
 from distrec.resources import Stopwatch, peak_rss_mb
+from distrec.errors import DataError, UserError
+from distrec.runtime.checkpoint import PROGRESS, read_progress, read_tensors, require_files, save_files
+from distrec.runtime.epochs import Resumable
+from distrec.runtime.session import LocalSession, Session
 from distrec.storage import join, write_text
-from distrec.train.session import LocalSession, Session
 
-__all__ = ["distill", "sampled_holdout", "SYNTHETIC_DIR", "CHECKPOINT_DIR"]
+__all__ = ["distill", "worker", "sampled_holdout", "save_distill_state", "load_distill_state", "SYNTHETIC_DIR", "CHECKPOINT_DIR", "STATE"]
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC_DIR = "users"  # under output_dir: the synthetic users' Parquet + manifest
 CHECKPOINT_DIR = "checkpoints"  # under output_dir, when not on Ray: the latest checkpoints (resumed from)
 VALIDATION_SEED = 7_919  # offsets the Gumbel seed of validation draws from the training steps'
+STATE = "state.pt"  # in a checkpoint: logits, best synthetic set, Adam's state
 
 
 def _validate(cfg: DistillConfig, x: torch.Tensor, holdout: Holdout) -> dict[str, Any]:
@@ -114,25 +126,32 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
     logits = holdout.train.dense(initial, device=device).requires_grad_()  # [n, I]: the paper starts from real users' 0/1 rows
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
     key = f"val_{cfg.eval.label}{cfg.select}"
-    session = session or LocalSession(join(cfg.output_dir, CHECKPOINT_DIR), keep=2)
+    best_x = logits.detach().clone()  # the best synthetic set so far: the real users until a validation beats them
 
-    with session.latest_checkpoint() as ckpt:
-        if ckpt:
-            state, best_x = load_distill_state(ckpt, logits=logits, optimizer=optimizer)
-            state["resumes"] += 1
-            log.info("resumed from %s after step %d", ckpt, state["step"])
-    if not ckpt:
+    def load(directory: str) -> dict[str, Any]:
+        nonlocal best_x
+        state, best_x = load_distill_state(directory, logits=logits, optimizer=optimizer)
+        return state
+
+    def fresh() -> dict[str, Any]:
         best = _validate(cfg, logits.detach(), validation)
-        best_x = logits.detach().clone()
-        state = {"step": 0, "best_step": 0, "best": best, "lambda": best["lambda"], "initial": best[key], "stopped": False,
-                 "resumes": 0, "distill_s": 0.0, "curve": [{"step": 0, "lambda": best["lambda"], key: best[key]}]}
         log.info("step 0 (the initial real users): %s = %.4f at λ=%g", key, best[key], best["lambda"])
+        return {"step": 0, "best_step": 0, "best": best, "lambda": best["lambda"], "initial": best[key], "stopped": False,
+                "resumes": 0, "distill_s": 0.0, "curve": [{"step": 0, "lambda": best["lambda"], key: best[key]}]}  # fmt: skip
+
+    run = Resumable(
+        session or LocalSession(join(cfg.output_dir, CHECKPOINT_DIR), keep=2),
+        save=lambda directory, state: save_distill_state(directory, logits=logits, best_x=best_x, optimizer=optimizer, progress=state),
+        load=load,
+        position="step",
+    )
+    state = run.resume(fresh)
     resumed_from = state["step"]
-    first = resumed_from + 1 if not state["stopped"] else cfg.steps + 1
     pending: list[tuple[dict[str, Any], torch.Tensor]] = []  # this step's record, its losses still on the device
     with progress(total=cfg.steps, desc="distill", unit="step", enabled=rank == 0) as bar:
         bar.update(resumed_from)
-        for step in range(first, cfg.steps + 1):
+        for done in run.epochs(cfg.steps):
+            step = done + 1
             x = _sample(cfg, logits, cfg.seed * 1_000_003 + step)  # X̃ [n, I]
             loss, parts = distill_loss(x, targets.batch(step, device=device), model=cfg.model, lam=state["lambda"],
                                        real_cardinality=real_cardinality, cardinality_reg=cfg.cardinality_reg)
@@ -165,7 +184,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
                 _settle(pending)
                 state["distill_s"] += clock.seconds()
                 clock = Stopwatch()
-                save_distill_state(session, rank=rank, logits=logits, best_x=best_x, optimizer=optimizer, progress=state)
+                run.checkpoint({"epoch": step, **{k: v for k, v in state["curve"][-1].items() if k != "step"}})
             if state["stopped"]:
                 break
     _settle(pending)
@@ -201,3 +220,28 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         metrics["report"] = write_distill_report(cfg, metrics, state["curve"])
         write_text(join(cfg.output_dir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics
+
+
+def worker(cfg: DistillConfig, session: Session) -> dict[str, Any]:
+    """The distill job's per-worker function on Ray Train workers (``ray.num_workers``)."""
+    return distill(cfg, rank=dist.get_rank(), world=dist.get_world_size(), session=session)
+
+
+def save_distill_state(
+    directory: str, *, logits: torch.Tensor, best_x: torch.Tensor, optimizer: torch.optim.Optimizer, progress: dict[str, Any]
+) -> None:
+    """The checkpoint after step ``progress["step"]`` (every worker calls this; rank 0 writes)."""
+    save_files(directory, {STATE: {"logits": logits.detach(), "best_x": best_x, "optim": optimizer.state_dict()}}, progress=progress)
+
+
+def load_distill_state(directory: str, *, logits: torch.Tensor, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], torch.Tensor]:
+    """Restore ``logits`` and ``optimizer`` in place; returns the progress and the best set [n, I]."""
+    require_files(directory, (STATE, PROGRESS))
+    state = read_tensors(directory, STATE)
+    if state["logits"].shape != logits.shape:
+        raise DataError(f"{directory}: checkpoint holds {tuple(state['logits'].shape)} logits, this run {tuple(logits.shape)}; "
+                        "a different budget or dataset: point output_dir elsewhere or delete its checkpoints/")  # fmt: skip
+    with torch.no_grad():
+        logits.copy_(state["logits"])
+    optimizer.load_state_dict(state["optim"])  # moves the moments to the logits' device
+    return read_progress(directory), state["best_x"].to(logits.device)

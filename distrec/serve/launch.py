@@ -23,7 +23,7 @@ from ray import serve
 from distrec.recommend import Index
 from distrec.serve.artefacts import FACTOR_MODELS, RunSpec, inspect_run
 from distrec.serve.errors import NotServable
-from distrec.train.launch import connect_ray
+from distrec.runtime.ray import connect_ray
 
 __all__ = ["check_run", "check_port", "start_service", "serve_until_stopped", "stop_service"]
 

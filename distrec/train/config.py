@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Literal
 
-from distrec.config import Bound, NonNegative, Positive
+from distrec.config import NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
 from distrec.models.registry import ModelConfig
+from distrec.runtime.config import RayConfig
 from distrec.tracking import TrackingConfig
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "TrainLoopConfig",
     "OptimConfig",
     "ShardingConfig",
-    "RayConfig",
     "RankingTaskConfig",
     "TrainConfig",
     "SHARDING_TYPES",
@@ -87,21 +87,6 @@ class RankingTaskConfig:
     sampler: Literal["uniform", "popularity"] = "uniform"
     popularity_alpha: NonNegative[float] = 0.75  # sampler=popularity: P(item) ∝ training count^alpha
     eval: RankingConfig = field(default_factory=lambda: RankingConfig(block_users=1024))
-
-
-@dataclass
-class RayConfig:
-    address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
-    num_workers: Positive[int] = 2
-    use_gpu: bool = False
-    cpus_per_worker: Positive[float] = 1.0
-    # worker failures survived by restoring the last checkpoint (-1: any number, as Ray's FailureConfig);
-    # a UserError or DataError in a worker (bad input, a corrupt shard) ends the run at once
-    max_failures: Annotated[int, Bound(ge=-1)] = 1
-    storage_path: str = "runs/ray"  # where Ray Train keeps checkpoints (any URI)
-    name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
-    checkpoints_to_keep: Positive[int] = 2
-    collective_timeout_s: Positive[int] = 600  # a worker stuck this long in a collective fails the attempt (then retried)
 
 
 @dataclass

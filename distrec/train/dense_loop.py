@@ -14,7 +14,7 @@ a fresh L-BFGS with ``model.pretrain_iters``/``finetune_iters`` iterations; ther
 state to checkpoint. The schedule is fixed (no early stopping): ``model.pretrain_epochs``
 pre-training epochs, then ``train.epochs − pretrain_epochs`` fine-tuning epochs.
 
-It runs inside Ray Train workers (distrec/train/worker.py picks it for ``loop = "dense"`` models)
+It runs inside Ray Train workers (distrec/train/loop.py's ``worker`` picks it for ``loop = "dense"`` models)
 and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the worker's GPU when
 ``ray.use_gpu`` gave it one), resolved once; the model is initialised on the CPU from the seed
 (the same weights on any device) and moved there with the worker's rows.
@@ -22,7 +22,6 @@ and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the wor
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +36,12 @@ from distrec.eval.rating import RatingAccumulator
 from distrec.models.glocal_k import GLocalK
 from distrec.progress import progress as progress_bar
 from distrec.resources import Stopwatch
+from distrec.runtime.checkpoint import load_model_checkpoint, save_model_checkpoint
+from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
+from distrec.runtime.session import Session
 from distrec.storage import join, write_text
-from distrec.train.checkpoint import load_model_checkpoint, save_model_checkpoint
-from distrec.train.config import TrainConfig
 from distrec.tracking import Tracker
-from distrec.train.loop import finish_run, log_epoch, open_tracker
-from distrec.train.session import Session
+from distrec.train.config import TrainConfig
 
 __all__ = ["ItemRows", "item_rows", "wrap", "objective", "train_dense_worker"]
 
@@ -154,16 +153,15 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         return acc.result(part)
 
     # -- resume ---------------------------------------------------------------------------
-    progress: dict[str, Any] = {"epoch": 0, "history": [], "resumes": 0}
-    with session.latest_checkpoint() as ckpt:
-        if ckpt:
-            progress = load_model_checkpoint(ckpt, model=model)
-            progress["resumes"] = progress.get("resumes", 0) + 1
-            if rank == 0:
-                print(f"resumed from {ckpt} after epoch {progress['epoch']}", flush=True)
+    run = Resumable(
+        session,
+        save=lambda directory, state: save_model_checkpoint(directory, model=model, progress=state),
+        load=lambda directory: load_model_checkpoint(directory, model=model),
+    )
+    state = run.resume(lambda: {"epoch": 0, "history": [], "resumes": 0})
 
     # -- epochs ---------------------------------------------------------------------------
-    for epoch in range(progress["epoch"], cfg.train.epochs):
+    for epoch in run.epochs(cfg.train.epochs):
         stage = _stage(cfg, epoch)
         iters = cfg.model.pretrain_iters if stage == "pretrain" else cfg.model.finetune_iters
         params = [p for n, p in model.named_parameters() if stage == "finetune" or not n.startswith("conv_kernel")]
@@ -186,16 +184,13 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         metrics: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "train_loss": float(objective_now) / float(num_train), "epoch_s": epoch_clock.seconds()}
         metrics.update(evaluate(pred, "val"))
         metrics.update({f"kernel_zero_frac_{k}": v for k, v in model.kernel_zero_fraction().items()})
-        progress["epoch"] = epoch + 1
-        progress["history"].append(metrics)
-        with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
-            save_model_checkpoint(tmp, model=model, progress=progress)
-            session.report(metrics, tmp)
+        run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
 
     # -- test ------------------------------------------------------------------------------
-    final: dict[str, Any] = {"epochs": progress["epoch"], "resumes": progress["resumes"], **(progress["history"][-1] if progress["history"] else {})}
+    final: dict[str, Any] = {"epochs": state["epoch"], "resumes": state["resumes"], **(state["history"][-1] if state["history"] else {})}
     final.pop("epoch", None)
     with torch.no_grad():
-        final.update(evaluate(predict(_stage(cfg, progress["epoch"] - 1)), "test"))
-    return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset, tracker=tracker)
+        final.update(evaluate(predict(_stage(cfg, state["epoch"] - 1)), "test"))
+    noise_floor = dataset.meta.get("noise_floor_rmse")
+    return finish_run(final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor)

@@ -5,15 +5,14 @@
     → export embeddings → metrics.json
 
 It runs inside Ray Train workers and, for tests, in plain gloo processes; the loop only talks
-to a ``Session`` (see session.py).
+to a ``Session`` (distrec/runtime/session.py), through the resumable epoch loop of
+distrec/runtime/epochs.py. ``worker`` is the training job's per-worker function: it runs the
+loop the model's kind asks for (this one, or the dense loop).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import tempfile
 from typing import Any
 
 import torch
@@ -22,19 +21,20 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from distrec.config import to_yaml
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import build_model
-from distrec.resources import Stopwatch, peak_rss_mb
+from distrec.models.registry import build_model, model_loop
+from distrec.resources import Stopwatch
+from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
+from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
+from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
-from distrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, TrainConfig
+from distrec.train.dense_loop import train_dense_worker
 from distrec.train.export import export_tables
-from distrec.train.launch import run_name
-from distrec.train.session import Session
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 from distrec.train.tasks import make_task
 
-__all__ = ["train_worker", "open_tracker", "log_epoch", "finish_run"]
+__all__ = ["worker", "train_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,18 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+def worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
+    """The training job's per-worker function: the loop of the model's kind."""
+    if model_loop(cfg.model) == "dense":
+        return train_dense_worker(cfg, session)
+    return train_worker(cfg, session)
+
+
 def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     """One worker's whole run; returns the final metrics (identical on every worker). Rank 0
     logs the config and every epoch's metrics to the tracking backends the config asks for."""
     with open_tracker(cfg) as tracker:
         return _train(cfg, session, tracker)
-
-
-def open_tracker(cfg: TrainConfig) -> Tracker:
-    """The run's tracker: rank 0 writes to the configured backends, other ranks' do nothing."""
-    return Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg, enabled=dist.get_rank() == 0)
 
 
 def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
@@ -101,18 +103,17 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
 
     # -- resume ---------------------------------------------------------------------------
-    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0, "resumes": 0}
-    with session.latest_checkpoint() as ckpt:
-        if ckpt:
-            progress = load_checkpoint(ckpt, dmp=dmp, dense_opt=opt)
-            progress["resumes"] = progress.get("resumes", 0) + 1
-            if rank == 0:
-                print(f"resumed from {ckpt} after epoch {progress['epoch']}", flush=True)
+    run = Resumable(
+        session,
+        save=lambda directory, state: save_checkpoint(directory, dmp=dmp, dense_opt=opt, progress=state),
+        load=lambda directory: load_checkpoint(directory, dmp=dmp, dense_opt=opt),
+    )
+    state = run.resume(lambda: {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0, "resumes": 0})
     best_weights = None
     watch = cfg.train.early_stopping_metric
 
     # -- epochs ---------------------------------------------------------------------------
-    for epoch in range(progress["epoch"], cfg.train.epochs):
+    for epoch in run.epochs(cfg.train.epochs):
         metrics: dict[str, Any] = {"epoch": epoch + 1}
         metrics.update(task.train_epoch(dmp, model, opt, epoch))
         metrics.update(task.evaluate(dmp, model, "val"))
@@ -120,17 +121,13 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         if watch:
             if watch not in metrics:
                 raise ValueError(f"train.early_stopping_metric={watch!r} is not among the metrics {sorted(metrics)}")
-            if _improved(metrics[watch], progress["best"], cfg.train.early_stopping_mode):
-                progress.update(best=metrics[watch], best_epoch=epoch + 1, bad_epochs=0)
+            if _improved(metrics[watch], state["best"], cfg.train.early_stopping_mode):
+                state.update(best=metrics[watch], best_epoch=epoch + 1, bad_epochs=0)
                 best_weights = _snapshot(dmp, model) if cfg.train.restore_best else None
             else:
-                progress["bad_epochs"] += 1
-                stop = progress["bad_epochs"] >= cfg.train.patience
-        progress["epoch"] = epoch + 1
-        progress["history"].append(metrics)
-        with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
-            save_checkpoint(tmp, dmp=dmp, dense_opt=opt, progress=progress)
-            session.report(metrics, tmp)
+                state["bad_epochs"] += 1
+                stop = state["bad_epochs"] >= cfg.train.patience
+        run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
         if stop:
             if rank == 0:
@@ -139,18 +136,18 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
 
     # -- best weights, test, export -------------------------------------------------------
     restored = False
-    if watch and cfg.train.restore_best and progress["best_epoch"] not in (None, progress["epoch"]):
+    if watch and cfg.train.restore_best and state["best_epoch"] not in (None, state["epoch"]):
         if best_weights is not None:
             _restore(dmp, model, best_weights)
             restored = True
         elif rank == 0:
             log.warning("the best epoch came before this run resumed; testing the last epoch's weights")
     final: dict[str, Any] = {
-        "epochs": progress["epoch"],
-        "best_epoch": progress["best_epoch"],
+        "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"],
         "restored_best": restored,
-        "resumes": progress["resumes"],
-        **(progress["history"][-1] if progress["history"] else {}),
+        "resumes": state["resumes"],
+        **(state["history"][-1] if state["history"] else {}),
     }
     final.pop("epoch", None)
     final.update(task.evaluate(dmp, model, "test"))
@@ -162,38 +159,5 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
             final["embeddings"] = task.export(dmp, model, output_dir=cfg.output_dir, meta=meta)
         else:
             final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
-    return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset, tracker=tracker)
-
-
-def log_epoch(metrics: dict[str, Any], epochs: int, tracker: Tracker) -> None:
-    """An epoch's metrics to the tracking backends (rank 0's tracker) and rank 0's console."""
-    tracker.log_metrics(metrics, step=metrics["epoch"])
-    if dist.get_rank() != 0:
-        return
-    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    print(f"epoch {metrics['epoch']}/{epochs} {shown}", flush=True)
-
-
-def finish_run(
-    cfg: TrainConfig, final: dict[str, Any], history: list[dict], *, clock: Stopwatch, dataset: InteractionDataset, tracker: Tracker
-) -> dict[str, Any]:
-    """Add the run's resources to the final metrics; rank 0 tracks them and writes metrics.json
-    and history.json."""
-    rss = torch.tensor([peak_rss_mb()], dtype=torch.float64)
-    dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-    final.update(
-        num_workers=dist.get_world_size(),
-        peak_rss_mb_per_worker=float(rss),
-        wall_s=clock.seconds(),
-        noise_floor_rmse=dataset.meta.get("noise_floor_rmse"),
-    )
-    last = history[-1] if history else {}
-    tracker.log_metrics({k: v for k, v in final.items() if k not in last}, step=len(history))  # test metrics, wall time
-    if dist.get_rank() == 0:
-        write_text(join(cfg.output_dir, "metrics.json"), json.dumps(_finite(final), indent=1))
-        write_text(join(cfg.output_dir, "history.json"), json.dumps(history, indent=1))
-    return final
-
-
-def _finite(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    noise_floor = dataset.meta.get("noise_floor_rmse")
+    return finish_run(final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor)

@@ -17,14 +17,13 @@ import posixpath
 from typing import Any
 
 import ray
-import yaml
 from ray import tune
 
 from distrec.errors import UserError
-from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
-from distrec.storage import absolute, filesystem, join, read_text, write_text
+from distrec.config import ConfigError, load_config, nest, to_dict, to_yaml
+from distrec.storage import absolute, filesystem, join, write_text
 from distrec.tracking import allow_file_store, check_tracking, mlflow_key
-from distrec.train.launch import connect_ray
+from distrec.runtime.ray import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.results import trial_rows, write_results
 from distrec.tune.signing import StateSigner, check_experiment, record_tuner
@@ -73,10 +72,10 @@ def resume(path: str) -> dict[str, Any]:
     path = absolute(path.rstrip("/"))
     out = posixpath.dirname(path) if posixpath.basename(path) == EXPERIMENT else path
     try:
-        cfg = load_config(SweepConfig, None, flags=_yaml(join(out, "sweep.yaml")))
-        base = from_dict(JOBS[cfg.job].config, _yaml(join(out, "base.yaml")), source=join(out, "base.yaml"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no sweep here (expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py)") from None
+        cfg = load_config(SweepConfig, join(out, "sweep.yaml"))
+    except ConfigError as e:
+        raise UserError(f"{path}: no sweep here ({e}); expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py") from None
+    base = load_config(JOBS[cfg.job].config, join(out, "base.yaml"))
     check_experiment(out, EXPERIMENT)  # before Tune unpickles anything (the restored Tuner keeps recording)
     connect_ray(cfg.ray_address)
     tuner = tune.Tuner.restore(
@@ -189,7 +188,3 @@ def _finish(results, cfg: SweepConfig, base: Any) -> dict[str, Any]:
         errors = [r.error for r in results if r.error]
         raise UserError(f"no trial reported {cfg.metric}; first error: {errors[0] if errors else 'none'}")
     return summary
-
-
-def _yaml(uri: str) -> dict[str, Any]:
-    return yaml.safe_load(read_text(uri))

@@ -13,7 +13,7 @@ from distrec.compress.codes import read_codes
 from distrec.compress.config import CompressConfig
 from distrec.compress.fit import compressed_uri, fit_worker
 from distrec.config import from_dict
-from distrec.train.session import LocalSession
+from distrec.runtime.session import LocalSession
 from tests.compress.conftest import write_run
 from tests.helpers import run_ranks, stored_file
 

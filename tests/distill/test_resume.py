@@ -20,7 +20,7 @@ from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
 from distrec.distill.run import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
 from distrec.errors import DataError
-from distrec.train.session import LocalSession
+from distrec.runtime.session import LocalSession
 from jobs.distill import main
 from tests.helpers import tiny_synthetic
 

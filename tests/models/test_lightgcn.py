@@ -18,7 +18,7 @@ from distrec.models.tables import init_rows
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.loop import train_worker
 from distrec.train.ranking_losses import bpr_loss
-from distrec.train.session import LocalSession
+from distrec.runtime.session import LocalSession
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks, tiny_synthetic
 from tests.train.test_ranking_task import _random_ndcg

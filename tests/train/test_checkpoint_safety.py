@@ -30,9 +30,9 @@ from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.models.registry import ModelContext, build_model
 from distrec.errors import DataError
-from distrec.train.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
+from distrec.runtime.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.dcp_metadata import DCP_METADATA, METADATA_JSON, read_metadata
+from distrec.runtime.dcp_metadata import DCP_METADATA, METADATA_JSON, read_metadata
 from distrec.train.sharding import shard_model
 from tests.faults import REPO, python_env
 from tests.helpers import run_ranks, tiny_synthetic
@@ -219,8 +219,8 @@ def _round_trip(data: str, root: str) -> bool:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    from distrec.train.checkpoint import _JsonMetadataReader, _SafeLoadPlanner
-    from distrec.train.dcp_metadata import write_metadata
+    from distrec.runtime.checkpoint import _JsonMetadataReader, _SafeLoadPlanner
+    from distrec.runtime.dcp_metadata import write_metadata
 
     def pickled(directory: str):
         with open(os.path.join(directory, DCP_METADATA), "rb") as f:
@@ -272,7 +272,7 @@ def test_other_checkpoint_readers_refuse_planted_pickles(tmp_path):
     payload is refused with a DataError naming the file, and never runs."""
     from distrec.compress.fit import MODEL as MODEL_SAFETENSORS
     from distrec.compress.fit import OPTIM, _load_checkpoint
-    from distrec.distill.checkpoint import STATE, load_distill_state
+    from distrec.distill.run import STATE, load_distill_state
 
     marker = tmp_path / "payload-ran"
     payload = PAYLOADS["issue"](marker)

@@ -16,7 +16,7 @@ from distrec.data.dataset import InteractionDataset
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.train.config import TrainConfig
 from distrec.train.dense_loop import item_rows, objective, train_dense_worker, wrap
-from distrec.train.session import LocalSession
+from distrec.runtime.session import LocalSession
 from tests.helpers import run_ranks, tiny_synthetic
 
 

@@ -13,8 +13,10 @@ from ray.train.v2.api.callback import UserCallback
 from distrec.errors import UserError
 from distrec.config import from_dict
 from distrec.errors import DataError
-from distrec.train.config import RayConfig, TrainConfig
-from distrec.train.launch import _removed_if_unwritten, fit, run_workers
+from distrec.train.config import TrainConfig
+from distrec.runtime.config import RayConfig
+from distrec.train.launch import _removed_if_unwritten, fit
+from distrec.runtime.ray import run_workers
 from tests.helpers import tiny_synthetic
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from distrec.train.config import RayConfig
-from distrec.train.launch import run_workers
+from distrec.runtime.config import RayConfig
+from distrec.runtime.ray import run_workers
 
 pytestmark = pytest.mark.slow
 

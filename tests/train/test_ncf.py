@@ -15,7 +15,7 @@ from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.train.config import TrainConfig
 from distrec.train.launch import fit
 from distrec.train.loop import train_worker
-from distrec.train.session import LocalSession
+from distrec.runtime.session import LocalSession
 from tests.helpers import check_report, run_ranks
 
 pytestmark = pytest.mark.slow

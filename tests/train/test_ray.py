@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from distrec.config import from_dict
-from distrec.train.config import RayConfig, TrainConfig
-from distrec.train.launch import fit, run_name, run_workers
+from distrec.train.config import TrainConfig
+from distrec.runtime.config import RayConfig
+from distrec.train.launch import fit
+from distrec.runtime.ray import run_workers
+from distrec.runtime.config import run_name
 from tests.faults import registered_checkpoints, wait_for
 from tests.helpers import tiny_synthetic
 

@@ -1,4 +1,5 @@
-"""Ray Train's entry point in each worker.
+"""The one Ray Train entry point of every Ray job: ``ray_worker({"job": name, "config": dict})``
+runs that job's per-worker function (its ``worker`` in distrec/jobs.py) on this worker.
 
 This module imports nothing heavy when it loads: Ray unpickles the entry point by reference
 before it runs, and the libraries' start-up chatter is silenced before TorchRec is imported.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["ray_worker"]
+
 
 def ray_worker(payload: dict[str, Any]) -> None:
     from distrec.logs import quiet_library_logs
@@ -16,14 +19,10 @@ def ray_worker(payload: dict[str, Any]) -> None:
     import torch
 
     from distrec.config import from_dict
-    from distrec.models.registry import model_loop
-    from distrec.train.config import TrainConfig
-    from distrec.train.session import RaySession
+    from distrec.jobs import get_job
+    from distrec.runtime.session import RaySession
 
-    cfg = from_dict(TrainConfig, payload["config"], source="train config")
+    job = get_job(payload["job"])
+    cfg = from_dict(job.config, payload["config"], source=f"{job.name} config")
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-    if model_loop(cfg.model) == "dense":
-        from distrec.train.dense_loop import train_dense_worker as train
-    else:
-        from distrec.train.loop import train_worker as train
-    train(cfg, RaySession())
+    job.worker(cfg, RaySession())

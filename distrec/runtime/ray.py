@@ -1,0 +1,202 @@
+"""Ray for every job that runs on it: connect (a cluster, or an embedded local Ray), check the
+cluster's resources, run a function on Ray Train workers and map their failures to the errors a
+user can act on.
+
+The same call runs on a laptop (no address: an embedded local Ray with this machine's CPUs),
+against a cluster (``ray.address`` or ``$RAY_ADDRESS``), and inside ``ray job submit`` (the job
+driver is already connected). A run is named by ``runtime.config.run_name``, so re-running the
+same command after the driver died resumes from the last checkpoint: Train V2 finds the run's
+checkpoints in ``<storage_path>/<name>`` and hands the latest to the workers.
+
+A worker error that a retry cannot fix (bad input, a missing or corrupt shard) ends the run at
+once instead of after ``ray.max_failures`` restarts (fail_fast.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any, Callable, Sequence
+
+import ray
+import ray._private.ray_constants as ray_constants
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.callback import UserCallback
+
+from distrec.config import to_dict
+from distrec.errors import UserError
+from distrec.progress import console_for_workers
+from distrec.runtime.config import RayConfig, run_name
+from distrec.runtime.fail_fast import FailFast, worker_error
+from distrec.runtime.worker import ray_worker
+
+__all__ = ["connect_ray", "start_local_ray", "check_resources", "run_workers", "run_job_workers"]
+
+log = logging.getLogger(__name__)
+
+# Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries);
+# besides, whether the driver's console is a terminal (progress.console_for_workers).
+_FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
+# Ray Train runs the training function in a thread of the worker, and glibc gives a new thread
+# its own malloc arena, where a step's megabyte-sized tensors kept being mapped and faulted in
+# afresh: one MF epoch took 25 s in a thread against 18 s on a main thread, 19 s with one arena
+# (README, Benchmarks). Workers start with one arena unless the driver's environment sets it.
+_WORKER_ENV = {"MALLOC_ARENA_MAX": "1"}
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the given cluster, the one in $RAY_ADDRESS, or start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        hint = (
+            "Start one with `make ray-up` or `ray start --head` (see cluster/README.md), check the address, or "
+            "unset ray.address and RAY_ADDRESS to run on an embedded local Ray"
+        )
+        _check_reachable(address, hint)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). {hint}") from None
+        return
+    start_local_ray()
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """An embedded Ray for this process only, reachable from this machine alone, with no
+    spot-preemption watcher and worker prints on the console once.
+
+    Loopback only: Ray's processes listen on the node's address, which is 127.0.0.1 here (Ray's
+    single-machine mode, as on macOS: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read by Ray at import,
+    so set for its processes and switched in this one around ``ray.init``); gloo between the
+    workers binds the loopback interface. The dashboard, whose state API Train's placement-group
+    cleaner asks, listens on 127.0.0.1 on a free port of its own: never 8265, which belongs to a
+    ``make ray-up`` head and its Jobs API.
+
+    It is a new instance even when a stale ``ray start`` left /tmp/ray/ray_current_cluster, and
+    its own processes find it by $RAY_ADDRESS (set for them only): Train's placement-group
+    cleaner otherwise follows that stale file, fails, and leaves finished runs' CPUs reserved.
+    """
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    port = _free_port()
+    own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    loopback = next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)
+    if loopback:
+        own["GLOO_SOCKET_IFNAME"] = loopback
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)  # inherited by the raylet and so by every Ray worker process
+    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            dashboard_host="127.0.0.1",
+            dashboard_port=_free_port(),
+            logging_level=logging.WARNING,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_reachable(address: str, hint: str) -> None:
+    """Fail in seconds, not minutes: ray.init keeps retrying an address where nothing listens."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", ray:// client addresses: let Ray resolve them
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}") from None
+
+
+def check_resources(cfg: RayConfig) -> None:
+    """The cluster has the GPUs and CPUs ``cfg`` asks for, or a UserError saying what to lower."""
+    resources = ray.cluster_resources()
+    if cfg.use_gpu and resources.get("GPU", 0) < cfg.num_workers:
+        raise UserError(
+            f"ray.use_gpu=true asks for {cfg.num_workers} GPU(s) but the cluster has {int(resources.get('GPU', 0))}. "
+            "Set ray.use_gpu=false to train on CPUs, or connect to a cluster with GPUs"
+        )
+    need = cfg.num_workers * cfg.cpus_per_worker
+    if resources.get("CPU", 0) < need:
+        raise UserError(
+            f"{cfg.num_workers} worker(s) × {cfg.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
+            f"{resources.get('CPU', 0):g}. Lower ray.num_workers or ray.cpus_per_worker"
+        )
+
+
+def run_workers(
+    entry: Callable[[dict[str, Any]], None],
+    payload: dict[str, Any],
+    *,
+    cfg: RayConfig,
+    name: str,
+    callbacks: Sequence[UserCallback] = (),
+) -> None:
+    """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
+    each), checkpoints in ``cfg.storage_path``/``name``; a re-run with the same name resumes. A
+    worker's UserError, ConfigError or DataError ends the run at once and is raised here as it
+    is; any other failure is retried ``cfg.max_failures`` times, then raised as a UserError with
+    the worker's own message. ``callbacks`` see every report and every failed attempt (a Tune
+    sweep forwards them to its trial)."""
+    connect_ray(cfg.address)
+    check_resources(cfg)
+    env = {**_WORKER_ENV, **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ}, **console_for_workers()}
+    trainer = TorchTrainer(
+        entry,
+        train_loop_config=payload,
+        # on GPUs: NCCL for CUDA tensors, gloo for the CPU tensors the loops all-reduce (step counts, totals)
+        torch_config=TorchConfig(backend="cpu:gloo,cuda:nccl" if cfg.use_gpu else "gloo", timeout_s=cfg.collective_timeout_s),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=cfg.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+            worker_runtime_env={"env_vars": env},
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=[*callbacks, FailFast()],
+        ),
+    )
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        own = worker_error(e)
+        if own is not None:
+            raise own from None
+        raise UserError(f"training failed: {_root_cause(e)}") from e
+
+
+def run_job_workers(job: str, cfg: Any, *, callbacks: Sequence[UserCallback] = ()) -> None:
+    """Job ``job``'s per-worker function (its ``worker`` in distrec/jobs.py) on the workers of
+    ``cfg.ray``, in the run named by ``run_name(cfg)``; ``cfg`` is the job's config."""
+    run_workers(ray_worker, {"job": job, "config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
+
+
+def _root_cause(error: BaseException) -> str:
+    """The worker's own error message, without Ray's wrapping."""
+    seen = error
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()
+    return text[-1] if text else repr(seen)
