@@ -22,7 +22,7 @@ from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import evaluate_ranking
 from distrec.fit.search import search_and_test
-from distrec.models.closed_form import build_closed_form
+from distrec.models.registry import build_closed_form
 from distrec.compare.config import CompareConfig, CompareModel, TrainEntry, row_label
 from distrec.compare.table import header, markdown_table, scale
 from distrec.report import Report, bar_figure

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig, metric_names
-from distrec.models.closed_form import ClosedFormConfig
+from distrec.models.registry import CLOSED_FORMS, config_union
 
-__all__ = ["FitConfig", "check_select"]
+__all__ = ["FitConfig", "ClosedFormConfig", "check_select"]
+
+ClosedFormConfig = config_union(CLOSED_FORMS)  # EASE, ∞-AE, PopRec: picked by ``model.name``
 
 
 def check_select(select: str, eval_cfg: RankingConfig) -> None:

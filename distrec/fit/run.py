@@ -21,7 +21,8 @@ from distrec.fit.config import FitConfig
 from distrec.fit.export import export_weights
 from distrec.fit.report import write_fit_report
 from distrec.fit.search import search_and_test
-from distrec.models.closed_form import build_closed_form, check_memory
+from distrec.models.closed_form import check_memory
+from distrec.models.registry import build_closed_form
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
 

@@ -48,8 +48,9 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from distrec.config import Bound, NonNegative, Positive
 from distrec.data.histories import RatingHistories
 from distrec.models.tables import TableSpec, padded_width, table_config
+from distrec.models.spec import ModelContext, ModelSpec
 
-__all__ = ["NCFConfig", "NCF"]
+__all__ = ["NCFConfig", "NCF", "SPECS"]
 
 _PAD = -1.0e4  # attention score of padded history entries: exp() of it is 0
 
@@ -80,9 +81,6 @@ class NCFConfig:
 
 
 class NCF(nn.Module):
-    task = "rating"
-    needs = ("histories", "item_features")  # what the task must put into the ModelContext
-
     def __init__(
         self,
         cfg: NCFConfig,
@@ -255,3 +253,14 @@ class NCF(nn.Module):
 
     def export_meta(self) -> dict[str, float | str]:
         return {"global_mean": float(self.mean.detach().cpu()[0]), "user_input": self.cfg.user_input, "item_input": self.cfg.item_input}
+
+
+def build(cfg: NCFConfig, ctx: ModelContext, device: torch.device) -> NCF:
+    assert ctx.rating_range is not None, "NCF needs the rating scale"
+    return NCF(
+        cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, rating_range=ctx.rating_range,
+        histories=ctx.histories, item_features=ctx.item_features.dense() if ctx.item_features else None, device=device,
+    )
+
+
+SPECS = (ModelSpec(name="ncf", config=NCFConfig, build=build, task="rating", needs=("histories", "item_features")),)

@@ -32,8 +32,9 @@ from torchrec import EmbeddingBagCollection
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
+from distrec.models.spec import ModelContext, ModelSpec
 
-__all__ = ["NeuMFConfig", "NeuMF", "PAIR_BUDGET"]
+__all__ = ["NeuMFConfig", "NeuMF", "PAIR_BUDGET", "SPECS"]
 
 PAIR_BUDGET = 1 << 24  # floats of [users, items, width] activations while scoring (64 MiB)
 
@@ -53,8 +54,6 @@ class NeuMFConfig:
 
 
 class NeuMF(nn.Module):
-    task = "ranking"
-
     def __init__(self, cfg: NeuMFConfig, *, num_users: int, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
@@ -129,3 +128,10 @@ class NeuMF(nn.Module):
 
     def export_meta(self) -> dict[str, float]:
         return {"gmf_dim": self.cfg.gmf_dim, "mlp_dim": self.cfg.mlp_dim}
+
+
+def build(cfg: NeuMFConfig, ctx: ModelContext, device: torch.device) -> NeuMF:
+    return NeuMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+
+
+SPECS = (ModelSpec(name="neumf", config=NeuMFConfig, build=build, task="ranking"),)

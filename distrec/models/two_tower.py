@@ -33,8 +33,9 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from distrec.config import Bound, NonNegative, Positive
 from distrec.features.text import TextEncoderConfig
 from distrec.models.tables import TableSpec, padded_width, table_config
+from distrec.models.spec import ModelContext, ModelSpec
 
-__all__ = ["TwoTowerConfig", "TwoTower", "in_batch_softmax_loss", "RATING_BUCKETS"]
+__all__ = ["TwoTowerConfig", "TwoTower", "in_batch_softmax_loss", "RATING_BUCKETS", "SPECS"]
 
 RATING_BUCKETS = 10  # a history rating r on a scale up to r_max becomes round(10 r / r_max) + 1; 0 = padding
 
@@ -81,8 +82,6 @@ def in_batch_softmax_loss(
 
 
 class TwoTower(nn.Module):
-    task = "retrieval"
-
     def __init__(self, cfg: TwoTowerConfig, *, num_items: int, item_features: np.ndarray, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
@@ -155,3 +154,11 @@ class TwoTower(nn.Module):
 
     def export_meta(self) -> dict[str, float]:
         return {"temperature": self.cfg.temperature}
+
+
+def build(cfg: TwoTowerConfig, ctx: ModelContext, device: torch.device) -> TwoTower:
+    features = ctx.item_vectors if ctx.item_vectors is not None else np.zeros((ctx.num_items, 0), np.float32)
+    return TwoTower(cfg, num_items=ctx.num_items, item_features=features, device=device)
+
+
+SPECS = (ModelSpec(name="two_tower", config=TwoTowerConfig, build=build, task="retrieval"),)

@@ -37,7 +37,8 @@ from distrec.data.prepare import PrepareConfig
 from distrec.models.mf import MFConfig
 from distrec.models.mf_bpr import MFBPRConfig
 from distrec.models.neumf import NeuMFConfig
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.two_tower import TwoTowerConfig
 from distrec.plan.cluster import GB, Cluster, larger_clusters
 from distrec.storage import write_text

@@ -19,7 +19,7 @@ from typing import Literal
 from distrec.config import NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
-from distrec.models.registry import ModelConfig
+from distrec.models.registry import TRAINED, config_union
 from distrec.runtime.config import RayConfig
 from distrec.tracking import TrackingConfig
 
@@ -39,6 +39,7 @@ __all__ = [
 SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel")
 CPU_SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+ModelConfig = config_union(TRAINED)  # every trained model's config, picked by ``model.name``
 ADAM_ON_CPU = (
     "optim.sparse=adam: TorchRec's fused Adam runs only on GPUs. On CPU use optim.sparse=rowwise_adagrad "
     "(the default), adagrad or sgd, or train on GPU workers with ray.use_gpu=true"

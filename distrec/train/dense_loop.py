@@ -14,7 +14,12 @@ a fresh L-BFGS with ``model.pretrain_iters``/``finetune_iters`` iterations; ther
 state to checkpoint. The schedule is fixed (no early stopping): ``model.pretrain_epochs``
 pre-training epochs, then ``train.epochs − pretrain_epochs`` fine-tuning epochs.
 
-It runs inside Ray Train workers (distrec/train/loop.py's ``worker`` picks it for ``loop = "dense"`` models)
+A dense model (its spec's ``loop`` is "dense": GLocal-K) is built through its spec and provides
+``forward(rows, first_item=, stage=, group=)`` over its item rows, ``data_loss``, ``regularizer``
+and ``kernel_zero_fraction``; its config's ``gk_size`` (the halo), ``pretrain_epochs``,
+``pretrain_iters``, ``finetune_iters`` and ``history_size`` shape the loop.
+
+It runs inside Ray Train workers (distrec/train/loop.py's ``worker`` picks it for dense models)
 and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the worker's GPU when
 ``ray.use_gpu`` gave it one), resolved once; the model is initialised on the CPU from the seed
 (the same weights on any device) and moved there with the worker's rows.
@@ -33,7 +38,8 @@ from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.eval.rating import RatingAccumulator
-from distrec.models.glocal_k import GLocalK
+from distrec.models.registry import model_spec
+from distrec.models.spec import ModelContext
 from distrec.progress import progress as progress_bar
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_model_checkpoint, save_model_checkpoint
@@ -85,7 +91,7 @@ def _stage(cfg: TrainConfig, epoch: int) -> str:
     return "pretrain" if epoch < cfg.model.pretrain_epochs else "finetune"
 
 
-def wrap(model: GLocalK) -> tuple[dict[str, torch.nn.Module], dist.ProcessGroup | None]:
+def wrap(model: torch.nn.Module) -> tuple[dict[str, torch.nn.Module], dist.ProcessGroup | None]:
     """The model for each stage (DDP when there are several workers; pre-training leaves the
     global kernel's parameters unused) and the process group of the global kernel's all-reduce."""
     if dist.get_world_size() == 1:
@@ -96,7 +102,7 @@ def wrap(model: GLocalK) -> tuple[dict[str, torch.nn.Module], dist.ProcessGroup 
     return nets, dist.new_group(backend="gloo" if device.type == "cpu" else "nccl")
 
 
-def objective(net: torch.nn.Module, model: GLocalK, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None) -> torch.Tensor:
+def objective(net: torch.nn.Module, model: torch.nn.Module, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None) -> torch.Tensor:
     """The full objective ½ Σ_observed (r − r̂)² + regularizer over every worker's items, the
     same number on every worker; leaves its gradient in ``.grad``. DDP averages gradients over
     workers, so each worker's data term is scaled by the number of workers."""
@@ -132,7 +138,8 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
     dist.all_reduce(num_train)
 
     # -- model: replicated; DDP sums the gradients of the workers' rows ------------------
-    model = GLocalK(cfg.model, num_users=dataset.num_users, num_items=dataset.num_items, seed=cfg.train.seed).to(device)
+    context = ModelContext(num_users=dataset.num_users, num_items=dataset.num_items, global_mean=0.0, seed=cfg.train.seed)  # predicts ratings as they are
+    model = model_spec(cfg.model).build(cfg.model, context, device)
     nets, pool_group = wrap(model)
     if rank == 0:
         shares = ", ".join(f"rank {r}: items [{r * dataset.num_items // world}, {(r + 1) * dataset.num_items // world})" for r in range(world))

@@ -21,7 +21,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from distrec.config import to_yaml
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import build_model, model_loop
+from distrec.models.registry import model_spec
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
 from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
@@ -67,13 +67,6 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
-def worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
-    """The training job's per-worker function: the loop of the model's kind."""
-    if model_loop(cfg.model) == "dense":
-        return train_dense_worker(cfg, session)
-    return train_worker(cfg, session)
-
-
 def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
     """One worker's whole run; returns the final metrics (identical on every worker). Rank 0
     logs the config and every epoch's metrics to the tracking backends the config asks for."""
@@ -90,10 +83,11 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
     # -- data: the task reads this worker's slice of each split part ---------------------
     dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
     split = dataset.resolve_split(cfg.data.split)
-    task = make_task(cfg, dataset, split)
+    spec = model_spec(cfg.model)
+    task = make_task(cfg, spec, dataset, split)
 
     # -- model: unsharded on meta, then sharded by the planner's plan --------------------
-    model = build_model(cfg.model, task.context(), torch.device("meta"))
+    model = spec.build(cfg.model, task.context(), torch.device("meta"))
     dmp, plan = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=device, seed=cfg.train.seed)
     model = dmp.module  # the unwrapped model: its loss/export helpers and dense parameters
     opt = _dense_optimizer(dmp, cfg.optim)
@@ -161,3 +155,13 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
             final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
     noise_floor = dataset.meta.get("noise_floor_rmse")
     return finish_run(final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor)
+
+
+# The per-worker loop of each kind of trained model (its spec's ``loop``): this module's TorchRec
+# loop, or the dense loop. A model with a loop of its own adds it here.
+LOOPS = {"tables": train_worker, "dense": train_dense_worker}
+
+
+def worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
+    """The training job's per-worker function (distrec/jobs.py): the loop its model's spec names."""
+    return LOOPS[model_spec(cfg.model).loop](cfg, session)

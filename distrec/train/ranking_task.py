@@ -31,7 +31,7 @@ from distrec.data.user_items import UserItems
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
-from distrec.models.registry import ModelContext
+from distrec.models.spec import ModelContext
 from distrec.progress import progress
 from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
 from distrec.train.config import TrainConfig

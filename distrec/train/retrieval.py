@@ -28,7 +28,7 @@ from distrec.data.user_items import UserItems
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.data.item_features import item_features
 from distrec.features.text import cached_text_embeddings
-from distrec.models.registry import ModelContext
+from distrec.models.spec import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
 from distrec.progress import progress
 from distrec.resources import Stopwatch

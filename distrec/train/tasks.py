@@ -28,7 +28,7 @@ from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.histories import RatingHistories
 from distrec.data.item_features import item_features
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
-from distrec.models.registry import ModelContext, model_needs
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.progress import progress
 from distrec.storage import join, write_text
 from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
@@ -53,10 +53,10 @@ class Task(Protocol):
 class RatingTask:
     """Explicit ratings: MSE-type objectives, RMSE/MAE on held-out ratings (clipped to the scale)."""
 
-    def __init__(self, cfg: TrainConfig, dataset: InteractionDataset, split: str) -> None:
+    def __init__(self, cfg: TrainConfig, dataset: InteractionDataset, split: str, *, needs: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.dataset = dataset
-        self.needs = model_needs(cfg.model)
+        self.needs = needs  # the model spec's: "histories", "item_features"
         rank, world = dist.get_rank(), dist.get_world_size()
         names = ("train", "val", "test") + (("profile",) if dataset.split_counts(split).get("profile") else ())
         if "histories" in self.needs:
@@ -202,17 +202,14 @@ def _inputs(model, batch) -> tuple:
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
-def make_task(cfg: TrainConfig, dataset: InteractionDataset, split: str) -> Any:
-    """The task the configured model trains on (models declare it as ``task``)."""
-    from distrec.models.registry import model_task
-
-    kind = model_task(cfg.model)
-    if kind == "rating":
-        return RatingTask(cfg, dataset, split)
-    if kind == "ranking":
+def make_task(cfg: TrainConfig, spec: ModelSpec, dataset: InteractionDataset, split: str) -> Any:
+    """The task the model trains on (its spec's ``task``), given what the model ``needs``."""
+    if spec.task == "rating":
+        return RatingTask(cfg, dataset, split, needs=spec.needs)
+    if spec.task == "ranking":
         return RankingTask(cfg, dataset, split)
-    if kind == "retrieval":
-        from distrec.train.retrieval import RetrievalTask
+    if spec.task == "retrieval":
+        from distrec.train.retrieval import RetrievalTask  # the text encoder's libraries: only for this task
 
         return RetrievalTask(cfg, dataset, split)
-    raise ValueError(f"no task {kind!r}")
+    raise ValueError(f"no task {spec.task!r}")

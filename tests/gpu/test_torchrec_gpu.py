@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
 from distrec.train.batches import Batch, rating_batches
 from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint

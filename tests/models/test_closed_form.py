@@ -18,12 +18,12 @@ from distrec.models.closed_form import (
     InfiniteAE,
     PopRec,
     PopRecConfig,
-    build_closed_form,
     gram_block,
     infae_bytes,
     max_support,
 )
 from distrec.models.ntk import ntk
+from distrec.models.registry import build_closed_form
 
 
 def _random_items(seed: int, users: int = 30, items: int = 8, density: float = 0.4) -> UserItems:

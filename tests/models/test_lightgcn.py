@@ -13,7 +13,8 @@ from distrec.config import from_dict
 from distrec.data.dataset import Interactions
 from distrec.models.bipartite import balanced_bounds, build_graph, propagate
 from distrec.models.lightgcn import LightGCNConfig
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.loop import train_worker

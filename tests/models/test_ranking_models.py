@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 
 from distrec.config import from_dict
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.neumf import NeuMFConfig
 from distrec.models.mf_bpr import MFBPRConfig
 from distrec.train.config import OptimConfig, ShardingConfig

@@ -28,7 +28,8 @@ from torch.distributed.checkpoint.metadata import Metadata
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.errors import DataError
 from distrec.runtime.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig

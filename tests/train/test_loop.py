@@ -12,7 +12,8 @@ import torch.distributed as dist
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.batches import rating_batches
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig

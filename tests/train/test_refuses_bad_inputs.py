@@ -20,7 +20,8 @@ from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.errors import UserError
 from distrec.models.mf import BiasedMF, MFConfig
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.storage import MANIFEST
 from distrec.errors import DataError
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
