@@ -31,6 +31,7 @@ from distrec.compress.codes import CODES, DECODER, ENCODER, SCHEMA_VERSION, code
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import feature_stats, holdout_mask, read_slice, vector_batches
 from distrec.config import to_dict
+from distrec.data.partition import agreed_steps
 from distrec.device import resolve_device
 from distrec.models.compressor import Compressor, code_size
 from distrec.progress import progress as progress_bar
@@ -42,7 +43,6 @@ from distrec.storage import DirectoryWriter, join, write_text
 from distrec.storage.commit import write_shard
 from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
 from distrec.tracking import Tracker
-from distrec.train.batches import agreed_steps
 
 __all__ = ["fit_worker", "table_uri", "compressed_uri", "model_key"]
 

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.partition import Partition
 from distrec.eval.rating import RatingAccumulator
 from distrec.models.registry import model_spec
 from distrec.models.spec import ModelContext
@@ -70,20 +71,16 @@ class ItemRows:
 def item_rows(
     dataset: InteractionDataset, split: str, *, rank: int, world: int, halo: int, device: torch.device | str = "cpu"
 ) -> ItemRows:
-    """This worker's contiguous share of the items, the training matrix densely with ``halo``
-    rows on each side (zeros beyond the matrix), on ``device``. Every worker reads the (sparse)
-    training part and keeps its rows: the model needs each of its items' full row over users."""
-    num_items, num_users = dataset.num_items, dataset.num_users
-    first, stop = rank * num_items // world, (rank + 1) * num_items // world
-    train = dataset.read(split=split, parts=["train"])
-    keep = (train.item >= first - halo) & (train.item < stop + halo)
-    padded = torch.zeros(stop - first + 2 * halo, num_users)  # [count + 2·halo, U]
-    padded[torch.from_numpy(train.item[keep] - first + halo), torch.from_numpy(train.user[keep])] = torch.from_numpy(train.rating[keep])
-    held_out = {}
-    for part in ("val", "test"):
-        data = dataset.read(split=split, parts=[part])
-        mine = (data.item >= first) & (data.item < stop)
-        held_out[part] = Interactions(user=data.user[mine], item=data.item[mine], rating=data.rating[mine])
+    """This worker's contiguous share of the items (an ``item_range`` partition), the training
+    matrix densely with ``halo`` rows on each side (zeros beyond the matrix), on ``device``. Every
+    worker reads the (sparse) training part and keeps its rows: the model needs each of its
+    items' full row over users."""
+    partition = Partition("item_range", rank=rank, world=world)
+    first, stop = partition.items(dataset.num_items)
+    train = partition.read(dataset, split=split, parts=["train"], halo=halo)
+    padded = torch.zeros(stop - first + 2 * halo, dataset.num_users)  # [count + 2·halo, U]
+    padded[torch.from_numpy(train.item - first + halo), torch.from_numpy(train.user)] = torch.from_numpy(train.rating)
+    held_out = {part: partition.read(dataset, split=split, parts=[part]) for part in ("val", "test")}
     return ItemRows(first=first, count=stop - first, padded=padded.to(device), halo=halo, held_out=held_out)
 
 
@@ -142,7 +139,8 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
     model = model_spec(cfg.model).build(cfg.model, context, device)
     nets, pool_group = wrap(model)
     if rank == 0:
-        shares = ", ".join(f"rank {r}: items [{r * dataset.num_items // world}, {(r + 1) * dataset.num_items // world})" for r in range(world))
+        ranges = [Partition("item_range", rank=r, world=world).items(dataset.num_items) for r in range(world)]
+        shares = ", ".join(f"rank {r}: items [{first}, {stop})" for r, (first, stop) in enumerate(ranges))
         plan = f"{cfg.model.name}: data parallel (DDP) over item rows on {device.type}, {world} worker(s): {shares}"
         print(plan, flush=True)
         write_text(join(cfg.output_dir, "plan.txt"), plan)

@@ -1,9 +1,9 @@
 """Top-k training: (user, positive, sampled negatives) batches, BPR or sampled-softmax loss,
 full-ranking evaluation over every item.
 
-Data. Each worker reads its row-group slice of train/val/test, then the pairs move to the worker
-owning their user (``user % world``, one all-to-all): a worker then holds every training
-positive of its users, so negatives are rejected against a user's full history without any
+Data: a ``by_user`` partition (distrec/data/partition.py): each worker reads its row groups of
+train/val/test, then the pairs move to the worker owning their user (one all-to-all): a worker
+then holds every training positive of its users, so negatives are rejected against a user's full history without any
 further communication, and it evaluates exactly its users (``evaluate_ranking(users=...)``).
 Item counts (for the popularity sampler and PSP@k) are all-reduced once.
 
@@ -26,36 +26,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.dataset import InteractionDataset
+from distrec.data.partition import Partition, agreed_steps
 from distrec.data.user_items import UserItems
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
 from distrec.models.spec import ModelContext
 from distrec.progress import progress
-from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
+from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights
 from distrec.train.ranking_losses import LOSSES
 
-__all__ = ["RankingTask", "by_user"]
-
-
-def by_user(rows: Interactions) -> Interactions:
-    """This worker's user-owned pairs: every pair of ``rows`` goes to worker ``user % world``
-    (one all-to-all of users and items; ratings are dropped, top-k reads pairs as positives)."""
-    world = dist.get_world_size()
-    order = np.argsort(rows.user % world, kind="stable")
-    user, item = torch.from_numpy(rows.user[order]), torch.from_numpy(rows.item[order])
-    send = torch.bincount(user % world, minlength=world)  # pairs to each worker
-    recv = torch.empty_like(send)
-    dist.all_to_all_single(recv, send)
-    out = {}
-    for name, values in (("user", user), ("item", item)):
-        got = torch.empty(int(recv.sum()), dtype=torch.int64)
-        dist.all_to_all_single(got, values.contiguous(), recv.tolist(), send.tolist())
-        out[name] = got.numpy()
-    return Interactions(out["user"], out["item"], np.zeros(len(out["user"]), np.float32))
+__all__ = ["RankingTask"]
 
 
 class RankingTask:
@@ -65,13 +49,13 @@ class RankingTask:
         self.cfg = cfg.train
         self.rcfg = cfg.ranking
         self.dataset = dataset
-        rank, world = dist.get_rank(), dist.get_world_size()
+        partition = Partition.of("by_user")
         shape = {"num_users": dataset.num_users, "num_items": dataset.num_items}
-        rows = {p: by_user(dataset.read(split=split, parts=[p], rank=rank, world=world)) for p in ("train", "val", "test")}
+        rows = {p: partition.read(dataset, split=split, parts=[p]) for p in ("train", "val", "test")}
         self.train = rows["train"]
         pairs = {p: UserItems.from_pairs(r.user, r.item, **shape) for p, r in rows.items()}
         self.holdout = Holdout(**pairs, train_val=pairs["train"].union(pairs["val"]))
-        self.users = np.arange(rank, dataset.num_users, world, dtype=np.int64)  # the users this worker owns
+        self.users = partition.users(dataset.num_users)  # the users this worker owns
         counts = torch.from_numpy(pairs["train"].item_counts())
         dist.all_reduce(counts)
         counts = counts.numpy()

@@ -8,9 +8,9 @@ user rated). Items already in the history's part are masked, and every item is r
 (``distrec.eval.ranking.evaluate_ranking``); the popularity ranking of the training counts is
 scored beside it (``{part}_pop_*``), the baseline the model has to beat.
 
-Histories need a user's whole sequence, so every worker reads all the interactions (8 bytes a
-pair per array; ML-25M: about 0.5 GB per worker) and takes every world-th example of one
-global shuffle per epoch. The log-Q correction's q_j is item j's share of the training
+Histories need a user's whole sequence, so every worker reads all the interactions (an
+``everything`` partition, distrec/data/partition.py; 8 bytes a pair per array; ML-25M: about
+0.5 GB per worker) and takes every world-th example of one global shuffle per epoch. The log-Q correction's q_j is item j's share of the training
 interactions: the probability that it is a batch's positive.
 """
 
@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.partition import Partition, agreed_steps, strided
 from distrec.data.user_items import UserItems
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.data.item_features import item_features
@@ -33,7 +34,6 @@ from distrec.models.two_tower import RATING_BUCKETS
 from distrec.progress import progress
 from distrec.resources import Stopwatch
 from distrec.errors import DataError
-from distrec.train.batches import agreed_steps
 from distrec.train.config import TrainConfig
 from distrec.train.export import export_vectors
 
@@ -82,7 +82,8 @@ class RetrievalTask:
         self.model_cfg = cfg.model
         self.dataset = dataset
         users, items = dataset.num_users, dataset.num_items
-        parts = {p: dataset.read(split=split, parts=[p], with_ts=True) for p in ("train", "val", "test")}
+        everything = Partition.of("everything")
+        parts = {p: everything.read(dataset, split=split, parts=[p], with_ts=True) for p in ("train", "val", "test")}
         if not len(parts["train"]):
             raise DataError(f"{dataset.uri}: split {split!r} has no training interactions")
         r_max = float(dataset.meta["rating"]["max"])
@@ -121,7 +122,7 @@ class RetrievalTask:
         rank, world = dist.get_rank(), dist.get_world_size()
         batch_size, length = self.cfg.train.batch_size, self.model_cfg.history
         rng = np.random.default_rng([self.cfg.train.seed, epoch])  # one global order, the same on every worker
-        mine = rng.permutation(len(self.train))[rank::world]
+        mine = strided(rng.permutation(len(self.train)), rank=rank, world=world)
         steps = agreed_steps(len(mine), batch_size)
         row_user = np.repeat(np.arange(len(self.train.indptr) - 1), np.diff(self.train.indptr))  # [N]
         total = torch.zeros(2, dtype=torch.float64)  # loss sum, rows

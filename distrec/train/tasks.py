@@ -6,11 +6,10 @@ know (``context``), runs one epoch and scores a split part. ``RatingTask`` serve
 regression (biased MF, NCF, ...); ``RankingTask`` (ranking_task.py) serves top-k models,
 ``RetrievalTask`` (retrieval.py) the two-tower model.
 
-Content models (NCF with profiles) describe a user by all of their rated items, so for them each
-worker keeps the rows of its own users (``user % world == rank``) instead of its row groups:
-every worker then holds the complete histories of the users it trains and scores. (It reads
-every row group to find them, once, at start.) When the
-split holds users out of training (``u1:holdout=0.1``), their profile rows join the histories,
+A task asks distrec/data/partition.py for its share of the data. Content models (NCF with
+profiles) describe a user by all of their rated items, so for them each worker keeps the rows of
+its own users (a ``by_user`` partition) instead of its row groups: every worker then holds the
+complete histories of the users it trains and scores. When the split holds users out of training (``u1:holdout=0.1``), their profile rows join the histories,
 and each scored part also reports the held-out ("cold") and the other ("warm") users apart,
 beside the global-mean-plus-item-bias baseline on the same rows.
 """
@@ -27,11 +26,12 @@ import torch.distributed as dist
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.histories import RatingHistories
 from distrec.data.item_features import item_features
+from distrec.data.partition import Partition, agreed_steps
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
 from distrec.models.spec import ModelContext, ModelSpec
 from distrec.progress import progress
 from distrec.storage import join, write_text
-from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
+from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.ranking_task import RankingTask
 
@@ -57,12 +57,9 @@ class RatingTask:
         self.cfg = cfg
         self.dataset = dataset
         self.needs = needs  # the model spec's: "histories", "item_features"
-        rank, world = dist.get_rank(), dist.get_world_size()
         names = ("train", "val", "test") + (("profile",) if dataset.split_counts(split).get("profile") else ())
-        if "histories" in self.needs:
-            self.parts = {p: _own_users(dataset.read(split=split, parts=[p]), rank, world) for p in names}
-        else:
-            self.parts = {p: dataset.read(split=split, parts=[p], rank=rank, world=world) for p in names}
+        partition = Partition.of("by_user" if "histories" in self.needs else "row_groups")
+        self.parts = {p: partition.read(dataset, split=split, parts=[p]) for p in names}
         rating = dataset.meta["rating"]
         self.clip = (float(rating["min"]), float(rating["max"]))
         self.cold = self._held_out_users()  # bool [U] or None
@@ -188,12 +185,6 @@ class RatingTask:
         """The global-mean-plus-item-bias predictor fitted on the training rows, per damping."""
         train = self.parts["train"]
         return {k: item_bias_baseline(train.item, train.rating, num_items=self.dataset.num_items, damping=k) for k in BASELINE_DAMPING}
-
-
-def _own_users(data: Interactions, rank: int, world: int) -> Interactions:
-    """The rows of users ``user % world == rank``: every rating of the users this worker owns."""
-    keep = data.user % world == rank
-    return Interactions(data.user[keep], data.item[keep], data.rating[keep], None if data.ts is None else data.ts[keep])
 
 
 def _inputs(model, batch) -> tuple:
