@@ -11,8 +11,8 @@ import sys
 from typing import Any, Callable
 
 from distrec.config import ConfigError
-from distrec.progress import quiet as quiet_env
-from distrec.progress import set_quiet
+from distrec.console import quiet as quiet_env
+from distrec.console import set_quiet
 from distrec.errors import DataError, UserError
 
 __all__ = ["job_parser", "run_job"]

@@ -33,10 +33,8 @@ import posixpath
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.config import load_config
 from distrec.distill.compare import compare_budgets, markdown_table
-from distrec.distill.config import DistillConfig
-from distrec.distill.launch import run_distill
+from distrec.jobs import get_job
 from distrec.storage import join, read_text
 
 
@@ -60,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--compare", action="store_true", help="distil every compare.budgets and compare samplers")
     args = parser.parse_args(argv)
-    cfg = lambda: load_config(DistillConfig, args.config, args.overrides)  # noqa: E731 (a config error is reported by run_job)
+    job = get_job("distill")
     if args.compare:
-        return run_job(lambda: compare_budgets(cfg()), quiet=args.quiet, describe=describe_comparison)
-    return run_job(lambda: run_distill(cfg()), quiet=args.quiet, describe=describe)
+        return run_job(lambda: compare_budgets(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe_comparison)
+    return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

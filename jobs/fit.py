@@ -22,9 +22,7 @@ from __future__ import annotations
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.config import load_config
-from distrec.fit.config import FitConfig
-from distrec.fit.run import fit_closed_form
+from distrec.jobs import get_job
 
 
 def describe(metrics: dict) -> str:
@@ -37,7 +35,8 @@ def describe(metrics: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
-    return run_job(lambda: fit_closed_form(load_config(FitConfig, args.config, args.overrides)), quiet=args.quiet, describe=describe)
+    job = get_job("fit")
+    return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

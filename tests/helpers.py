@@ -25,7 +25,7 @@ def free_port() -> int:
 
 # Rank processes fork from a server that imported these once per test session: a spawned rank
 # spends seconds of CPU importing torch and TorchRec, and the suite starts dozens of ranks.
-_PRELOAD = ["torch", "torchrec", "distrec.train.loop"]
+_PRELOAD = ["torch", "torchrec", "distrec.train.worker"]
 
 
 def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue, environ: dict[str, str], backend: str) -> None:

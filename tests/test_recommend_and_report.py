@@ -10,7 +10,7 @@ from PIL import Image
 
 from distrec.config import from_dict
 from distrec.train.config import TrainConfig
-from distrec.train.loop import train_worker
+from distrec.train.worker import train_worker
 from distrec.train.report import write_train_report
 from distrec.runtime.session import LocalSession
 from distrec.recommend import load_recommender

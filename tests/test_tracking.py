@@ -113,8 +113,8 @@ def _run(client, experiment: str, name: str):
 @pytest.mark.slow
 def test_training_then_compressor_log_to_mlflow_and_tensorboard(local_ray, tmp_path):
     from distrec.compress.config import CompressConfig
-    from distrec.compress.launch import run_compress
-    from distrec.train.launch import fit
+    from distrec.compress.run import run_compress
+    from distrec.train.run import train as fit
     from distrec.runtime.config import run_name
 
     data = str(tmp_path / "data")

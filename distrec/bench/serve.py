@@ -50,9 +50,9 @@ def _train_one_rank(data: str, out: str) -> None:
     import torch.distributed as dist
 
     from distrec.config import from_dict
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
     from distrec.train.config import TrainConfig
-    from distrec.train.loop import train_worker
+    from distrec.train.worker import train_worker
     from distrec.runtime.session import LocalSession
 
     set_quiet(True)
@@ -164,7 +164,7 @@ def serve_over_http(run: str, requests: int, concurrencies: tuple[int, ...]) -> 
     """GET exact, GET HNSW and POST fold-in over HTTP at each concurrency (one Serve start)."""
     import ray
 
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
     from distrec.recommend import load_recommender
     from distrec.serve.launch import start_service, stop_service
 

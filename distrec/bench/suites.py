@@ -111,7 +111,7 @@ def closed_form_dataset(work: str, like: str) -> tuple[str, str]:
 def prepare_distrec(dataset: str, source: str, split: str) -> dict[str, Any]:
     from distrec.data.prepare import PrepareConfig, prepare_dataset
     from distrec.data.registry import dataset_names
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
 
     set_quiet(True)
     dataset_names()  # import every parser before the clock starts
@@ -172,11 +172,11 @@ def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, s
     """Biased MF, dim 64, biases in the factor rows for SGD (as in the baseline); the cores are
     split evenly between the workers (torch threads follow)."""
     from distrec.config import from_dict
-    from distrec.train.config import TrainConfig
+    from distrec.jobs import get_job
 
     cpus = max(1, (os.cpu_count() or 1) // workers)
     return from_dict(
-        TrainConfig,
+        get_job("train").config,
         {
             "data": {"path": data},
             "model": {"name": "mf", "dim": 64, "init_std": 0.1, "l2": 0.04, "bias_in_factor_row": sparse == "sgd"},
@@ -197,12 +197,12 @@ def _worker_rss(metrics: dict[str, Any]) -> dict[str, float]:
 def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> dict[str, Any]:
     """One epoch of biased MF with TorchRec tables on ``workers`` Ray Train workers (dim 64),
     fused ``sparse`` optimizer (rowwise_adagrad: the product's default; sgd: the baseline's)."""
-    from distrec.progress import set_quiet
-    from distrec.train.launch import fit
+    from distrec.console import set_quiet
+    from distrec.jobs import get_job
 
     set_quiet(True)
     with tempfile.TemporaryDirectory() as out:
-        metrics = fit(_train_config(data, out, workers, epochs=1, early=False, sparse=sparse))
+        metrics = get_job("train").run(_train_config(data, out, workers, epochs=1, early=False, sparse=sparse))
     rows = metrics["train_samples_per_s"] * metrics["epoch_s"]
     return {
         "seconds": metrics["epoch_s"],
@@ -252,13 +252,13 @@ def train_plain_torch(data: str, batch_size: int = BATCH, optimizer: str = "sgd"
 def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
     """Epochs until validation RMSE is within 5% of the planted noise floor, and their time."""
     from distrec.data.dataset import InteractionDataset
-    from distrec.progress import set_quiet
-    from distrec.train.launch import fit
+    from distrec.console import set_quiet
+    from distrec.jobs import get_job
 
     set_quiet(True)
     target = 1.05 * InteractionDataset(data).meta["noise_floor_rmse"]
     with tempfile.TemporaryDirectory() as out:
-        metrics = fit(_train_config(data, out, workers, epochs=epochs, early=True))
+        metrics = get_job("train").run(_train_config(data, out, workers, epochs=epochs, early=True))
         history = json.load(open(f"{out}/run/history.json"))
     elapsed, reached = 0.0, None
     for h in history:
@@ -274,15 +274,14 @@ def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
 def fit_distrec(data: str, model: str) -> dict[str, Any]:
     """``jobs/fit.py --config configs/<model>/ml-1m.yaml`` on ``data``: build, λ search on
     validation, test; the rate counts the λ values tried."""
-    from distrec.config import load_config
-    from distrec.fit.config import FitConfig
-    from distrec.fit.run import fit_closed_form
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
+    from distrec.jobs import get_job
 
     set_quiet(True)
+    job = get_job("fit")
     with tempfile.TemporaryDirectory() as out:
-        m = fit_closed_form(load_config(FitConfig, f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}", "export_weights=false"]))
-    lambdas = len(load_config(FitConfig, f"configs/{model}/ml-1m.yaml").model.lambdas)
+        m = job.run(job.load(f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}", "export_weights=false"]))
+    lambdas = len(job.load(f"configs/{model}/ml-1m.yaml").model.lambdas)
     return {"seconds": m["wall_s"], "units": lambdas, "lambda": m["lambda"], "test_ndcg@10": m["test_ndcg@10"],
             "build_s": m["build_s"], "search_s": m["search_s"], "test_s": m["test_s"]}  # fmt: skip
 
@@ -298,7 +297,7 @@ def ease_reference(data: str) -> dict[str, Any]:
     from distrec.eval.holdout import Holdout
     from distrec.eval.ranking import evaluate_ranking
     from distrec.fit.config import FitConfig
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
 
     set_quiet(True)
     cfg = load_config(FitConfig, "configs/ease/ml-1m.yaml", [f"data.path={data}", "output_dir=unused"])
@@ -348,7 +347,7 @@ def rank_users(data: str, users: int) -> dict[str, Any]:
     """Full-ranking top-k evaluation (every metric of the full protocol, ks 10 and 100) of
     ``users`` test users with dim-64 factors: users/s."""
     from distrec.eval.ranking import RankingConfig, evaluate_ranking
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
 
     set_quiet(True)
     holdout, score, target, chosen = _eval_inputs(data, users)

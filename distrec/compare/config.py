@@ -11,7 +11,7 @@
     paper: {infae: 32.82, ease: 29.88}       # published test nDCG@10 ×100 by row label, shown beside ours
     output_dir: URI
 
-A ``train`` entry runs ``jobs/train.py``'s training (``distrec.train.launch.fit``) from that
+A ``train`` entry runs ``jobs/train.py``'s training (``distrec.train.run.train``, through distrec/jobs.py) from that
 train config, on the comparison's dataset and split; any model the trainer knows by name (mf
 today; MF-BPR, NeuMF, LightGCN as they are added) is a row without new comparison code.
 """

@@ -21,7 +21,7 @@ from distrec.storage.reader import Verify
 from distrec.tracking import TrackingConfig
 from distrec.runtime.config import RayConfig
 
-__all__ = ["SourceConfig", "FitConfig", "HoldoutConfig", "CompressConfig"]
+__all__ = ["SourceConfig", "CompressTrainConfig", "HoldoutConfig", "CompressConfig"]
 
 
 @dataclass
@@ -39,7 +39,9 @@ class SourceConfig:
 
 
 @dataclass
-class FitConfig:
+class CompressTrainConfig:
+    """How each compressor trains (the ``fit`` section)."""
+
     epochs: Positive[int] = 60
     batch_size: Positive[int] = 256  # rows per worker per step
     lr: Positive[float] = 3e-3
@@ -61,7 +63,7 @@ class CompressConfig:
     output_dir: str
     ratios: list[Positive[int]] = field(default_factory=lambda: [4, 8])
     model: CompressorConfig = field(default_factory=CompressorConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
+    fit: CompressTrainConfig = field(default_factory=CompressTrainConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

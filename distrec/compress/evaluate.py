@@ -30,7 +30,7 @@ from distrec.compress.baselines import PCACodec, ScalarCodec
 from distrec.compress.codes import DECODER, load_decoder, load_encoder, read_codes, compress, decompress
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import holdout_mask
-from distrec.compress.fit import compressed_uri, table_uri
+from distrec.compress.worker import compressed_uri, table_uri
 from distrec.config import ConfigError, load_config
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.models.foldin import fold_in_users

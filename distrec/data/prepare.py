@@ -31,7 +31,7 @@ from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
 from distrec.data.source import Source, default_cache_dir, download
 from distrec.data.splits import ROW_WISE, SplitSpec, compute_split, parse_split, row_wise_split, split_counts
-from distrec.progress import progress
+from distrec.console import progress_bar
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import DirectoryWriter
 from distrec.errors import DataError
@@ -166,7 +166,7 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     held_base: dict[str, list[np.ndarray]] = {s.base: [] for s in later if s.base}
     has_ts = True
     with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer, _ShardBuffer(writer, req) as shards:
-        with progress(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
+        with progress_bar(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
             for chunk in rows:
                 table = _encode(chunk, users, items, official)
                 pairs.add(table.column("user").to_numpy(), table.column("item").to_numpy(), chunk.where)
@@ -327,7 +327,7 @@ def _write_held(
     del user, ts, base
     held.reverse()
     offset = 0
-    with progress(total=len(held), desc="write shards", unit="chunks") as bar:
+    with progress_bar(total=len(held), desc="write shards", unit="chunks") as bar:
         while held:
             table = held.pop()
             n = table.num_rows

@@ -36,7 +36,7 @@ def default_cache_dir() -> str:
 
 def download(url: str, cache_dir: str) -> str:
     """Fetch ``url`` into ``cache_dir`` once (kept only when complete) and return the local path."""
-    from distrec.progress import progress
+    from distrec.console import progress_bar
 
     os.makedirs(cache_dir, exist_ok=True)
     target = os.path.join(cache_dir, posixpath.basename(url.split("?", 1)[0]))
@@ -46,7 +46,7 @@ def download(url: str, cache_dir: str) -> str:
     try:
         with fsspec.open(url, "rb") as src, open(partial, "wb") as dst:
             total = getattr(src, "size", None)
-            with progress(total=total, desc=f"download {posixpath.basename(target)}", unit="B") as bar:
+            with progress_bar(total=total, desc=f"download {posixpath.basename(target)}", unit="B") as bar:
                 while block := src.read(1 << 22):
                     dst.write(block)
                     bar.update(len(block))

@@ -27,19 +27,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from distrec.compare.table import header, scale
+from distrec.compare.report import header, scale
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.distill.config import DistillConfig
-from distrec.distill.launch import run_distill
+from distrec.distill.run import run_distill
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import SYNTHETIC_DIR, sampled_holdout
+from distrec.distill.worker import SYNTHETIC_DIR, sampled_holdout
 from distrec.eval.holdout import Holdout
 from distrec.fit.search import search_and_test
+from distrec.jobs import get_job
 from distrec.models.closed_form import EASE, ClosedForm, InfiniteAE
 from distrec.report import Report, line_figure
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import absolute, join, write_text
+from distrec.storage import join, write_text
 
 __all__ = ["compare_budgets", "SAMPLERS", "METRICS"]
 
@@ -83,7 +84,7 @@ def _fit(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: t
 def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
     """Every budget's distillation and fits; returns the flat metrics (also written)."""
     clock = Stopwatch()
-    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
+    get_job("distill").absolute(cfg)
     dataset = cfg.data.open()
     holdout = sampled_holdout(cfg, Holdout.read(dataset, dataset.resolve_split(cfg.data.split)))
     device = resolve_device(cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu)  # the distillation's device serves both

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from distrec.config import NonNegative, Positive
 from distrec.data.user_items import UserItems
 from distrec.eval.ranking_metrics import full_ranking_metrics, sample_negatives, sampled_ranking_metrics
-from distrec.progress import progress
+from distrec.console import progress_bar
 
 __all__ = ["RankingConfig", "Scorer", "evaluate_ranking", "metric_names", "PAPER_SCALE"]
 
@@ -123,7 +123,7 @@ def evaluate_ranking(
     sums = torch.zeros(2, len(names) + 1, dtype=torch.float64)  # per metric: sum over users, users counted; last: users
     covered = torch.zeros(len(cfg.ks), target.num_items, dtype=torch.int32)
     weights = torch.as_tensor(propensity, dtype=torch.float64, device=device) if propensity is not None else None
-    with progress(total=rounds, desc=f"{prefix} ranking", unit="block") if rank == 0 else nullcontext() as bar:
+    with progress_bar(total=rounds, desc=f"{prefix} ranking", unit="block") if rank == 0 else nullcontext() as bar:
         for j in range(rounds):
             block = mine[j] if j < len(mine) else np.zeros(1, np.int64)  # out of blocks: a padding block
             with torch.no_grad():

@@ -27,7 +27,7 @@ import torch
 
 from distrec.errors import UserError
 from distrec.config import Positive
-from distrec.progress import progress
+from distrec.console import progress_bar
 from distrec.storage import filesystem, join
 
 __all__ = ["TextEncoderConfig", "encode_texts", "cached_text_embeddings", "cache_key"]
@@ -66,7 +66,7 @@ def encode_texts(texts: Sequence[str], cfg: TextEncoderConfig) -> np.ndarray:
         raise ValueError("encode_texts needs text.model")
     tokenizer, model = _load(cfg)
     out = []
-    with torch.no_grad(), progress(total=len(texts), desc="text encoder", unit="texts") as bar:
+    with torch.no_grad(), progress_bar(total=len(texts), desc="text encoder", unit="texts") as bar:
         for start in range(0, len(texts), cfg.batch_size):
             batch = tokenizer(
                 list(texts[start : start + cfg.batch_size]), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt"

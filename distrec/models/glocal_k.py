@@ -188,5 +188,5 @@ def build(cfg: GLocalKConfig, ctx: ModelContext, device: torch.device) -> GLocal
     return GLocalK(cfg, num_users=ctx.num_users, num_items=ctx.num_items, seed=ctx.seed).to(device)
 
 
-# no embedding tables: trained by distrec/train/dense_loop.py, item rows under DDP
+# no embedding tables: trained by distrec/train/dense_worker.py, item rows under DDP
 SPECS = (ModelSpec(name="glocal_k", config=GLocalKConfig, build=build, task="rating", loop="dense"),)

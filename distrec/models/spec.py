@@ -28,7 +28,7 @@ class ModelSpec:
     regression, "ranking" top-k, "retrieval" from histories). ``needs``: what the task puts into
     the ``ModelContext`` beyond rating pairs ("histories": every rated item of a worker's users,
     so the task partitions rows by user; "item_features"). ``loop``: what trains it — "tables"
-    (distrec/train/loop.py: TorchRec tables over batches), "dense" (distrec/train/dense_loop.py:
+    (distrec/train/worker.py: TorchRec tables over batches), "dense" (distrec/train/dense_worker.py:
     the dense item × user matrix), "closed_form" (one solve per λ: jobs/fit.py).
     """
 

@@ -28,7 +28,7 @@ from ray.train.v2.api.callback import UserCallback
 
 from distrec.config import to_dict
 from distrec.errors import UserError
-from distrec.progress import console_for_workers
+from distrec.console import console_for_workers
 from distrec.runtime.config import RayConfig, run_name
 from distrec.runtime.fail_fast import FailFast, worker_error
 from distrec.runtime.worker import ray_worker

@@ -33,7 +33,7 @@ from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
 from distrec.models.spec import ModelContext
-from distrec.progress import progress
+from distrec.console import progress_bar
 from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights
@@ -73,7 +73,7 @@ class RankingTask:
         steps = agreed_steps(len(self.train), batch_size)
         rng = np.random.default_rng([self.cfg.seed, epoch, dist.get_rank()])  # reproducible on resume
         totals = EpochTotals()
-        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(self.train, batch_size=batch_size, steps=steps, rng=rng):
                 neg = self.sampler.sample(batch.user.numpy(), n, rng)  # [B, n]
                 items = torch.cat([batch.item[:, None], torch.from_numpy(neg)], 1)  # [B, 1 + n], positive first

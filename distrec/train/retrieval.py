@@ -31,7 +31,7 @@ from distrec.data.item_features import item_features
 from distrec.features.text import cached_text_embeddings
 from distrec.models.spec import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
-from distrec.progress import progress
+from distrec.console import progress_bar
 from distrec.resources import Stopwatch
 from distrec.errors import DataError
 from distrec.train.config import TrainConfig
@@ -128,7 +128,7 @@ class RetrievalTask:
         total = torch.zeros(2, dtype=torch.float64)  # loss sum, rows
         clock = Stopwatch()
         dmp.train()
-        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=rank == 0) as bar:
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=rank == 0) as bar:
             for step in range(steps):
                 rows = mine[step * batch_size : (step + 1) * batch_size]
                 real = len(rows)

@@ -1,6 +1,6 @@
 """What a model learns from, and how it is scored: the part of training that differs by task.
 
-The loop (loop.py) owns everything else: sharding, resume, epochs, checkpoints, early stopping,
+The loop (worker.py) owns everything else: sharding, resume, epochs, checkpoints, early stopping,
 export. A task reads this worker's slices of the data, tells the model builder what it needs to
 know (``context``), runs one epoch and scores a split part. ``RatingTask`` serves rating
 regression (biased MF, NCF, ...); ``RankingTask`` (ranking_task.py) serves top-k models,
@@ -29,7 +29,7 @@ from distrec.data.item_features import item_features
 from distrec.data.partition import Partition, agreed_steps
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.progress import progress
+from distrec.console import progress_bar
 from distrec.storage import join, write_text
 from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
@@ -97,7 +97,7 @@ class RatingTask:
         steps = agreed_steps(len(data), batch_size)
         rng = np.random.default_rng([self.cfg.train.seed, epoch, dist.get_rank()])  # reproducible on resume
         totals = EpochTotals()
-        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
                 on = batch.to(dmp.device)  # the model's device (a GPU with ray.use_gpu)
                 loss = dmp(*_inputs(model, on), on.rating, on.weight)

@@ -11,7 +11,8 @@ import pytest
 
 from distrec.compress.codes import read_codes
 from distrec.compress.config import CompressConfig
-from distrec.compress.fit import compressed_uri, fit_worker
+from distrec.compress.worker import compress_worker as fit_worker
+from distrec.compress.worker import compressed_uri
 from distrec.config import from_dict
 from distrec.runtime.session import LocalSession
 from tests.compress.conftest import write_run

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import SYNTHETIC_DIR, distill
+from distrec.distill.worker import SYNTHETIC_DIR, distill
 from distrec.config import from_dict
 from distrec.storage import StoredDirectory, join, read_text
 from jobs.distill import main

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import SYNTHETIC_DIR
+from distrec.distill.worker import SYNTHETIC_DIR
 from jobs.distill import main
 from tests.helpers import tiny_synthetic
 

@@ -14,11 +14,11 @@ import time
 import pytest
 import torch
 
-import distrec.distill.run as run
+import distrec.distill.worker as run
 from distrec.config import from_dict
 from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
+from distrec.distill.worker import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
 from distrec.errors import DataError
 from distrec.runtime.session import LocalSession
 from jobs.distill import main

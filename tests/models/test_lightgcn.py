@@ -17,7 +17,7 @@ from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.loop import train_worker
+from distrec.train.worker import train_worker
 from distrec.train.ranking_losses import bpr_loss
 from distrec.runtime.session import LocalSession
 from distrec.train.sharding import shard_model

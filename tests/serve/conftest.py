@@ -8,7 +8,7 @@ import pytest
 
 from distrec.config import from_dict
 from distrec.train.config import TrainConfig
-from distrec.train.loop import train_worker
+from distrec.train.worker import train_worker
 from distrec.runtime.session import LocalSession
 from jobs.fit import main as fit
 from tests.helpers import run_ranks, tiny_synthetic

@@ -271,9 +271,9 @@ def test_the_json_describes_exactly_what_dcp_saved(tmp_path):
 def test_other_checkpoint_readers_refuse_planted_pickles(tmp_path):
     """The dense loop's model.pt, Distill-CF's state.pt and the compressor's optim.pt: the issue's
     payload is refused with a DataError naming the file, and never runs."""
-    from distrec.compress.fit import MODEL as MODEL_SAFETENSORS
-    from distrec.compress.fit import OPTIM, _load_checkpoint
-    from distrec.distill.run import STATE, load_distill_state
+    from distrec.compress.worker import MODEL as MODEL_SAFETENSORS
+    from distrec.compress.worker import OPTIM, _load_checkpoint
+    from distrec.distill.worker import STATE, load_distill_state
 
     marker = tmp_path / "payload-ran"
     payload = PAYLOADS["issue"](marker)

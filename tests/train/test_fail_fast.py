@@ -15,7 +15,7 @@ from distrec.config import from_dict
 from distrec.errors import DataError
 from distrec.train.config import TrainConfig
 from distrec.runtime.config import RayConfig
-from distrec.train.launch import _removed_if_unwritten, fit
+from distrec.train.run import _removed_if_unwritten, train as fit
 from distrec.runtime.ray import run_workers
 from tests.helpers import tiny_synthetic
 

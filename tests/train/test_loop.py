@@ -18,7 +18,7 @@ from distrec.storage.embeddings import read_embeddings
 from distrec.train.batches import rating_batches
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.export import export_tables
-from distrec.train.loop import train_worker
+from distrec.train.worker import train_worker
 from distrec.runtime.session import LocalSession
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks, tiny_synthetic

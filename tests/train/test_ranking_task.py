@@ -18,7 +18,7 @@ from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.train.config import TrainConfig
-from distrec.train.loop import train_worker
+from distrec.train.worker import train_worker
 from distrec.data.partition import by_user
 from distrec.runtime.session import LocalSession
 from tests.helpers import run_ranks, tiny_synthetic

@@ -14,7 +14,7 @@ import pytest
 from distrec.config import from_dict
 from distrec.train.config import TrainConfig
 from distrec.runtime.config import RayConfig
-from distrec.train.launch import fit
+from distrec.train.run import train as fit
 from distrec.runtime.ray import run_workers
 from distrec.runtime.config import run_name
 from tests.faults import registered_checkpoints, wait_for

@@ -25,7 +25,7 @@ from distrec.models.spec import ModelContext
 from distrec.storage import MANIFEST
 from distrec.errors import DataError
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.launch import check_config
+from distrec.train.run import check_config
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks, stored_file, tiny_synthetic
 

@@ -16,7 +16,7 @@ import pytest
 
 from distrec.config import load_config
 from distrec.train.config import TrainConfig
-from distrec.train.launch import fit
+from distrec.train.run import train as fit
 from tests.helpers import tiny_synthetic
 
 pytestmark = pytest.mark.slow

@@ -24,16 +24,17 @@ from ray.train.v2.api.callback import UserCallback
 
 from distrec.data.dataset import InteractionDataset
 from distrec.errors import DataError, UserError
+from distrec.jobs import get_job
 from distrec.runtime.config import run_name
 from distrec.runtime.ray import run_job_workers
-from distrec.storage import absolute, filesystem, is_local, join, read_text
+from distrec.storage import filesystem, is_local, join, read_text
 from distrec.storage.commit import LOCK
 from distrec.storage.lock import WriterLock
 from distrec.tracking import check_tracking
 from distrec.train.config import ADAM_ON_CPU, TrainConfig
 from distrec.train.report import write_train_report
 
-__all__ = ["fit", "check_config"]
+__all__ = ["train", "check_config"]
 
 
 def check_config(cfg: TrainConfig) -> InteractionDataset:
@@ -54,11 +55,10 @@ def check_config(cfg: TrainConfig) -> InteractionDataset:
     return dataset
 
 
-def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
+def train(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
     """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``.
     Refuses (DataError naming the lock and its holder) while another run writes ``output_dir``."""
-    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
-    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
+    get_job("train").absolute(cfg)
     check_config(cfg)
     name = run_name(cfg)
     with _removed_if_unwritten(cfg.output_dir), WriterLock(join(cfg.output_dir, LOCK), what=f"training run {name!r}"):

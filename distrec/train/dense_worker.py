@@ -4,7 +4,7 @@
     → epochs (pre-train, then fine-tune: L-BFGS iterations, validate, checkpoint + report)
     → test → metrics.json
 
-Such a model has no embedding tables, so it does not fit the TorchRec loop (loop.py): its batch
+Such a model has no embedding tables, so it does not fit the TorchRec loop (worker.py): its batch
 is a block of whole item rows. Items are split into contiguous ranges, one per worker; a worker
 holds its rows of the training matrix [items, users] densely (plus ``gk_size // 2`` neighbour
 rows on each side, which the global kernel's convolution reads) and the val/test ratings of its
@@ -19,7 +19,7 @@ A dense model (its spec's ``loop`` is "dense": GLocal-K) is built through its sp
 and ``kernel_zero_fraction``; its config's ``gk_size`` (the halo), ``pretrain_epochs``,
 ``pretrain_iters``, ``finetune_iters`` and ``history_size`` shape the loop.
 
-It runs inside Ray Train workers (distrec/train/loop.py's ``worker`` picks it for dense models)
+It runs inside Ray Train workers (distrec/train/worker.py's ``worker`` picks it for dense models)
 and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the worker's GPU when
 ``ray.use_gpu`` gave it one), resolved once; the model is initialised on the CPU from the seed
 (the same weights on any device) and moved there with the worker's rows.
@@ -41,7 +41,7 @@ from distrec.data.partition import Partition
 from distrec.eval.rating import RatingAccumulator
 from distrec.models.registry import model_spec
 from distrec.models.spec import ModelContext
-from distrec.progress import progress as progress_bar
+from distrec.console import progress_bar
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_model_checkpoint, save_model_checkpoint
 from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker

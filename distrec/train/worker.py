@@ -29,7 +29,7 @@ from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
 from distrec.train.config import OptimConfig, TrainConfig
-from distrec.train.dense_loop import train_dense_worker
+from distrec.train.dense_worker import train_dense_worker
 from distrec.train.export import export_tables
 from distrec.train.sharding import local_table_pieces, plan_text, shard_model
 from distrec.train.tasks import make_task

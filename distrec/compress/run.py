@@ -16,12 +16,13 @@ from ray.train.v2.api.callback import UserCallback
 from distrec.errors import UserError
 from distrec.compress.config import CompressConfig
 from distrec.compress.evaluate import evaluate
-from distrec.compress.fit import table_uri
+from distrec.compress.worker import table_uri
 from distrec.compress.report import write_compress_report
 from distrec.config import to_yaml
 from distrec.models.compressor import code_size
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import absolute, join, write_text
+from distrec.jobs import get_job
+from distrec.storage import join, write_text
 from distrec.errors import DataError
 from distrec.storage.embeddings import EmbeddingShards
 from distrec.runtime.config import run_name
@@ -57,8 +58,7 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     """The whole job; returns the metrics it wrote to ``<output_dir>/metrics.json``.
     ``callbacks`` see every report of the training run."""
     clock = Stopwatch()
-    cfg.source.run, cfg.output_dir = absolute(cfg.source.run), absolute(cfg.output_dir)
-    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
+    get_job("compress").absolute(cfg)
     dims = check_sources(cfg)
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
     run_job_workers("compress", cfg, callbacks=callbacks)

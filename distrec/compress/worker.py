@@ -34,7 +34,7 @@ from distrec.config import to_dict
 from distrec.data.partition import agreed_steps
 from distrec.device import resolve_device
 from distrec.models.compressor import Compressor, code_size
-from distrec.progress import progress as progress_bar
+from distrec.console import progress_bar
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import read_progress, read_tensors, require_files, save_files
 from distrec.runtime.epochs import Resumable, open_tracker
@@ -44,7 +44,7 @@ from distrec.storage.commit import write_shard
 from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS
 from distrec.tracking import Tracker
 
-__all__ = ["fit_worker", "table_uri", "compressed_uri", "model_key"]
+__all__ = ["compress_worker", "table_uri", "compressed_uri", "model_key"]
 
 MODEL, OPTIM = "model.safetensors", "optim.pt"
 
@@ -61,15 +61,15 @@ def model_key(table: str, ratio: int) -> str:
     return f"{table}-{ratio}x"
 
 
-def fit_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
+def compress_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
     """One worker's whole run; returns the training history (identical on every worker). Rank 0
     logs the config and each model's per-epoch metrics (``<table>-<ratio>x/loss``, step = its
     epoch) to the tracking backends the config asks for."""
     with open_tracker(cfg) as tracker:
-        return _fit(cfg, session, tracker)
+        return _compress(cfg, session, tracker)
 
 
-def _fit(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
+def _compress(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = resolve_device(cfg.model.device, allow_gpu=cfg.ray.use_gpu)
     training: dict[str, Any] = {}  # the compressor being trained and its optimizer, for the checkpoints
