@@ -29,7 +29,7 @@ $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: setup ## run the whole test suite
+test: setup lint ## run the whole test suite (after make lint)
 	$(PY) -m pytest -q tests
 
 test-fast: setup ## the tests that start no Ray cluster
@@ -91,7 +91,9 @@ cluster-up: setup ## bring up the AWS cluster of cluster/aws.yaml
 cluster-down: setup ## tear the AWS cluster down
 	$(RAY) down -y cluster/aws.yaml
 
-lint: setup ## static checks
+lint: setup ## formatting and lint (ruff, rules in pyproject.toml), then byte-compile; `ruff format` + `ruff check --fix` repair most
+	$(PY) -m ruff format --check distrec jobs tests
+	$(PY) -m ruff check distrec jobs tests
 	$(PY) -m compileall -q distrec jobs tests
 
 clean: ## remove the virtual environment and caches
