@@ -22,8 +22,14 @@ def job_parser(description: str, *, example: str = "output_dir=runs/try") -> arg
     """``--config FILE``, ``key=value`` overrides (``example`` shows one in --help), ``--quiet``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted keys of the config, overriding its YAML, e.g. {example}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only (as DISTREC_QUIET=1); in a log file bars are off anyway")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help=f"dotted keys of the config, overriding its YAML, e.g. {example}"
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, warnings only (as DISTREC_QUIET=1); in a log file bars are off anyway",
+    )
     return parser
 
 

@@ -60,7 +60,9 @@ class Recommender:
         liked = [row | {"rating": float(r)} for row, r in zip(self.describe(items[:k]), ratings[:k])]
         return liked, recs
 
-    def for_items(self, raw_items: Sequence[object], ratings: Sequence[float] | None = None, k: int = 10) -> tuple[list[dict], list[dict]]:
+    def for_items(
+        self, raw_items: Sequence[object], ratings: Sequence[float] | None = None, k: int = 10
+    ) -> tuple[list[dict], list[dict]]:
         """(the given items, the top-k for a new user who rated them), the user folded in (see
         distrec/serve/artefacts.py); ``ratings`` default to the top of the scale."""
         if not raw_items:

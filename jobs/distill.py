@@ -43,8 +43,8 @@ def describe(metrics: dict) -> str:
     lines = [
         f"distill-cf: {metrics['budget']} synthetic users, best at step {metrics['best_step']} of {metrics['steps']}; "
         f"{key[8:]} {metrics[key]:.4f} (initial real users) → {metrics[key[8:]]:.4f}",
-        f"  ∞-AE on them (λ = {metrics['lambda']:g}): " + ", ".join(
-            f"{k} = {100 * metrics[k]:.2f}" for k in metrics if k.startswith("test_") and k[5:7] in ("hr", "nd")),
+        f"  ∞-AE on them (λ = {metrics['lambda']:g}): "
+        + ", ".join(f"{k} = {100 * metrics[k]:.2f}" for k in metrics if k.startswith("test_") and k[5:7] in ("hr", "nd")),
         f"  wall {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB",
     ]
     return "\n".join(lines)
@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     job = get_job("distill")
     if args.compare:
-        return run_job(lambda: compare_budgets(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe_comparison)
+        return run_job(
+            lambda: compare_budgets(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe_comparison
+        )
     return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 

@@ -28,7 +28,9 @@ from distrec.jobs import get_job
 def describe(metrics: dict) -> str:
     shown = [k for k in metrics if k.startswith("test_") and ("@" in k or k.endswith(("mrr", "auc")))]
     chosen = "no λ" if metrics["lambda"] is None else f"λ = {metrics['lambda']:g} (by {metrics['select']})"
-    lines = [f"{metrics['model']}: {chosen}, fit + search + test {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB"]
+    lines = [
+        f"{metrics['model']}: {chosen}, fit + search + test {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB"
+    ]
     lines += [f"  {k} = {metrics[k]:.4f}  (×100: {100 * metrics[k]:.2f})" for k in shown]
     return "\n".join(lines)
 

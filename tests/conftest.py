@@ -20,7 +20,9 @@ def pytest_collection_modifyitems(config, items):
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False here (make gpu-check runs these on a GPU machine)")
+    skip = pytest.mark.skip(
+        reason="needs CUDA: torch.cuda.is_available() is False here (make gpu-check runs these on a GPU machine)"
+    )
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)

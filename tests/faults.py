@@ -176,7 +176,9 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "DISTREC_QUIET": "1", **extra}
 
 
-def sigkill_after_writes(target: str, *args: Any, writes: int = 1, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def sigkill_after_writes(
+    target: str, *args: Any, writes: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``module:function(*args)`` (JSON-able args) in a new Python process that SIGKILLs itself
     right after its ``writes``-th ``DirectoryWriter`` file write; returns the finished process."""
     return _run_killed(target, args, {"writes": writes}, env)

@@ -78,8 +78,16 @@ def run_ranks(fn: Callable, world: int, *args: Any, backend: str = "gloo") -> li
     return [results[r] for r in range(world)]
 
 
-def tiny_synthetic(out: str, *, users: int = 300, items: int = 200, ratings: int = 20_000, seed: int = 0,
-                   split: str = "random:0.8/0.1/0.1", rows_per_shard: int = 6000) -> dict:
+def tiny_synthetic(
+    out: str,
+    *,
+    users: int = 300,
+    items: int = 200,
+    ratings: int = 20_000,
+    seed: int = 0,
+    split: str = "random:0.8/0.1/0.1",
+    rows_per_shard: int = 6000,
+) -> dict:
     """A small planted dataset: several shards and row groups, so slices differ per worker."""
     return prepare_dataset(
         PrepareConfig(
@@ -124,7 +132,14 @@ def tiny_text_encoder(out: str) -> str:
     with open(os.path.join(out, "vocab.txt"), "w") as f:
         f.write("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=os.path.join(out, "vocab.txt")).save_pretrained(out)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     import torch
 
     torch.manual_seed(0)

@@ -124,7 +124,9 @@ def serve_in_process(run: str, requests: int) -> dict[str, Any]:
     latency = {
         "in-process exact": _time_calls(lambda n: exact.for_user(users[n % len(users)], K), requests),
         "in-process hnsw": _time_calls(lambda n: hnsw.for_user(users[n % len(users)], K), requests),
-        "in-process fold-in": _time_calls(lambda n: exact.for_items(bodies[n % len(bodies)]["items"], bodies[n % len(bodies)]["ratings"], K), requests),
+        "in-process fold-in": _time_calls(
+            lambda n: exact.for_items(bodies[n % len(bodies)]["items"], bodies[n % len(bodies)]["ratings"], K), requests
+        ),
     }
     hits = [len({r["item"] for r in exact.for_user(u, K)[1]} & {r["item"] for r in hnsw.for_user(u, K)[1]}) for u in users]
     seconds = latency["in-process exact"]["requests"] / latency["in-process exact"]["rps"]

@@ -469,30 +469,56 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         print(f"closed-form data: {what}", flush=True)
         out += [
             Case("closed-form", "ease/steck-numpy", ease_reference, (data,), unit="λ", repeats=1, warmup=False),
-            Case("closed-form", "ease/distrec", fit_distrec, (data, "ease"), unit="λ", baseline="ease/steck-numpy",
-                 repeats=min(r, 2), warmup=False),
+            Case(
+                "closed-form",
+                "ease/distrec",
+                fit_distrec,
+                (data, "ease"),
+                unit="λ",
+                baseline="ease/steck-numpy",
+                repeats=min(r, 2),
+                warmup=False,
+            ),
             Case("closed-form", "infae/distrec", fit_distrec, (data, "infae"), unit="λ", repeats=min(r, 2), warmup=False),
         ]
     if "eval" in suites:
         data = synthetic_dataset(work, shapes.eval_like)
         out += [
             Case("eval", "topk-only", topk_only, (data, shapes.eval_users), unit="users", repeats=r, warmup=warm),
-            Case("eval", "full-ranking", rank_users, (data, shapes.eval_users), unit="users", baseline="topk-only",
-                 repeats=r, warmup=warm),
+            Case(
+                "eval",
+                "full-ranking",
+                rank_users,
+                (data, shapes.eval_users),
+                unit="users",
+                baseline="topk-only",
+                repeats=r,
+                warmup=warm,
+            ),
         ]
     if "storage" in suites:
         mb = shapes.storage_mb
         out += [
             Case("storage", "local-disk", read_shards, ("local", work, mb), unit="MB", repeats=r),
-            Case("storage", "s3-moto-http", read_shards, ("s3", work, mb), unit="MB", baseline="local-disk",
-                 repeats=min(r, 2), warmup=False),
+            Case(
+                "storage",
+                "s3-moto-http",
+                read_shards,
+                ("s3", work, mb),
+                unit="MB",
+                baseline="local-disk",
+                repeats=min(r, 2),
+                warmup=False,
+            ),
         ]
     if "serve" in suites:
         from distrec.bench import serve
 
         users, items, ratings = shapes.serve_netflix
-        for name, data in ((shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
-                           ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings}))):
+        for name, data in (
+            (shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
+            ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings})),
+        ):
             run = _once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
             n = shapes.serve_requests
             out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1, warmup=False),

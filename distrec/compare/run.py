@@ -54,10 +54,17 @@ def _trained(entry: TrainEntry, cfg: CompareConfig, holdout: Holdout, split: str
     metrics = job.run(job.load(entry.config, [*entry.overrides, *forced]))
     wanted = f"test_{cfg.eval.label}{cfg.select}"
     if wanted not in metrics:  # the trainer's task scores ratings, not rankings: rank by its factors
-        metrics = {**metrics, **evaluate_ranking(
-            exported_scorer(out), target=holdout.test, seen=holdout.seen("test"),
-            cfg=cfg.eval, prefix="test", propensity=holdout.propensity(),
-        )}
+        metrics = {
+            **metrics,
+            **evaluate_ranking(
+                exported_scorer(out),
+                target=holdout.test,
+                seen=holdout.seen("test"),
+                cfg=cfg.eval,
+                prefix="test",
+                propensity=holdout.propensity(),
+            ),
+        }
     return {**metrics, "peak_rss_mb": metrics.get("peak_rss_mb_per_worker")}
 
 
@@ -86,7 +93,10 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     for metric in cfg.plot:
         values = [(r.get(prefix + metric) or 0.0) * scale(metric) for r in rows]
-        report.add_figure(f"{metric.replace('@', '_')}.png", bar_figure([r["model"] for r in rows], values, ylabel=header(metric), title=f"test {header(metric)}"))
+        report.add_figure(
+            f"{metric.replace('@', '_')}.png",
+            bar_figure([r["model"] for r in rows], values, ylabel=header(metric), title=f"test {header(metric)}"),
+        )
     report.write(cfg.output_dir)
     write_text(join(cfg.output_dir, "report.json"), json.dumps({"title": title, "rows": rows}, indent=1, default=str))
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))

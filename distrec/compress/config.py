@@ -1,13 +1,13 @@
 """The compressor job's config (``jobs/compress.py``), one dataclass per YAML section.
 
-    source:     {run: URI, tables: [user, item], verify: sha256}   # a training output_dir
-    ratios:     [4, 8]                 # compression ratios in bytes; one compressor per table and ratio
-    model:      {hidden: [128, 64], keep_fraction: 0.75, code_dtype: int8, ...}
-    fit:        {epochs: 60, batch_size: 256, lr: 0.003, ...}
-    holdout:    {table: user, fraction: 0.1}   # entities kept out of training, for the new-entity check
-    ray:        {num_workers: 2, storage_path: runs/ray, ...}   # as in the training job
-    tracking:   {tensorboard: false, mlflow_uri: null, ...}     # as in the training job
-    output_dir: URI
+source:     {run: URI, tables: [user, item], verify: sha256}   # a training output_dir
+ratios:     [4, 8]                 # compression ratios in bytes; one compressor per table and ratio
+model:      {hidden: [128, 64], keep_fraction: 0.75, code_dtype: int8, ...}
+fit:        {epochs: 60, batch_size: 256, lr: 0.003, ...}
+holdout:    {table: user, fraction: 0.1}   # entities kept out of training, for the new-entity check
+ray:        {num_workers: 2, storage_path: runs/ray, ...}   # as in the training job
+tracking:   {tensorboard: false, mlflow_uri: null, ...}     # as in the training job
+output_dir: URI
 """
 
 from __future__ import annotations

@@ -87,7 +87,13 @@ def _codecs(cfg: CompressConfig, table: str, ratio: int, train: np.ndarray) -> l
     side = StoredDirectory(uri, verify="none").entry(DECODER).bytes
     width = encoder.code_size
     codecs = [
-        Codec("dds", width * np.dtype(encoder.cfg.code_dtype).itemsize, side, lambda x: compress(x, encoder), lambda c: decompress(c, decoder)),
+        Codec(
+            "dds",
+            width * np.dtype(encoder.cfg.code_dtype).itemsize,
+            side,
+            lambda x: compress(x, encoder),
+            lambda c: decompress(c, decoder),
+        ),
     ]
     pca = PCACodec(train, code_size=width, dtype=cfg.model.code_dtype)
     codecs.append(Codec("pca", pca.bytes_per_row, pca.side_bytes, pca.encode, pca.decode))
@@ -133,7 +139,9 @@ def evaluate(cfg: CompressConfig) -> dict[str, Any]:
                 raw_bytes = 4 * table.vector.shape[1]
                 out[f"{key}_bytes_per_row"] = codec.bytes_per_row
                 out[f"{key}_ratio"] = raw_bytes / codec.bytes_per_row
-                out[f"{key}_ratio_with_side"] = raw_bytes * len(table.index) / (codec.bytes_per_row * len(table.index) + codec.side_bytes)
+                out[f"{key}_ratio_with_side"] = (
+                    raw_bytes * len(table.index) / (codec.bytes_per_row * len(table.index) + codec.side_bytes)
+                )
                 out.update({f"{key}_{m}": v for m, v in reconstruction(table.vector, x_hat).items()})
     if {"user", "item"} <= set(sources):
         out.update(_downstream(cfg, sources, held["user"], recon, codecs))
@@ -161,7 +169,9 @@ def _downstream(cfg, sources, held: np.ndarray, recon, codecs) -> dict[str, Any]
     if len(new_users):
         mf = _mf_config(cfg)
         train = dataset.read(split=meta["split"], parts=["train"])
-        vec, bias = fold_in_users(train, new_users, item_vector=items.vector, item_bias=base_i.bias, global_mean=mean, l2=mf.l2, bias_l2=mf.bias_l2)
+        vec, bias = fold_in_users(
+            train, new_users, item_vector=items.vector, item_bias=base_i.bias, global_mean=mean, l2=mf.l2, bias_l2=mf.bias_l2
+        )
         folded = Side(users.vector.copy(), users.columns["bias"].copy())
         folded.vector[new_users], folded.bias[new_users] = vec, bias
         out.update(

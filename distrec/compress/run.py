@@ -63,7 +63,11 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
     run_job_workers("compress", cfg, callbacks=callbacks)
     train_s = clock.seconds()
-    metrics: dict[str, Any] = {**{f"{t}_dim": d for t, d in dims.items()}, "num_workers": cfg.ray.num_workers, "train_wall_s": train_s}
+    metrics: dict[str, Any] = {
+        **{f"{t}_dim": d for t, d in dims.items()},
+        "num_workers": cfg.ray.num_workers,
+        "train_wall_s": train_s,
+    }
     metrics.update(evaluate(cfg))
     metrics.update(wall_s=clock.seconds(), peak_rss_mb=peak_rss_mb())
     with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg) as tracker:  # the workers' run

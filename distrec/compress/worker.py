@@ -83,7 +83,9 @@ def _compress(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[s
     def where(state: dict[str, Any]) -> str:
         return f"epoch {state['epoch']} of {state['current']}" if state["current"] else f"model {state['finished'][-1]}"
 
-    run = Resumable(session, save=lambda directory, state: _save_checkpoint(directory, state, **training), load=load, describe=where)
+    run = Resumable(
+        session, save=lambda directory, state: _save_checkpoint(directory, state, **training), load=load, describe=where
+    )
     state = run.resume(lambda: {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0})
 
     def checkpoint(metrics: dict[str, Any]) -> None:
@@ -99,7 +101,9 @@ def _compress(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[s
             if key in state["finished"]:
                 continue
             torch.manual_seed(cfg.fit.seed)  # the same initial weights on every worker
-            model = Compressor(cfg.model, dim=rows.vector.shape[1], code_size=code_size(rows.vector.shape[1], ratio, cfg.model.code_dtype))
+            model = Compressor(
+                cfg.model, dim=rows.vector.shape[1], code_size=code_size(rows.vector.shape[1], ratio, cfg.model.code_dtype)
+            )
             model.set_standardisation(mean, scale)
             model.to(device)  # initialised on the CPU from the seed: the same weights on any device
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.fit.lr, weight_decay=cfg.fit.weight_decay)
@@ -147,7 +151,9 @@ def _train_epoch(ddp, model: Compressor, opt, train: np.ndarray, cfg: CompressCo
     device = model.mean.device
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows: read once, after the epoch
     clock = Stopwatch()
-    batches = vector_batches(train, batch_size=cfg.fit.batch_size, steps=agreed_steps(len(train), cfg.fit.batch_size), rng=rng, device=device)
+    batches = vector_batches(
+        train, batch_size=cfg.fit.batch_size, steps=agreed_steps(len(train), cfg.fit.batch_size), rng=rng, device=device
+    )
     for x, weight in batches:
         rows = weight.sum().reshape(1)
         dist.all_reduce(rows)  # real rows in the global batch

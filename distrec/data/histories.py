@@ -44,7 +44,11 @@ class RatingHistories:
         counts = np.bincount(user, minlength=num_users)
         indptr = np.zeros(num_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        return cls(indptr=indptr, item=np.asarray(data.item, dtype=np.int64)[order], rating=np.asarray(data.rating, dtype=np.float32)[order])
+        return cls(
+            indptr=indptr,
+            item=np.asarray(data.item, dtype=np.int64)[order],
+            rating=np.asarray(data.rating, dtype=np.float32)[order],
+        )
 
     @property
     def num_users(self) -> int:

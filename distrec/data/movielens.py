@@ -102,7 +102,9 @@ class _Fold:
         self.name = fold
         for part in ("test", "base"):
             if not source.has(f"{fold}.{part}"):
-                raise DataError(f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {fold}.{part} is missing")
+                raise DataError(
+                    f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {fold}.{part} is missing"
+                )
         self.test, self.base = (_FoldFile(source, f"{fold}.{part}", options) for part in ("test", "base"))
         r = first_bad_row(find_keys(self.test.keys, self.base.sorted)[0])
         if r is not None:

@@ -150,8 +150,12 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
 
     source = _open_source(spec, req)
     options = ReadOptions(
-        splits=tuple(dict.fromkeys(official + bases)), verify=req.verify_counts, duplicates=req.duplicates,
-        seed=req.seed, like=req.like, sizes=req.sizes,
+        splits=tuple(dict.fromkeys(official + bases)),
+        verify=req.verify_counts,
+        duplicates=req.duplicates,
+        seed=req.seed,
+        like=req.like,
+        sizes=req.sizes,
     )
     parsed = spec.read(source, options)
     rows = resolve_duplicates(checked(spec, parsed.chunks, verify=req.verify_counts), req.duplicates, parsed.meta)
@@ -165,7 +169,10 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     held: list[pa.Table] = []  # encoded rows, while ``later`` splits wait for the last chunk
     held_base: dict[str, list[np.ndarray]] = {s.base: [] for s in later if s.base}
     has_ts = True
-    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer, _ShardBuffer(writer, req) as shards:
+    with (
+        DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer,
+        _ShardBuffer(writer, req) as shards,
+    ):
         with progress_bar(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
             for chunk in rows:
                 table = _encode(chunk, users, items, official)

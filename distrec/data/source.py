@@ -53,9 +53,7 @@ def download(url: str, cache_dir: str) -> str:
     except (OSError, ValueError) as e:
         if os.path.exists(partial):
             os.remove(partial)
-        raise DataError(
-            f"cannot download {url}: {e}. Download it by hand and pass its path with --source"
-        ) from None
+        raise DataError(f"cannot download {url}: {e}. Download it by hand and pass its path with --source") from None
     os.replace(partial, target)
     return target
 

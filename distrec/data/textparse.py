@@ -73,9 +73,7 @@ def bad_line(label: str, line: int, message: str) -> DataError:
     return DataError(f"{label}, line {line}: {message}")
 
 
-def newline_blocks(
-    f: BinaryIO, label: str, block_size: int = BLOCK_SIZE, *, final_newline: bool = False
-) -> Iterator[bytes]:
+def newline_blocks(f: BinaryIO, label: str, block_size: int = BLOCK_SIZE, *, final_newline: bool = False) -> Iterator[bytes]:
     """Yield blocks of about ``block_size`` bytes, each ending with a newline after a non-blank line.
 
     Blank lines at a block's end are held back for the next block, so only those at the end of

@@ -41,7 +41,9 @@ class UserItems:
                 f"{num_users:,} users × {num_items:,} items; the dataset's counts do not match its rows"
             )
         key = np.sort(user * num_items + item)  # by user, then item
-        key = key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key  # not np.unique: numpy ≥ 2.3 hashes, far slower at 10⁸
+        key = (
+            key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key
+        )  # not np.unique: numpy ≥ 2.3 hashes, far slower at 10⁸
         counts = np.bincount(key // num_items, minlength=num_users)
         indptr = np.zeros(num_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
@@ -72,8 +74,10 @@ class UserItems:
             raise ValueError("union of UserItems with different shapes")
         u1, u2 = self._row_of_each(), other._row_of_each()
         return UserItems.from_pairs(
-            np.concatenate([u1, u2]), np.concatenate([self.indices, other.indices]),
-            num_users=self.num_users, num_items=self.num_items,
+            np.concatenate([u1, u2]),
+            np.concatenate([self.indices, other.indices]),
+            num_users=self.num_users,
+            num_items=self.num_items,
         )
 
     def block(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +94,9 @@ class UserItems:
     def only(self, users: np.ndarray) -> "UserItems":
         """The pairs of ``users`` alone: the same shape, every other user's row empty."""
         rows, items = self.block(users)
-        return UserItems.from_pairs(np.asarray(users, dtype=np.int64)[rows], items, num_users=self.num_users, num_items=self.num_items)
+        return UserItems.from_pairs(
+            np.asarray(users, dtype=np.int64)[rows], items, num_users=self.num_users, num_items=self.num_items
+        )
 
     def dense(self, users: np.ndarray, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
         """Rows of ``users`` as a dense 0/1 matrix [B, I]."""
@@ -106,8 +112,11 @@ class UserItems:
         indptr = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(self.counts()[users], out=indptr[1:])
         return torch.sparse_csr_tensor(
-            torch.from_numpy(indptr), torch.from_numpy(items), torch.ones(len(items), dtype=dtype),
-            size=(len(users), self.num_items), check_invariants=False,  # built sorted and in range here
+            torch.from_numpy(indptr),
+            torch.from_numpy(items),
+            torch.ones(len(items), dtype=dtype),
+            size=(len(users), self.num_items),
+            check_invariants=False,  # built sorted and in range here
         )
 
     def _row_of_each(self) -> np.ndarray:

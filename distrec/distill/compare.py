@@ -65,7 +65,10 @@ def _rows(sampler: str, budget: int, holdout: Holdout, *, distilled_uri: str, se
 def _models(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: torch.device) -> dict[str, ClosedForm]:
     """∞-AE and EASE on rows ``x``, or on every training user when ``x`` is None, on ``device``."""
     if x is None:
-        return {"infae": InfiniteAE(cfg.model, holdout.train, device=device), "ease": EASE(cfg.compare.ease, holdout.train, device=device)}
+        return {
+            "infae": InfiniteAE(cfg.model, holdout.train, device=device),
+            "ease": EASE(cfg.compare.ease, holdout.train, device=device),
+        }
     x = x.to(device)
     return {"infae": InfiniteAE.on_support(cfg.model, x), "ease": EASE.on_rows(cfg.compare.ease, x)}
 
@@ -76,7 +79,15 @@ def _fit(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: t
         clock = Stopwatch()
         metrics, _ = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
         prefix = f"test_{cfg.eval.label}"
-        out.append({**row, "model": name, "lambda": metrics["lambda"], **{m: metrics[prefix + m] for m in METRICS}, "fit_s": clock.seconds()})
+        out.append(
+            {
+                **row,
+                "model": name,
+                "lambda": metrics["lambda"],
+                **{m: metrics[prefix + m] for m in METRICS},
+                "fit_s": clock.seconds(),
+            }
+        )
         log.info("%s, %s users, %s: test nDCG@10 %.4f", row["sampler"], row["budget"], name, out[-1]["ndcg@10"])
     return out
 
@@ -87,8 +98,12 @@ def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
     get_job("distill").absolute(cfg)
     dataset = cfg.data.open()
     holdout = sampled_holdout(cfg, Holdout.read(dataset, dataset.resolve_split(cfg.data.split)))
-    device = resolve_device(cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu)  # the distillation's device serves both
-    rows = _fit(cfg, None, holdout, device, budget=holdout.train.num_users, sampler="full")  # first: the reference of every budget
+    device = resolve_device(
+        cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu
+    )  # the distillation's device serves both
+    rows = _fit(
+        cfg, None, holdout, device, budget=holdout.train.num_users, sampler="full"
+    )  # first: the reference of every budget
     for budget in cfg.compare.budgets:
         run = replace(cfg, budget=budget, output_dir=join(cfg.output_dir, f"budget-{budget}"))
         distilled = run_distill(run)
@@ -119,16 +134,20 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         for budget in sorted({r["budget"] for r in rows if r["sampler"] != "full"}):
             found = {r["sampler"]: r for r in rows if r["model"] == model and r["budget"] == budget} | {"full": full.get(model)}
             cells = [model, str(budget)] + [
-                "–" if found.get(s) is None else f"{found[s][m] * scale(m):.2f}" for s in samplers for m in METRICS]
+                "–" if found.get(s) is None else f"{found[s][m] * scale(m):.2f}" for s in samplers for m in METRICS
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _report(cfg: DistillConfig, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
     report = Report(f"Distill-CF: ∞-AE and EASE on a budget of users of {cfg.data.path}")
-    report.add("Test metrics (×100) by budget and sampler", markdown_table(rows) + f"\n\nfull: all {rows[0]['budget']} users. "
-               f"Distillation: {cfg.steps} steps, {cfg.samples_per_user} draws per user, batch {cfg.batch_users or 'all'} users; "
-               f"wall {metrics['wall_s']:.0f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB.")
+    report.add(
+        "Test metrics (×100) by budget and sampler",
+        markdown_table(rows) + f"\n\nfull: all {rows[0]['budget']} users. "
+        f"Distillation: {cfg.steps} steps, {cfg.samples_per_user} draws per user, batch {cfg.batch_users or 'all'} users; "
+        f"wall {metrics['wall_s']:.0f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB.",
+    )
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         full = next(r for r in mine if r["sampler"] == "full")

@@ -67,7 +67,16 @@ from distrec.runtime.epochs import Resumable
 from distrec.runtime.session import LocalSession, Session
 from distrec.storage import join, write_text
 
-__all__ = ["distill", "worker", "sampled_holdout", "save_distill_state", "load_distill_state", "SYNTHETIC_DIR", "CHECKPOINT_DIR", "STATE"]
+__all__ = [
+    "distill",
+    "worker",
+    "sampled_holdout",
+    "save_distill_state",
+    "load_distill_state",
+    "SYNTHETIC_DIR",
+    "CHECKPOINT_DIR",
+    "STATE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +150,9 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
 
     run = Resumable(
         session or LocalSession(join(cfg.output_dir, CHECKPOINT_DIR), keep=2),
-        save=lambda directory, state: save_distill_state(directory, logits=logits, best_x=best_x, optimizer=optimizer, progress=state),
+        save=lambda directory, state: save_distill_state(
+            directory, logits=logits, best_x=best_x, optimizer=optimizer, progress=state
+        ),
         load=load,
         position="step",
     )
@@ -153,8 +164,14 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         for done in run.epochs(cfg.steps):
             step = done + 1
             x = _sample(cfg, logits, cfg.seed * 1_000_003 + step)  # X̃ [n, I]
-            loss, parts = distill_loss(x, targets.batch(step, device=device), model=cfg.model, lam=state["lambda"],
-                                       real_cardinality=real_cardinality, cardinality_reg=cfg.cardinality_reg)
+            loss, parts = distill_loss(
+                x,
+                targets.batch(step, device=device),
+                model=cfg.model,
+                lam=state["lambda"],
+                real_cardinality=real_cardinality,
+                cardinality_reg=cfg.cardinality_reg,
+            )
             optimizer.zero_grad()
             loss.backward()
             if world > 1:
@@ -212,8 +229,16 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
     }
     if rank == 0:
         metrics["entries"] = write_synthetic(
-            join(cfg.output_dir, SYNTHETIC_DIR), best_x, min_weight=cfg.min_weight,
-            meta={"source": cfg.data.path, "split": split, "step": state["best_step"], key: state["best"][key], "lambda": metrics["lambda"]},
+            join(cfg.output_dir, SYNTHETIC_DIR),
+            best_x,
+            min_weight=cfg.min_weight,
+            meta={
+                "source": cfg.data.path,
+                "split": split,
+                "step": state["best_step"],
+                key: state["best"][key],
+                "lambda": metrics["lambda"],
+            },
         )
         write_text(join(cfg.output_dir, "curve.json"), json.dumps(state["curve"], indent=1))
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
@@ -231,10 +256,14 @@ def save_distill_state(
     directory: str, *, logits: torch.Tensor, best_x: torch.Tensor, optimizer: torch.optim.Optimizer, progress: dict[str, Any]
 ) -> None:
     """The checkpoint after step ``progress["step"]`` (every worker calls this; rank 0 writes)."""
-    save_files(directory, {STATE: {"logits": logits.detach(), "best_x": best_x, "optim": optimizer.state_dict()}}, progress=progress)
+    save_files(
+        directory, {STATE: {"logits": logits.detach(), "best_x": best_x, "optim": optimizer.state_dict()}}, progress=progress
+    )
 
 
-def load_distill_state(directory: str, *, logits: torch.Tensor, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], torch.Tensor]:
+def load_distill_state(
+    directory: str, *, logits: torch.Tensor, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], torch.Tensor]:
     """Restore ``logits`` and ``optimizer`` in place; returns the progress and the best set [n, I]."""
     require_files(directory, (STATE, PROGRESS))
     state = read_tensors(directory, STATE)

@@ -150,7 +150,13 @@ def evaluate_ranking(
 
 
 def _block_metrics(
-    scores: torch.Tensor, block: np.ndarray, *, target: UserItems, seen: UserItems, cfg: RankingConfig, weights: torch.Tensor | None
+    scores: torch.Tensor,
+    block: np.ndarray,
+    *,
+    target: UserItems,
+    seen: UserItems,
+    cfg: RankingConfig,
+    weights: torch.Tensor | None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     device = scores.device
     positives = tuple(torch.from_numpy(a).to(device) for a in target.block(block))

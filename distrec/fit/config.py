@@ -1,11 +1,11 @@
 """The fit job's config (``jobs/fit.py``): a closed-form model, the λ search and the evaluation.
 
-    data:   {path: URI, split: official}
-    model:  {name: ease | infae | poprec, lambdas: [...], ...}   # distrec/models/closed_form.py
-    eval:   {ks: [10, 100], protocol: full, ...}                 # distrec/eval/ranking.py
-    select: hr@100                                               # validation metric that picks λ
-    export_weights: true                                         # <output_dir>/weights, for jobs/serve.py
-    output_dir: URI
+data:   {path: URI, split: official}
+model:  {name: ease | infae | poprec, lambdas: [...], ...}   # distrec/models/closed_form.py
+eval:   {ks: [10, 100], protocol: full, ...}                 # distrec/eval/ranking.py
+select: hr@100                                               # validation metric that picks λ
+export_weights: true                                         # <output_dir>/weights, for jobs/serve.py
+output_dir: URI
 """
 
 from __future__ import annotations

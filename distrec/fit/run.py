@@ -38,8 +38,16 @@ def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
     device = resolve_device(cfg.model.device)
     check_memory(cfg.model, num_items=dataset.num_items, device=device)  # before anything is read or allocated
     holdout = Holdout.read(dataset, split)
-    log.info("%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
-             cfg.data.path, split, dataset.num_users, dataset.num_items, holdout.train.nnz, holdout.val.nnz, holdout.test.nnz)
+    log.info(
+        "%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
+        cfg.data.path,
+        split,
+        dataset.num_users,
+        dataset.num_items,
+        holdout.train.nnz,
+        holdout.val.nnz,
+        holdout.test.nnz,
+    )
     build = Stopwatch()
     model = build_closed_form(cfg.model, holdout.train, device=device)
     build_s = build.seconds()

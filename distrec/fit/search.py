@@ -25,7 +25,9 @@ __all__ = ["search_and_test", "search_lambda"]
 log = logging.getLogger(__name__)
 
 
-def _evaluate(model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg: RankingConfig, propensity: np.ndarray) -> dict[str, float]:
+def _evaluate(
+    model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg: RankingConfig, propensity: np.ndarray
+) -> dict[str, float]:
     return evaluate_ranking(
         model.scorer(fitted, holdout.context(part)),
         target=holdout.target(part),
@@ -69,7 +71,11 @@ def search_lambda(
 
 
 def search_and_test(
-    model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str,
+    model: ClosedForm,
+    holdout: Holdout,
+    *,
+    eval_cfg: RankingConfig,
+    select: str,
     keep: Callable[[float | None, Any], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Returns the metrics (``lambda``: the chosen λ, None for a model without one; its

@@ -167,7 +167,9 @@ def _factor(a: torch.Tensor, ridge: float, what: str) -> torch.Tensor:
     return factor
 
 
-def check_memory(cfg: EASEConfig | InfAEConfig | PopRecConfig, *, num_items: int, device: torch.device = torch.device("cpu")) -> None:
+def check_memory(
+    cfg: EASEConfig | InfAEConfig | PopRecConfig, *, num_items: int, device: torch.device = torch.device("cpu")
+) -> None:
     """The memory plan, before anything is read or allocated: EASE's solve must fit the budget,
     and ∞-AE's must hold at least one support user (it samples the largest support that fits)."""
     if isinstance(cfg, EASEConfig):

@@ -143,7 +143,9 @@ class GLocalK(nn.Module):
         pooled = self.encode(rows) @ w.mean(1) + dec.b.mean()  # [N]: item-characteristic pooling
         part = pooled @ self.conv_kernel[first_item : first_item + rows.shape[0]]  # [gk²]
         if dist.is_initialized() and dist.get_world_size() > 1:
-            part = dist.nn.functional.all_reduce(part, group=group or dist.group.WORLD)  # backward: the sum of every worker's gradient
+            part = dist.nn.functional.all_reduce(
+                part, group=group or dist.group.WORLD
+            )  # backward: the sum of every worker's gradient
         k = self.cfg.gk_size
         return (part * self.cfg.dot_scale).view(1, 1, k, k)
 

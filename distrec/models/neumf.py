@@ -58,7 +58,10 @@ class NeuMF(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        gmf, mlp = (padded_width(cfg.gmf_dim), gaussian_rows(cfg.gmf_dim, cfg.init_std)), (padded_width(cfg.mlp_dim), gaussian_rows(cfg.mlp_dim, cfg.init_std))
+        gmf, mlp = (
+            (padded_width(cfg.gmf_dim), gaussian_rows(cfg.gmf_dim, cfg.init_std)),
+            (padded_width(cfg.mlp_dim), gaussian_rows(cfg.mlp_dim, cfg.init_std)),
+        )
         self.tables = [
             TableSpec("gmf_user", num_users, *gmf),
             TableSpec("gmf_item", num_items, *gmf),
@@ -75,7 +78,10 @@ class NeuMF(nn.Module):
 
     def _rows(self, user: torch.Tensor | None, item: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Embedding rows (padding columns cut) of ``user`` [B] and ``item`` [N], either may be None."""
-        ids = {**({"gmf_user": user, "mlp_user": user} if user is not None else {}), **({"gmf_item": item, "mlp_item": item} if item is not None else {})}
+        ids = {
+            **({"gmf_user": user, "mlp_user": user} if user is not None else {}),
+            **({"gmf_item": item, "mlp_item": item} if item is not None else {}),
+        }
         rows = lookup(self.sparse, self.keys, ids)
         return {k: v[:, : self.cfg.gmf_dim if k.startswith("gmf") else self.cfg.mlp_dim] for k, v in rows.items()}
 

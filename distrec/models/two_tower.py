@@ -62,8 +62,13 @@ class TwoTowerConfig:
 
 
 def in_batch_softmax_loss(
-    user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor, *, temperature: float,
-    log_q: torch.Tensor | None, weight: torch.Tensor,
+    user: torch.Tensor,
+    item: torch.Tensor,
+    item_ids: torch.Tensor,
+    *,
+    temperature: float,
+    log_q: torch.Tensor | None,
+    weight: torch.Tensor,
 ) -> torch.Tensor:
     """Mean over real rows of −log softmax(row i)[i] over the batch's items.
 
@@ -138,8 +143,14 @@ class TwoTower(nn.Module):
         return F.normalize(self.user_head(out[:, 0]), dim=-1)  # [B, dim]: the CLS token
 
     def forward(
-        self, kjt: KeyedJaggedTensor, item: torch.Tensor, history: torch.Tensor, hist_rating: torch.Tensor,
-        towers: Literal["both", "user", "item"] = "both", log_q: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+        self,
+        kjt: KeyedJaggedTensor,
+        item: torch.Tensor,
+        history: torch.Tensor,
+        hist_rating: torch.Tensor,
+        towers: Literal["both", "user", "item"] = "both",
+        log_q: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """With ``weight`` [B]: the in-batch softmax loss. Otherwise (user [B, dim], item
         [B, dim]) vectors; ``towers`` says which are computed (the other is empty)."""
@@ -150,7 +161,9 @@ class TwoTower(nn.Module):
         users = self.user_vectors(history, hist_rating, values[:, w:].reshape(b, -1, w)) if towers != "item" else empty
         if weight is None:
             return users, items
-        return in_batch_softmax_loss(users, items, item, temperature=self.cfg.temperature, log_q=log_q if self.cfg.logq else None, weight=weight)
+        return in_batch_softmax_loss(
+            users, items, item, temperature=self.cfg.temperature, log_q=log_q if self.cfg.logq else None, weight=weight
+        )
 
     def export_meta(self) -> dict[str, float]:
         return {"temperature": self.cfg.temperature}

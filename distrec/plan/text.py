@@ -34,7 +34,9 @@ def plan_text(plan: dict[str, Any]) -> str:
         f"plan for {c['nodes']} node(s) × {c['gpus_per_node']} GPU(s) = {c['gpus']} GPU(s), compute device cuda: "
         f"{c['hbm_gb_per_gpu']:g} GiB HBM and {c['ddr_gb_per_gpu']:g} GiB host memory per GPU, "
         f"{c['intra_gbps']:g} GB/s within a node, {c['inter_gbps']:g} GB/s between nodes",
-        f"shape: {s['users']:,} users × {s['items']:,} items" + (f", {s['ratings']:,} ratings" if s["ratings"] else "") + f" ({s['source']}); "
+        f"shape: {s['users']:,} users × {s['items']:,} items"
+        + (f", {s['ratings']:,} ratings" if s["ratings"] else "")
+        + f" ({s['source']}); "
         f"{m['name']} dim {m['dim']}, fused {m['sparse_optimizer']}; batch {b['per_gpu']:,} per GPU, {b['global']:,} global",
         "",
         f"{'table':<12} {'rows':>15} {'width':>5}  {'sharding':<15} {'kernel':<18} {'GPUs':>10} {'HBM GiB':>9} {'DDR GiB':>9} {'est ms':>8}",
@@ -44,7 +46,10 @@ def plan_text(plan: dict[str, Any]) -> str:
             f"{t['name']:<12} {t['rows']:>15,} {t['width']:>5}  {t['sharding_type']:<15} {t['compute_kernel']:<18} "
             f"{_ranges(t['ranks']):>10} {t['hbm_bytes'] / GB:>9.2f} {t['ddr_bytes'] / GB:>9.2f} {t['step_ms']:>8.3f}"
         )
-    lines += ["", f"per GPU (of {caps['hbm_bytes_for_tables'] / GB:.1f} GiB HBM for tables and {caps['ddr_bytes_per_gpu'] / GB:.1f} GiB host memory):"]
+    lines += [
+        "",
+        f"per GPU (of {caps['hbm_bytes_for_tables'] / GB:.1f} GiB HBM for tables and {caps['ddr_bytes_per_gpu'] / GB:.1f} GiB host memory):",
+    ]
     groups: list[tuple[tuple, list[int]]] = []
     for r in plan["ranks"]:
         key = (round(r["hbm_bytes"] / GB, 2), round(r["ddr_bytes"] / GB, 2), round(r["step_ms"], 3))

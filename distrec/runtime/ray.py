@@ -122,7 +122,9 @@ def _check_reachable(address: str, hint: str) -> None:
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except OSError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}") from None
+        raise UserError(
+            f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}"
+        ) from None
 
 
 def check_resources(cfg: RayConfig) -> None:
@@ -157,7 +159,11 @@ def run_workers(
     sweep forwards them to its trial)."""
     connect_ray(cfg.address)
     check_resources(cfg)
-    env = {**_WORKER_ENV, **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ}, **console_for_workers()}
+    env = {
+        **_WORKER_ENV,
+        **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ},
+        **console_for_workers(),
+    }
     trainer = TorchTrainer(
         entry,
         train_loop_config=payload,

@@ -49,8 +49,16 @@ def check_port(host: str, port: int) -> None:
 
 
 def start_service(
-    run: str, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, index: Index = "exact",
-    address: str | None = None, cpus_per_replica: float = 1.0, name: str = "distrec", route_prefix: str = "/",
+    run: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    replicas: int = 1,
+    index: Index = "exact",
+    address: str | None = None,
+    cpus_per_replica: float = 1.0,
+    name: str = "distrec",
+    route_prefix: str = "/",
 ) -> dict[str, Any]:
     """Deploy the app for ``run`` and return once every replica is up: {url, model, ...}."""
     from distrec.serve.app import RecommendationService

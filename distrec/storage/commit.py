@@ -54,9 +54,7 @@ COMMIT_FOLDER = re.compile(r"commit-\d{8}T\d{6}Z-[0-9a-f]{12}")  # the only fold
 log = logging.getLogger(__name__)
 
 
-def table_to_parquet_bytes(
-    table: pa.Table, *, row_group_size: int | None = None, dictionary: bool | list[str] = True
-) -> bytes:
+def table_to_parquet_bytes(table: pa.Table, *, row_group_size: int | None = None, dictionary: bool | list[str] = True) -> bytes:
     """Parquet with a CRC per page, so readers of single row groups (ranged reads, no whole-file
     sha256) still detect corrupt bytes. ``dictionary``: the columns to dictionary-encode (all by
     default); leaving out columns with many distinct values per row group (user ids, times) saves
@@ -240,9 +238,13 @@ class DirectoryWriter:
                 try:
                     size = self.fs.size(f"{self.root}/{self.folder}/{entry.path}")
                 except FileNotFoundError:
-                    raise DataError(f"{join(self.files_uri, entry.path)}: a worker reported writing it, but it is missing") from None
+                    raise DataError(
+                        f"{join(self.files_uri, entry.path)}: a worker reported writing it, but it is missing"
+                    ) from None
             if size != entry.bytes:
-                raise DataError(f"{join(self.files_uri, entry.path)}: {size} bytes, the worker that wrote it reported {entry.bytes}")
+                raise DataError(
+                    f"{join(self.files_uri, entry.path)}: {size} bytes, the worker that wrote it reported {entry.bytes}"
+                )
             self.entries[entry.path] = entry
 
     def write_table(
@@ -282,7 +284,9 @@ class DirectoryWriter:
                 if COMMIT_FOLDER.fullmatch(name) and name != self.folder:
                     self._remove_tree(name)
         except Exception as e:
-            log.warning("%s: committed, but could not remove the previous version's files (%s); the next commit will", self.uri, e)
+            log.warning(
+                "%s: committed, but could not remove the previous version's files (%s); the next commit will", self.uri, e
+            )
 
     def _remove_file(self, path: str) -> None:
         """Remove one file and, on local disk, the folders it leaves empty (``ids/``)."""
@@ -309,4 +313,4 @@ class DirectoryWriter:
         except FileNotFoundError:
             return set()
         prefix = self.root.rstrip("/") + "/"
-        return {p[len(prefix):] for p in found if p.startswith(prefix)}
+        return {p[len(prefix) :] for p in found if p.startswith(prefix)}

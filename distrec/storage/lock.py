@@ -62,7 +62,13 @@ class WriterLock:
             if holder.get("token") == self.token:  # our create, retried by the client after it landed
                 break
             if _is_stale(holder):
-                log.warning("%s: taking over the stale lock of %s (pid %s on %s)", self.uri, holder.get("what", "a writer"), holder.get("pid"), holder.get("host"))
+                log.warning(
+                    "%s: taking over the stale lock of %s (pid %s on %s)",
+                    self.uri,
+                    holder.get("what", "a writer"),
+                    holder.get("pid"),
+                    holder.get("host"),
+                )
                 with storage_errors(self.uri, "remove a stale lock"):
                     try:
                         self.fs.rm(self.path)

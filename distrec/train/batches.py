@@ -35,12 +35,12 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         """The batch on the model's device (the same batch on the CPU)."""
-        return Batch(user=self.user.to(device), item=self.item.to(device), rating=self.rating.to(device), weight=self.weight.to(device))
+        return Batch(
+            user=self.user.to(device), item=self.item.to(device), rating=self.rating.to(device), weight=self.weight.to(device)
+        )
 
 
-def rating_batches(
-    data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None
-) -> Iterator[Batch]:
+def rating_batches(data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None) -> Iterator[Batch]:
     """``steps`` batches of exactly ``batch_size`` rows; shuffled when ``rng`` is given."""
     n = len(data)
     order = rng.permutation(n) if rng is not None else np.arange(n)

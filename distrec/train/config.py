@@ -1,14 +1,14 @@
 """The training job's config (``jobs/train.py``), one dataclass per YAML section.
 
-    data:     {path: URI, split: u1}
-    model:    {name: mf, dim: 64, ...}          # chosen by name from distrec.models
-    train:    {epochs: 20, batch_size: 8192, ...}
-    optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
-    sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
-    ranking:  {loss: bpr, negatives: 1, sampler: uniform, eval: {ks: [10, 100]}}   # top-k models only
-    ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
-    tracking: {tensorboard: false, mlflow_uri: null, ...}   # see distrec/tracking.py; off by default
-    output_dir: URI
+data:     {path: URI, split: u1}
+model:    {name: mf, dim: 64, ...}          # chosen by name from distrec.models
+train:    {epochs: 20, batch_size: 8192, ...}
+optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
+sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
+ranking:  {loss: bpr, negatives: 1, sampler: uniform, eval: {ks: [10, 100]}}   # top-k models only
+ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
+tracking: {tensorboard: false, mlflow_uri: null, ...}   # see distrec/tracking.py; off by default
+output_dir: URI
 """
 
 from __future__ import annotations
@@ -104,7 +104,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         watch = self.train.early_stopping_metric or ""
-        if watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc")) and self.train.early_stopping_mode != "max":
+        if (
+            watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc"))
+            and self.train.early_stopping_mode != "max"
+        ):
             raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")
         if getattr(self.model, "device", None) == "cuda" and not self.ray.use_gpu:
             raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")

@@ -95,11 +95,16 @@ def wrap(model: torch.nn.Module) -> tuple[dict[str, torch.nn.Module], dist.Proce
         return {"pretrain": model, "finetune": model}, None
     device = next(model.parameters()).device
     ids = [device] if device.type == "cuda" else None
-    nets = {stage: DistributedDataParallel(model, device_ids=ids, find_unused_parameters=stage == "pretrain") for stage in ("pretrain", "finetune")}
+    nets = {
+        stage: DistributedDataParallel(model, device_ids=ids, find_unused_parameters=stage == "pretrain")
+        for stage in ("pretrain", "finetune")
+    }
     return nets, dist.new_group(backend="gloo" if device.type == "cpu" else "nccl")
 
 
-def objective(net: torch.nn.Module, model: torch.nn.Module, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None) -> torch.Tensor:
+def objective(
+    net: torch.nn.Module, model: torch.nn.Module, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None
+) -> torch.Tensor:
     """The full objective ½ Σ_observed (r − r̂)² + regularizer over every worker's items, the
     same number on every worker; leaves its gradient in ``.grad``. DDP averages gradients over
     workers, so each worker's data term is scaled by the number of workers."""
@@ -135,7 +140,9 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
     dist.all_reduce(num_train)
 
     # -- model: replicated; DDP sums the gradients of the workers' rows ------------------
-    context = ModelContext(num_users=dataset.num_users, num_items=dataset.num_items, global_mean=0.0, seed=cfg.train.seed)  # predicts ratings as they are
+    context = ModelContext(
+        num_users=dataset.num_users, num_items=dataset.num_items, global_mean=0.0, seed=cfg.train.seed
+    )  # predicts ratings as they are
     model = model_spec(cfg.model).build(cfg.model, context, device)
     nets, pool_group = wrap(model)
     if rank == 0:
@@ -171,7 +178,9 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         iters = cfg.model.pretrain_iters if stage == "pretrain" else cfg.model.finetune_iters
         params = [p for n, p in model.named_parameters() if stage == "finetune" or not n.startswith("conv_kernel")]
         # max_eval as SciPy's maxfun: the iterations, not the function evaluations, are the budget
-        opt = torch.optim.LBFGS(params, max_iter=iters, max_eval=15_000, history_size=cfg.model.history_size, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            params, max_iter=iters, max_eval=15_000, history_size=cfg.model.history_size, line_search_fn="strong_wolfe"
+        )
         epoch_clock = Stopwatch()
         with progress_bar(total=None, desc=f"{stage} epoch {epoch + 1}", unit="evals", enabled=rank == 0) as bar:
 
@@ -186,16 +195,27 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
             objective_now = model.data_loss(pred, data.rows)
             dist.all_reduce(objective_now)
             objective_now += model.regularizer()
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "train_loss": float(objective_now) / float(num_train), "epoch_s": epoch_clock.seconds()}
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "stage": stage,
+            "train_loss": float(objective_now) / float(num_train),
+            "epoch_s": epoch_clock.seconds(),
+        }
         metrics.update(evaluate(pred, "val"))
         metrics.update({f"kernel_zero_frac_{k}": v for k, v in model.kernel_zero_fraction().items()})
         run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
 
     # -- test ------------------------------------------------------------------------------
-    final: dict[str, Any] = {"epochs": state["epoch"], "resumes": state["resumes"], **(state["history"][-1] if state["history"] else {})}
+    final: dict[str, Any] = {
+        "epochs": state["epoch"],
+        "resumes": state["resumes"],
+        **(state["history"][-1] if state["history"] else {}),
+    }
     final.pop("epoch", None)
     with torch.no_grad():
         final.update(evaluate(predict(_stage(cfg, state["epoch"] - 1)), "test"))
     noise_floor = dataset.meta.get("noise_floor_rmse")
-    return finish_run(final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor)
+    return finish_run(
+        final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor
+    )

@@ -13,7 +13,14 @@ import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DirectoryWriter, join
-from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS, SCHEMA_VERSION, EmbeddingTable, embedding_part, write_embeddings
+from distrec.storage.embeddings import (
+    EMBEDDINGS,
+    ROW_GROUP_ROWS,
+    SCHEMA_VERSION,
+    EmbeddingTable,
+    embedding_part,
+    write_embeddings,
+)
 from distrec.train.sharding import local_table_pieces
 
 __all__ = ["export_tables", "export_vectors"]
@@ -45,7 +52,9 @@ def export_tables(dmp, model, *, output_dir: str, dataset: InteractionDataset, m
                     columns = model.export(name, blocks)
                     vector = columns.pop("vector")
                     dim = vector.shape[1]
-                    part = embedding_part(np.arange(start, stop), vector, raw=raw[start:stop] if raw is not None else None, **columns)
+                    part = embedding_part(
+                        np.arange(start, stop), vector, raw=raw[start:stop] if raw is not None else None, **columns
+                    )
                     writer.write_table(f"part-{k:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
             if writer:
                 writer.commit({**meta, "table": name, "rows": rows, "dim": dim, "row_group_rows": ROW_GROUP_ROWS})

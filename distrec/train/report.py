@@ -43,4 +43,6 @@ def _add_attention(report: Report, attention: dict[str, Any], shown: int = 25) -
     title = f"{who}: attention over rated items for “{target['title']}” (rated {target['rating']:g}, predicted {target['predicted']:.2f})"
     labels = [f"{h['title'][:40]} ({h['rating']:g}★)" for h in history]
     report.add("Attention", f"{title}; the {len(history)} of {len(attention['history'])} rated items with the largest weights.")
-    report.add_figure("attention.png", barh_figure(labels, [h["weight"] for h in history], xlabel="attention weight", title=title))
+    report.add_figure(
+        "attention.png", barh_figure(labels, [h["weight"] for h in history], xlabel="attention weight", title=title)
+    )

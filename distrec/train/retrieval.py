@@ -92,8 +92,13 @@ class RetrievalTask:
             "val": self.train,
             "test": sequences(Interactions.concat([parts["train"], parts["val"]]), num_users=users, rating_max=r_max),
         }
-        self.target = {p: UserItems.from_pairs(parts[p].user, parts[p].item, num_users=users, num_items=items) for p in ("val", "test")}
-        self.seen = {p: UserItems.from_pairs(np.repeat(np.arange(users), np.diff(s.indptr)), s.item, num_users=users, num_items=items) for p, s in self.history.items()}
+        self.target = {
+            p: UserItems.from_pairs(parts[p].user, parts[p].item, num_users=users, num_items=items) for p in ("val", "test")
+        }
+        self.seen = {
+            p: UserItems.from_pairs(np.repeat(np.arange(users), np.diff(s.indptr)), s.item, num_users=users, num_items=items)
+            for p, s in self.history.items()
+        }
         self.counts = np.bincount(self.train.item, minlength=items).astype(np.float64)  # [I]
         self.log_q = torch.from_numpy(np.log(np.maximum(self.counts, 1.0) / max(len(self.train), 1))).float()  # [I]
         self.ranking = RankingConfig(ks=list(cfg.model.eval_ks))
@@ -145,7 +150,11 @@ class RetrievalTask:
                 bar.update(1)
         seconds = clock.seconds()
         dist.all_reduce(total)
-        return {"train_loss": float(total[0] / max(total[1], 1)), "train_samples_per_s": float(total[1]) / max(seconds, 1e-9), "epoch_s": seconds}
+        return {
+            "train_loss": float(total[0] / max(total[1], 1)),
+            "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
+            "epoch_s": seconds,
+        }
 
     def item_matrix(self, dmp, model) -> torch.Tensor:
         """Every item's vector [I, dim] (collective: every worker computes all of them)."""
@@ -173,13 +182,20 @@ class RetrievalTask:
             items = self.item_matrix(dmp, model)  # [I, dim]
             metrics = evaluate_ranking(
                 lambda users: self.user_vectors(dmp, model, users, part) @ items.T,
-                target=self.target[part], seen=self.seen[part], cfg=self.ranking, prefix=part,
+                target=self.target[part],
+                seen=self.seen[part],
+                cfg=self.ranking,
+                prefix=part,
             )
         dmp.train()
         if part not in self.popularity:
             scores = torch.from_numpy(self.counts).float()
             self.popularity[part] = evaluate_ranking(
-                lambda users: scores.expand(len(users), -1), target=self.target[part], seen=self.seen[part], cfg=self.ranking, prefix=f"{part}_pop"
+                lambda users: scores.expand(len(users), -1),
+                target=self.target[part],
+                seen=self.seen[part],
+                cfg=self.ranking,
+                prefix=f"{part}_pop",
             )
         return {**metrics, **self.popularity[part]}
 
@@ -191,7 +207,9 @@ class RetrievalTask:
             items = self.item_matrix(dmp, model).numpy()
             chunk = self.cfg.train.eval_batch_size
             users = torch.arange(self.dataset.num_users)
-            vectors = torch.cat([self.user_vectors(dmp, model, users[s : s + chunk], "test") for s in range(0, len(users), chunk)]).numpy()
+            vectors = torch.cat(
+                [self.user_vectors(dmp, model, users[s : s + chunk], "test") for s in range(0, len(users), chunk)]
+            ).numpy()
         dmp.train()
         meta = {**meta, "history": "train+val"}
         return {

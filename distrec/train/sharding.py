@@ -73,7 +73,12 @@ def attach_fused_optimizer(model: nn.Module, optim: OptimConfig, device: torch.d
 
 
 def make_planner(
-    tables: list[TableSpec], *, sharding: ShardingConfig, topology: Topology, batch_size: int | None = None, stats: list | None = None
+    tables: list[TableSpec],
+    *,
+    sharding: ShardingConfig,
+    topology: Topology,
+    batch_size: int | None = None,
+    stats: list | None = None,
 ) -> EmbeddingShardingPlanner:
     """TorchRec's planner for ``tables`` on ``topology`` with the config's per-table constraints and
     ``RESERVED_FRACTION`` of each device's memory held back. ``batch_size``: rows per worker per

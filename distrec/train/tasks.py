@@ -84,7 +84,9 @@ class RatingTask:
             global_mean=mean,
             rating_range=self.clip,
             histories=(
-                RatingHistories.from_interactions(Interactions.concat(known), num_users=self.dataset.num_users, seed=self.cfg.train.seed)
+                RatingHistories.from_interactions(
+                    Interactions.concat(known), num_users=self.dataset.num_users, seed=self.cfg.train.seed
+                )
                 if "histories" in self.needs
                 else None
             ),
@@ -135,7 +137,13 @@ class RatingTask:
             if results and all(results.values()):
                 best = min(results, key=lambda k: results[k]["b_rmse"])
                 prefix = f"{part}_baseline" if g == "all" else f"{part}_cold_baseline"
-                out.update({f"{prefix}_rmse": results[best]["b_rmse"], f"{prefix}_mae": results[best]["b_mae"], f"{prefix}_damping": best})
+                out.update(
+                    {
+                        f"{prefix}_rmse": results[best]["b_rmse"],
+                        f"{prefix}_mae": results[best]["b_mae"],
+                        f"{prefix}_damping": best,
+                    }
+                )
         return out
 
     def explain(self, dmp, model, output_dir: str) -> None:
@@ -174,7 +182,12 @@ class RatingTask:
                 {
                     "user": int(ids.column("raw")[user].as_py()) if ids is not None else user,
                     "held_out": bool(self.cold is not None and self.cold[user]),
-                    "target": {"item": int(pick), "title": titles[int(pick)], "rating": float(test.rating[rows[0]]), "predicted": float(pred)},
+                    "target": {
+                        "item": int(pick),
+                        "title": titles[int(pick)],
+                        "rating": float(test.rating[rows[0]]),
+                        "predicted": float(pred),
+                    },
                     "history": sorted(history, key=lambda h: -h["weight"]),
                 },
                 indent=1,
@@ -184,7 +197,9 @@ class RatingTask:
     def _baselines(self) -> dict[float, tuple[float, torch.Tensor]]:
         """The global-mean-plus-item-bias predictor fitted on the training rows, per damping."""
         train = self.parts["train"]
-        return {k: item_bias_baseline(train.item, train.rating, num_items=self.dataset.num_items, damping=k) for k in BASELINE_DAMPING}
+        return {
+            k: item_bias_baseline(train.item, train.rating, num_items=self.dataset.num_items, damping=k) for k in BASELINE_DAMPING
+        }
 
 
 def _inputs(model, batch) -> tuple:

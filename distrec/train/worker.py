@@ -49,7 +49,11 @@ def _dense_optimizer(dmp: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
 
 def _snapshot(dmp, model) -> dict[str, torch.Tensor]:
     """A copy of this worker's parameters (its table shards and the dense part)."""
-    out = {f"table/{t.name}/{r}/{c}": v.detach().clone() for t in model.tables for r, c, v in local_table_pieces(dmp, t.name, every_replica=True)}
+    out = {
+        f"table/{t.name}/{r}/{c}": v.detach().clone()
+        for t in model.tables
+        for r, c, v in local_table_pieces(dmp, t.name, every_replica=True)
+    }
     out.update({f"dense/{n}": p.detach().clone() for n, p in in_backward_optimizer_filter(dmp.named_parameters())})
     return out
 
@@ -154,7 +158,9 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         else:
             final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
     noise_floor = dataset.meta.get("noise_floor_rmse")
-    return finish_run(final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor)
+    return finish_run(
+        final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor
+    )
 
 
 # The per-worker loop of each kind of trained model (its spec's ``loop``): this module's TorchRec

@@ -60,7 +60,10 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             search_alg=_search_alg(cfg, cfg.max_concurrent_trials or _concurrency(base)),
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1, callbacks=[StateSigner(output_dir=cfg.output_dir), *_callbacks(cfg)]
+            name=EXPERIMENT,
+            storage_path=cfg.output_dir,
+            verbose=1,
+            callbacks=[StateSigner(output_dir=cfg.output_dir), *_callbacks(cfg)],
         ),
     )
     record_tuner(cfg.output_dir, EXPERIMENT)  # written by tune.Tuner() just now

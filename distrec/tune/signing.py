@@ -204,7 +204,9 @@ def _key(*, create: bool) -> bytes:
             "set DISTREC_HOME to the folder holding its tune-hmac.key)"
         ) from None
     if mode & 0o077:
-        raise UserError(f"{path}: readable or writable by others (mode {mode:o}), so anyone could forge Tune state: chmod 600 {path}")
+        raise UserError(
+            f"{path}: readable or writable by others (mode {mode:o}), so anyone could forge Tune state: chmod 600 {path}"
+        )
     try:
         key = bytes.fromhex(text)
     except ValueError:

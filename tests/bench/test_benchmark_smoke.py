@@ -41,7 +41,9 @@ def test_quick_train_suite_with_ray(tmp_path):
 
 
 def test_quick_closed_form_and_eval_suites(tmp_path, monkeypatch):
-    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, closed_form_like="ml-100k", eval_like="ml-100k", eval_users=300)
+    tiny = suites.Shapes(
+        20_000, 30_000, "ml-100k", None, 2, 1, 1, closed_form_like="ml-100k", eval_like="ml-100k", eval_users=300
+    )
     monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
     out = tmp_path / "bench.json"
     argv = ["--quick", "--suite", "closed-form", "--suite", "eval", "--work", str(tmp_path / "w"), "--out", str(out)]
@@ -84,7 +86,9 @@ def test_quick_serve_suite(tmp_path, monkeypatch):
     assert set(names) == {"ml-100k/in-process", "ml-100k/http", "netflix-items/in-process", "netflix-items/http"}
     for data in ("ml-100k", "netflix-items"):
         http, local = names[f"{data}/http"], names[f"{data}/in-process"]
-        assert set(http["extra"]["latency"]) == {f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)}
+        assert set(http["extra"]["latency"]) == {
+            f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)
+        }
         assert set(local["extra"]["latency"]) == {"in-process exact", "in-process hnsw", "in-process fold-in"}
         for stats in [*http["extra"]["latency"].values(), *local["extra"]["latency"].values()]:
             assert stats["requests"] == 24 and stats["rps"] > 0 and 0 < stats["p50_ms"] <= stats["p99_ms"]

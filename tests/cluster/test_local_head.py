@@ -25,7 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _head(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "jobs/ray_head.py", *args], cwd=REPO, env=env or os.environ, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "jobs/ray_head.py", *args],
+        cwd=REPO,
+        env=env or os.environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -104,13 +109,28 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
     record = tmp_path / "ray-head.json"
     try:
         checkpoints = tmp_path / "ray" / "embedded"
-        wait_for(lambda: registered_checkpoints(checkpoints), timeout=300, what="the embedded job's first epoch", process=embedded)
+        wait_for(
+            lambda: registered_checkpoints(checkpoints), timeout=300, what="the embedded job's first epoch", process=embedded
+        )
 
         dashboard_port = free_port()
-        up = _head("--record", str(record), "up", "--port", str(free_port()), "--dashboard-port", str(dashboard_port), "--num-cpus", "2", env=env)
+        up = _head(
+            "--record",
+            str(record),
+            "up",
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            str(dashboard_port),
+            "--num-cpus",
+            "2",
+            env=env,
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         head = json.loads(record.read_text())
-        assert head["dashboard"] == f"http://127.0.0.1:{dashboard_port}" and head == json.loads(up.stdout.strip().splitlines()[-1])
+        assert head["dashboard"] == f"http://127.0.0.1:{dashboard_port}" and head == json.loads(
+            up.stdout.strip().splitlines()[-1]
+        )
         again = _head("--record", str(record), "up", "--port", str(free_port()), "--dashboard-port", str(free_port()), env=env)
         assert again.returncode == 2 and "already running" in again.stderr
 
@@ -118,7 +138,9 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
             tmp_path / "submitted.yaml", data, tmp_path / "submitted-out",
             train={"epochs": 1}, ray={"num_workers": 1, "storage_path": str(tmp_path / "ray")},
         )  # fmt: skip
-        submit = _head("--record", str(record), "submit", "--", "python", "jobs/train.py", "--config", str(submitted_cfg), "--quiet", env=env)
+        submit = _head(
+            "--record", str(record), "submit", "--", "python", "jobs/train.py", "--config", str(submitted_cfg), "--quiet", env=env
+        )
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert json.loads((tmp_path / "submitted-out" / "metrics.json").read_text())["epochs"] == 1
         jobs = subprocess.run(
@@ -133,7 +155,12 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
         assert down.returncode == 0 and f"stopped the Ray head pid {head['pid']}" in down.stdout, down.stdout + down.stderr
         assert not record.exists() and not _head_processes(head["temp_dir"])
         assert embedded.poll() is None  # the other job and its Ray still run ...
-        wait_for(lambda: len(registered_checkpoints(checkpoints)) > done_before, timeout=300, what="the embedded job's next epoch", process=embedded)
+        wait_for(
+            lambda: len(registered_checkpoints(checkpoints)) > done_before,
+            timeout=300,
+            what="the embedded job's next epoch",
+            process=embedded,
+        )
     finally:
         if record.exists():
             _head("--record", str(record), "down", env=env)

@@ -51,4 +51,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_dataset, tmp_path):
     a, b = read_codes(compressed_uri(full, "user", 8)), read_codes(compressed_uri(resumed, "user", 8))
     assert np.array_equal(a.codes, b.codes)
     for name in ("encoder.safetensors", "decoder.safetensors"):
-        assert Path(stored_file(compressed_uri(full, "user", 8), name)).read_bytes() == Path(stored_file(compressed_uri(resumed, "user", 8), name)).read_bytes()
+        assert (
+            Path(stored_file(compressed_uri(full, "user", 8), name)).read_bytes()
+            == Path(stored_file(compressed_uri(resumed, "user", 8), name)).read_bytes()
+        )

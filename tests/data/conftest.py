@@ -61,7 +61,9 @@ def fails(tmp_path: Path) -> Callable[..., str]:
     def run(dataset: str, source: Path | str, **config: Any) -> str:
         out = tmp_path / f"failed-{dataset}"
         with pytest.raises(DataError) as info:
-            prepare_dataset(PrepareConfig(dataset=dataset, out=str(out), source=str(source), **{"verify_counts": False, **config}))
+            prepare_dataset(
+                PrepareConfig(dataset=dataset, out=str(out), source=str(source), **{"verify_counts": False, **config})
+            )
         assert not (out / MANIFEST).exists()
         assert not out.exists() or not os.listdir(out), f"left behind: {os.listdir(out)}"
         return str(info.value)

@@ -39,9 +39,22 @@ def dataset(tmp_path_factory) -> str:
 
 
 def _cfg(dataset: str, out, **changes) -> DistillConfig:
-    cfg = {"data": {"path": dataset}, "output_dir": str(out), "budget": 10, "samples_per_user": 20, "tau": 1.0, "lr": 0.1,
-           "steps": 30, "validate_every": 10, "checkpoint_every": 5, "batch_users": 48, "val_users": 60,
-           "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [0.1, 1.0, 5.0]}}
+    cfg = {
+        "data": {"path": dataset},
+        "output_dir": str(out),
+        "budget": 10,
+        "samples_per_user": 20,
+        "tau": 1.0,
+        "lr": 0.1,
+        "steps": 30,
+        "validate_every": 10,
+        "checkpoint_every": 5,
+        "batch_users": 48,
+        "val_users": 60,
+        "eval": {"ks": [5, 20], "auc_negatives": 0},
+        "select": "hr@20",
+        "model": {"lambdas": [0.1, 1.0, 5.0]},
+    }
     return from_dict(DistillConfig, {**cfg, **changes})
 
 
@@ -100,12 +113,29 @@ def test_checkpoint_of_another_budget_is_refused(dataset, tmp_path):
 @pytest.mark.slow
 def test_killed_process_resumes_from_its_checkpoint(dataset, tmp_path):
     """A real SIGKILL mid-run: the job started again skips the checkpointed steps."""
-    overrides = [f"data.path={dataset}", "budget=10", "samples_per_user=20", "tau=1.0", "lr=0.1", "steps=300", "validate_every=50",
-                 "checkpoint_every=5", "batch_users=48", "eval.ks=[5,20]", "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]"]
+    overrides = [
+        f"data.path={dataset}",
+        "budget=10",
+        "samples_per_user=20",
+        "tau=1.0",
+        "lr=0.1",
+        "steps=300",
+        "validate_every=50",
+        "checkpoint_every=5",
+        "batch_users=48",
+        "eval.ks=[5,20]",
+        "eval.auc_negatives=0",
+        "select=hr@20",
+        "model.lambdas=[0.1,1,5]",
+    ]
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, "jobs/distill.py", "--quiet", f"output_dir={out}", *overrides], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [sys.executable, "jobs/distill.py", "--quiet", f"output_dir={out}", *overrides],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list((out / CHECKPOINT_DIR).glob("checkpoint_*/progress.json")) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -32,7 +32,9 @@ def _model_scores(name: str) -> tuple[list, list]:
     cls, raw = CONFIGS[name]
     torch.manual_seed(0)  # the dense layers start equal on every rank
     model = build_model(from_dict(cls, raw), ModelContext(USERS, ITEMS, 0.0), torch.device("meta"))
-    dmp, _ = shard_model(model, optim=OptimConfig(sparse="sgd", sparse_lr=0.1), sharding=ShardingConfig(), device=torch.device("cpu"), seed=3)
+    dmp, _ = shard_model(
+        model, optim=OptimConfig(sparse="sgd", sparse_lr=0.1), sharding=ShardingConfig(), device=torch.device("cpu"), seed=3
+    )
     model = dmp.module
     rank = dist.get_rank()
     users = torch.arange(rank, USERS, 2)  # each rank asks for different users ...

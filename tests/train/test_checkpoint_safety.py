@@ -47,7 +47,9 @@ def _short_unicode(text: str) -> bytes:
 
 def _stack_global_call(module: str, name: str, argument: str) -> bytes:
     """Protocol 4: ``module``'s (dotted) attribute ``name``, called with one string argument."""
-    return b"\x80\x04" + _short_unicode(module) + _short_unicode(name) + b"\x93" + _short_unicode(argument) + b"\x85" + b"R" + b"."
+    return (
+        b"\x80\x04" + _short_unicode(module) + _short_unicode(name) + b"\x93" + _short_unicode(argument) + b"\x85" + b"R" + b"."
+    )
 
 
 class _Shell:
@@ -92,7 +94,9 @@ def test_the_payloads_run_under_plain_pickle(tmp_path):
 def _model(data: str, seed: int = 0):
     ds = InteractionDataset(data)
     cfg = from_dict(TrainConfig, {"data": {"path": data}, "model": {"name": "mf", "dim": 8}, "output_dir": "unused"})
-    model = build_model(cfg.model, ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5), torch.device("meta"))
+    model = build_model(
+        cfg.model, ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5), torch.device("meta")
+    )
     dmp, _ = shard_model(model, optim=OptimConfig(), sharding=ShardingConfig(), device=torch.device("cpu"), seed=seed)
     return dmp, torch.optim.Adam([dmp.module.mean], lr=0.01)
 
@@ -190,7 +194,10 @@ def test_planted_pickles_and_escaping_paths_are_refused(tmp_path):
     errors = run_ranks(_tamper_and_load, 1, data, str(root))[0]
     assert not (root / "payload-ran").exists()
     for name in PAYLOADS:
-        assert f"{root}/{name}-{DCP_METADATA}/{DCP_METADATA}: changed after the checkpoint was written" in errors[f"{name}@{DCP_METADATA}"]
+        assert (
+            f"{root}/{name}-{DCP_METADATA}/{DCP_METADATA}: changed after the checkpoint was written"
+            in errors[f"{name}@{DCP_METADATA}"]
+        )
         assert f"{root}/{name}-{METADATA_JSON}/{METADATA_JSON}: not JSON" in errors[f"{name}@{METADATA_JSON}"]
     # a pickle that the JSON vouches for is still never unpickled: the checkpoint loads from the JSON
     assert errors["consistent_pickle"] == "loaded"
@@ -198,7 +205,10 @@ def test_planted_pickles_and_escaping_paths_are_refused(tmp_path):
     assert "refused checkpoint entry 'model.mean'" in errors["bytes_entry"]
     assert "'../good/__0_0.distcp' is not a plain relative path" in errors["dotdot"]
     assert "is not a plain relative path" in errors["absolute"]
-    assert f"dtype/{METADATA_JSON}: state_dict_metadata['model.mean'].properties.dtype: expected the name of a torch.dtype" in errors["dtype"]
+    assert (
+        f"dtype/{METADATA_JSON}: state_dict_metadata['model.mean'].properties.dtype: expected the name of a torch.dtype"
+        in errors["dtype"]
+    )
     assert f"unplaced/{METADATA_JSON}: no storage_data entry holds 'model.mean'" in errors["unplaced"]
     assert f"dense/{DENSE}: refused" in errors["dense"]
     assert f"dense_reduce/{DENSE}: refused" in errors["dense_reduce"]
@@ -330,5 +340,8 @@ def test_the_issue_repro_through_jobs_train(tmp_path):
     # the job's own message (Ray's log of the worker, traceback included, streams in around it)
     errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, again.stderr[-3000:]
-    assert errors[0].startswith("error: training failed: ") and f"/{DCP_METADATA}: changed after the checkpoint was written" in errors[0]
+    assert (
+        errors[0].startswith("error: training failed: ")
+        and f"/{DCP_METADATA}: changed after the checkpoint was written" in errors[0]
+    )
     assert not marker.exists()

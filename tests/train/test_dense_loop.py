@@ -32,7 +32,14 @@ def _train(data: str, out: str, ckpt: str, epochs: int, lambda_s: float = 0.006)
         TrainConfig,
         {
             "data": {"path": data},
-            "model": {"name": "glocal_k", "hidden": 16, "lambda_s": lambda_s, "pretrain_epochs": 2, "pretrain_iters": 4, "finetune_iters": 4},
+            "model": {
+                "name": "glocal_k",
+                "hidden": 16,
+                "lambda_s": lambda_s,
+                "pretrain_epochs": 2,
+                "pretrain_iters": 4,
+                "finetune_iters": 4,
+            },
             "train": {"epochs": epochs},
             "output_dir": out,
         },

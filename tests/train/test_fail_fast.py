@@ -20,7 +20,6 @@ from distrec.runtime.ray import run_workers
 from tests.helpers import tiny_synthetic
 
 
-
 def _attempts(path: Path) -> UserCallback:
     """A callback that appends one line per failed attempt to ``path`` (it runs in the Ray Train
     controller, on this machine): the workers' error types."""
@@ -57,7 +56,9 @@ def test_a_worker_error_no_retry_can_fix_ends_the_run_at_its_first_attempt(local
     cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "ray"), max_failures=max_failures)
     expected = UserError if error is RuntimeError else error  # an error retried to the end is a UserError
     with pytest.raises(expected, match="part-00003.parquet: sha256 does not match") as e:
-        run_workers(_failing_entry(error), {"markers": str(markers)}, cfg=cfg, name=f"fail-{error.__name__}", callbacks=[_attempts(log)])
+        run_workers(
+            _failing_entry(error), {"markers": str(markers)}, cfg=cfg, name=f"fail-{error.__name__}", callbacks=[_attempts(log)]
+        )
     assert error is RuntimeError or type(e.value) is error  # the worker's own exception, not a wrapper
     assert len(list(markers.glob("rank1-*"))) == attempts  # 1 + max_failures for an error a retry may fix
     assert len(log.read_text().splitlines()) == attempts

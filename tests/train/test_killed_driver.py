@@ -37,7 +37,9 @@ def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path)
     tiny_synthetic(data, ratings=20_000)
     command, lock, out = _command(data, tmp_path), tmp_path / "out" / LOCK, tmp_path / "out"
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(
+            command, cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for(lock.exists, timeout=120, what="the first run's lock", process=first)
         second = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)

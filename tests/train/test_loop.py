@@ -137,9 +137,7 @@ def test_resume_from_checkpoint_gives_the_same_next_epoch(dataset, tmp_path):
 
 def test_early_stopping_restores_the_best_epoch(dataset, tmp_path):
     def run():
-        return run_ranks(
-            _train_early, 2, dataset, str(tmp_path / "run"), str(tmp_path / "ckpt")
-        )[0]
+        return run_ranks(_train_early, 2, dataset, str(tmp_path / "run"), str(tmp_path / "ckpt"))[0]
 
     result = run()
     assert result["epochs"] < 30  # stopped early

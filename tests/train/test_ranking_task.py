@@ -51,14 +51,23 @@ def test_each_worker_gets_exactly_its_users_pairs(dataset):
 
 
 def _train(data: str, out: str, model: dict, loss: str, sampler: str) -> dict:
-    cfg = from_dict(TrainConfig, {
-        "data": {"path": data},
-        "model": model,
-        "ranking": {"loss": loss, "negatives": 4 if loss == "sampled_softmax" else 1, "sampler": sampler},
-        "train": {"epochs": 4, "batch_size": 256, "early_stopping_metric": "val_ndcg@10", "early_stopping_mode": "max", "patience": 4},
-        "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1, "dense": "adam", "dense_lr": 0.005},
-        "output_dir": out,
-    })
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "data": {"path": data},
+            "model": model,
+            "ranking": {"loss": loss, "negatives": 4 if loss == "sampled_softmax" else 1, "sampler": sampler},
+            "train": {
+                "epochs": 4,
+                "batch_size": 256,
+                "early_stopping_metric": "val_ndcg@10",
+                "early_stopping_mode": "max",
+                "patience": 4,
+            },
+            "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1, "dense": "adam", "dense_lr": 0.005},
+            "output_dir": out,
+        },
+    )
     session = LocalSession(out + "-ckpt")
     result = train_worker(cfg, session)
     return {**result, "val": [r["val_ndcg@10"] for r in session.reports]}
@@ -72,9 +81,7 @@ def _random_ndcg(data: str) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model, loss, sampler", [("mf_bpr", "bpr", "uniform"), ("neumf", "sampled_softmax", "popularity")]
-)
+@pytest.mark.parametrize("model, loss, sampler", [("mf_bpr", "bpr", "uniform"), ("neumf", "sampled_softmax", "popularity")])
 def test_two_workers_learn_to_rank(dataset, tmp_path, model, loss, sampler):
     out = str(tmp_path / "run")
     result = run_ranks(_train, 2, dataset, out, MODELS[model], loss, sampler)[0]
@@ -88,8 +95,12 @@ def test_two_workers_learn_to_rank(dataset, tmp_path, model, loss, sampler):
     if model == "mf_bpr":  # the exported factors are the model: they reproduce its test ranking
         holdout = Holdout.read(InteractionDataset(dataset))
         again = evaluate_ranking(
-            exported_scorer(out), target=holdout.test, seen=holdout.seen("test"),
-            cfg=RankingConfig(ks=[10, 100]), prefix="test", propensity=holdout.propensity(),
+            exported_scorer(out),
+            target=holdout.test,
+            seen=holdout.seen("test"),
+            cfg=RankingConfig(ks=[10, 100]),
+            prefix="test",
+            propensity=holdout.propensity(),
         )
         for key in ("test_ndcg@10", "test_hr@100", "test_psp@10"):
             assert again[key] == pytest.approx(result[key], abs=1e-6), key

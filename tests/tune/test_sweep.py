@@ -28,7 +28,12 @@ LEARNING_RATES = [0.05, 0.002, 0.001, 0.0005]  # the first is good, the others c
 def _tune(*args: str, **popen) -> subprocess.Popen:
     # TUNE_GLOBAL_CHECKPOINT_S=1: Tune saves its experiment state every second, so the kill
     # below lands after the finished trial is on record (Tune's own default is adaptive)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISTREC_QUIET": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # this checkout, not the installed one
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISTREC_QUIET": "1",
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    }  # this checkout, not the installed one
     return subprocess.Popen([sys.executable, "jobs/tune.py", *args, "--quiet"], cwd=ROOT, env=env, **popen)
 
 
