@@ -8,7 +8,8 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from distrec.config import ConfigError
 from distrec.console import quiet as quiet_env

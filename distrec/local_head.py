@@ -24,8 +24,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from distrec.errors import UserError
 
@@ -88,7 +89,7 @@ def start_head(
         "dashboard": dashboard,
         "temp_dir": temp_dir,
         "log": head_log,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     Path(record).parent.mkdir(parents=True, exist_ok=True)
     aside = f"{record}.{os.getpid()}"

@@ -12,17 +12,18 @@ recommended again (``exclude_seen``).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from distrec.data.dataset import InteractionDataset
+from distrec.errors import DataError
 from distrec.serve.artefacts import FactorModel, Query, RowModel, RunSpec, inspect_run, load_model
 from distrec.serve.catalogue import Catalogue
 from distrec.serve.errors import BadRequest, NotServable
 from distrec.serve.topk import HNSWIndex, check_k, top_k
-from distrec.errors import DataError
 
 __all__ = ["Recommender", "load_recommender", "Index"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distrec.errors import UserError
 from distrec.config import to_dict, to_yaml
+from distrec.errors import UserError
 from distrec.storage import absolute, is_local, join
 
 __all__ = [

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"item": args.item, "similar": similar}
         liked, recs = rec.for_user(args.user, args.k)
         print(
-            f"user {args.user} rated highest:\n{_table(liked, 'rating')}\n\ntop {args.k} for user {args.user}:\n{_table(recs, 'score')}"
+            f"user {args.user} rated highest:\n{_table(liked, 'rating')}\n\n"
+            f"top {args.k} for user {args.user}:\n{_table(recs, 'score')}"
         )
         return {"user": args.user, "rated": liked, "recommended": recs}
 

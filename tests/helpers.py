@@ -7,7 +7,8 @@ import io
 import os
 import socket
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import matplotlib.image
 import torch.distributed as dist

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distrec.errors import UserError
-from distrec.config import ConfigError, from_dict, load_config
 from distrec.compress.config import CompressConfig
+from distrec.config import ConfigError, from_dict, load_config
 from distrec.device import device_memory_bytes, resolve_device
 from distrec.distill.config import DistillConfig
+from distrec.errors import UserError
 from distrec.fit.config import FitConfig
 from distrec.train.config import TrainConfig
 from jobs.fit import main as fit_job

@@ -14,8 +14,9 @@ import multiprocessing as mp
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from distrec.resources import peak_rss_mb, reset_peak_rss
 

@@ -27,7 +27,8 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,9 @@ def _train_one_rank(data: str, out: str) -> None:
 
     from distrec.config import from_dict
     from distrec.console import set_quiet
+    from distrec.runtime.session import LocalSession
     from distrec.train.config import TrainConfig
     from distrec.train.worker import train_worker
-    from distrec.runtime.session import LocalSession
 
     set_quiet(True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))

@@ -38,11 +38,11 @@ class Shapes:
     serve_requests: int = 2000  # per endpoint and concurrency
 
     @classmethod
-    def full(cls) -> "Shapes":
+    def full(cls) -> Shapes:
         return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 3)
 
     @classmethod
-    def quick(cls) -> "Shapes":
+    def quick(cls) -> Shapes:
         return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
                    closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500,
                    serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100)  # fmt: skip
@@ -109,9 +109,9 @@ def closed_form_dataset(work: str, like: str) -> tuple[str, str]:
 
 # -- prepare ------------------------------------------------------------------------------------
 def prepare_distrec(dataset: str, source: str, split: str) -> dict[str, Any]:
+    from distrec.console import set_quiet
     from distrec.data.prepare import PrepareConfig, prepare_dataset
     from distrec.data.registry import dataset_names
-    from distrec.console import set_quiet
 
     set_quiet(True)
     dataset_names()  # import every parser before the clock starts
@@ -251,8 +251,8 @@ def train_plain_torch(data: str, batch_size: int = BATCH, optimizer: str = "sgd"
 
 def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
     """Epochs until validation RMSE is within 5% of the planted noise floor, and their time."""
-    from distrec.data.dataset import InteractionDataset
     from distrec.console import set_quiet
+    from distrec.data.dataset import InteractionDataset
     from distrec.jobs import get_job
 
     set_quiet(True)
@@ -293,11 +293,11 @@ def ease_reference(data: str) -> dict[str, Any]:
     import torch
 
     from distrec.config import load_config
+    from distrec.console import set_quiet
     from distrec.data.dataset import InteractionDataset
     from distrec.eval.holdout import Holdout
     from distrec.eval.ranking import evaluate_ranking
     from distrec.fit.config import FitConfig
-    from distrec.console import set_quiet
 
     set_quiet(True)
     cfg = load_config(FitConfig, "configs/ease/ml-1m.yaml", [f"data.path={data}", "output_dir=unused"])
@@ -346,8 +346,8 @@ def _eval_inputs(data: str, users: int):
 def rank_users(data: str, users: int) -> dict[str, Any]:
     """Full-ranking top-k evaluation (every metric of the full protocol, ks 10 and 100) of
     ``users`` test users with dim-64 factors: users/s."""
-    from distrec.eval.ranking import RankingConfig, evaluate_ranking
     from distrec.console import set_quiet
+    from distrec.eval.ranking import RankingConfig, evaluate_ranking
 
     set_quiet(True)
     holdout, score, target, chosen = _eval_inputs(data, users)
@@ -521,7 +521,8 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         ):
             run = _once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
             n = shapes.serve_requests
-            out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1, warmup=False),
+            out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1,
+                         warmup=False),
                     Case("serve", f"{name}/http", serve.serve_over_http, (run, n, (1, 8, 32)), unit="requests",
                          baseline=f"{name}/in-process", repeats=1, warmup=False)]  # fmt: skip
     if "netflix-scale" in suites:

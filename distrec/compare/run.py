@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+from distrec.compare.config import CompareConfig, CompareModel, TrainEntry, row_label
+from distrec.compare.report import header, markdown_table, scale
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.eval.factors import exported_scorer
@@ -24,8 +26,6 @@ from distrec.eval.ranking import evaluate_ranking
 from distrec.fit.search import search_and_test
 from distrec.jobs import get_job
 from distrec.models.registry import build_closed_form
-from distrec.compare.config import CompareConfig, CompareModel, TrainEntry, row_label
-from distrec.compare.report import header, markdown_table, scale
 from distrec.report import Report, bar_figure
 from distrec.resources import Stopwatch, peak_rss_mb, reset_peak_rss
 from distrec.storage import join, write_text

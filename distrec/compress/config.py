@@ -17,9 +17,9 @@ from typing import Annotated
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.models.compressor import CompressorConfig
+from distrec.runtime.config import RayConfig
 from distrec.storage.reader import Verify
 from distrec.tracking import TrackingConfig
-from distrec.runtime.config import RayConfig
 
 __all__ = ["SourceConfig", "CompressTrainConfig", "HoldoutConfig", "CompressConfig"]
 

@@ -21,24 +21,25 @@ per entity, a small fraction of the interaction data that training streams.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from distrec.compress.baselines import PCACodec, ScalarCodec
-from distrec.compress.codes import DECODER, load_decoder, load_encoder, read_codes, compress, decompress
+from distrec.compress.codes import DECODER, compress, decompress, load_decoder, load_encoder, read_codes
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import holdout_mask
 from distrec.compress.worker import compressed_uri, table_uri
 from distrec.config import ConfigError, load_config
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.errors import DataError
+from distrec.jobs import get_job
 from distrec.models.foldin import fold_in_users
 from distrec.models.mf import MFConfig
 from distrec.storage import StoredDirectory, join
-from distrec.errors import DataError
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings
-from distrec.jobs import get_job
 
 __all__ = ["Codec", "reconstruction", "rating_rmse", "evaluate"]
 

@@ -9,24 +9,24 @@ shard stops the job with the file's name instead of failing a worker mid-trainin
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.errors import UserError
 from distrec.compress.config import CompressConfig
 from distrec.compress.evaluate import evaluate
-from distrec.compress.worker import table_uri
 from distrec.compress.report import write_compress_report
+from distrec.compress.worker import table_uri
 from distrec.config import to_yaml
+from distrec.errors import DataError, UserError
+from distrec.jobs import get_job
 from distrec.models.compressor import code_size
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.jobs import get_job
-from distrec.storage import join, write_text
-from distrec.errors import DataError
-from distrec.storage.embeddings import EmbeddingShards
 from distrec.runtime.config import run_name
 from distrec.runtime.ray import run_job_workers
+from distrec.storage import join, write_text
+from distrec.storage.embeddings import EmbeddingShards
 from distrec.tracking import Tracker, check_tracking
 
 __all__ = ["check_sources", "run_compress"]

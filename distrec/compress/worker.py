@@ -31,10 +31,10 @@ from distrec.compress.codes import CODES, DECODER, ENCODER, SCHEMA_VERSION, code
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import feature_stats, holdout_mask, read_slice, vector_batches
 from distrec.config import to_dict
+from distrec.console import progress_bar
 from distrec.data.partition import agreed_steps
 from distrec.device import resolve_device
 from distrec.models.compressor import Compressor, code_size
-from distrec.console import progress_bar
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import read_progress, read_tensors, require_files, save_files
 from distrec.runtime.epochs import Resumable, open_tracker

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from distrec.data.partition import strided
 from distrec.data.schema import KIND, PART_NAMES, SCHEMA_VERSION, split_column
-from distrec.storage import MANIFEST, StoredDirectory, join
 from distrec.errors import DataError
+from distrec.storage import MANIFEST, StoredDirectory, join
 from distrec.storage.reader import Verify
 
 __all__ = ["DataConfig", "InteractionDataset", "Interactions"]
@@ -34,7 +34,7 @@ class DataConfig:
     split: str | None = None  # one of the dataset's recorded splits; None = its default
     verify: Verify = "size"  # "sha256" reads every shard once more at start
 
-    def open(self) -> "InteractionDataset":
+    def open(self) -> InteractionDataset:
         """The dataset at ``path``; when there is none, the error says how to make one."""
         try:
             return InteractionDataset(self.path, verify=self.verify)
@@ -58,7 +58,7 @@ class Interactions:
         return len(self.user)
 
     @classmethod
-    def concat(cls, parts: Sequence["Interactions"]) -> "Interactions":
+    def concat(cls, parts: Sequence[Interactions]) -> Interactions:
         if not parts:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
         ts = None if any(p.ts is None for p in parts) else np.concatenate([p.ts for p in parts])  # type: ignore[misc]

@@ -12,7 +12,8 @@ that needs every rating before the first is stored, so it holds the parsed rows 
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Callable, Iterable, Iterator, Literal, get_args
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, get_args
 
 import numpy as np
 

@@ -7,8 +7,8 @@ and these files are small (tens of MB). A file that is not HDF5 becomes a ``Data
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import h5py
 

@@ -35,7 +35,7 @@ class RatingHistories:
     rating: np.ndarray  # float32 [N]
 
     @classmethod
-    def from_interactions(cls, data: Interactions, *, num_users: int, seed: int = 0) -> "RatingHistories":
+    def from_interactions(cls, data: Interactions, *, num_users: int, seed: int = 0) -> RatingHistories:
         """From ratings in any order; each user's run is shuffled (seeded), so a cut at ``max_len``
         keeps a random subset, not the oldest or the lowest item ids."""
         user = np.asarray(data.user, dtype=np.int64)

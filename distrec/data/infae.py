@@ -135,7 +135,10 @@ def _check_release(user: np.ndarray, item: np.ndarray, verify: bool) -> str:
             f"release has {ML_1M['users']:,} and {ML_1M['items']:,}. The source is another version or damaged; pass "
             "--no-verify to accept it as it is"
         )
-    return f"ML-1M: counts match the official release ({ML_1M['users']:,} users, {ML_1M['items']:,} items, {ML_1M['ratings']:,} ratings)"
+    return (
+        f"ML-1M: counts match the official release ({ML_1M['users']:,} users, {ML_1M['items']:,} items, "
+        f"{ML_1M['ratings']:,} ratings)"
+    )
 
 
 SPECS = [

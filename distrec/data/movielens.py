@@ -14,7 +14,7 @@ on), and every file ends in a newline. The date ranges are those the READMEs giv
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

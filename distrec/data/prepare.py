@@ -23,18 +23,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from distrec.config import NonNegative, Positive
+from distrec.console import progress_bar
 from distrec.data.checks import checked
 from distrec.data.duplicates import Duplicates, PairCheck, resolve_duplicates
-from distrec.config import NonNegative, Positive
 from distrec.data.idmap import IdMap
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
 from distrec.data.source import Source, default_cache_dir, download
 from distrec.data.splits import ROW_WISE, SplitSpec, compute_split, parse_split, row_wise_split, split_counts
-from distrec.console import progress_bar
+from distrec.errors import DataError
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import DirectoryWriter
-from distrec.errors import DataError
 from distrec.storage.commit import check_target
 from distrec.storage.uri import overlaps
 
@@ -96,7 +96,7 @@ class _ShardBuffer:
         self.pool = ThreadPoolExecutor(max_workers=self.WRITERS)
         self.writing: list[Future] = []
 
-    def __enter__(self) -> "_ShardBuffer":
+    def __enter__(self) -> _ShardBuffer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,8 +8,8 @@ exports ``SPECS``; ``get_dataset`` looks a name up and names the known ones when
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import pyarrow as pa
 

@@ -15,8 +15,9 @@ import posixpath
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 import fsspec
 

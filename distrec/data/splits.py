@@ -23,9 +23,9 @@ Split specs (``--split`` on prepare, recorded in the manifest, chosen by ``data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa

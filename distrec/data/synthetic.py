@@ -16,8 +16,8 @@ better in expectation; a model that recovers ``E[rating | score]`` reaches it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

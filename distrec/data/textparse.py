@@ -12,10 +12,11 @@ import csv
 import io
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import BinaryIO, Callable, Iterable, Iterator, Literal, TypeVar
+from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa

@@ -32,7 +32,7 @@ class UserItems:
     num_items: int
 
     @classmethod
-    def from_pairs(cls, user: np.ndarray, item: np.ndarray, *, num_users: int, num_items: int) -> "UserItems":
+    def from_pairs(cls, user: np.ndarray, item: np.ndarray, *, num_users: int, num_items: int) -> UserItems:
         """From (user, item) pairs [N] in any order; repeated pairs count once."""
         user, item = np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64)
         if len(user) and (user.min() < 0 or user.max() >= num_users or item.min() < 0 or item.max() >= num_items):
@@ -68,7 +68,7 @@ class UserItems:
     def items_of(self, user: int) -> np.ndarray:
         return self.indices[self.indptr[user] : self.indptr[user + 1]]
 
-    def union(self, other: "UserItems") -> "UserItems":
+    def union(self, other: UserItems) -> UserItems:
         """Pairs in either (the same users and items)."""
         if other.num_users != self.num_users or other.num_items != self.num_items:
             raise ValueError("union of UserItems with different shapes")
@@ -91,7 +91,7 @@ class UserItems:
         items = self.indices[np.repeat(starts, lengths) + np.arange(len(rows), dtype=np.int64) - offsets]
         return rows, items
 
-    def only(self, users: np.ndarray) -> "UserItems":
+    def only(self, users: np.ndarray) -> UserItems:
         """The pairs of ``users`` alone: the same shape, every other user's row empty."""
         rows, items = self.block(users)
         return UserItems.from_pairs(

@@ -31,8 +31,8 @@ from distrec.compare.report import header, scale
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.distill.config import DistillConfig
-from distrec.distill.run import run_distill
 from distrec.distill.output import read_synthetic
+from distrec.distill.run import run_distill
 from distrec.distill.worker import SYNTHETIC_DIR, sampled_holdout
 from distrec.eval.holdout import Holdout
 from distrec.fit.search import search_and_test
@@ -158,8 +158,9 @@ def _report(cfg: DistillConfig, rows: list[dict[str, Any]], metrics: dict[str, A
                 points = sorted((r["budget"], r[m] * scale(m)) for r in mine if r["sampler"] == s)
                 lines[s] = ([p[0] for p in points], [p[1] for p in points])
             panels[f"test {header(m)}"] = lines
-        figure = line_figure(panels, xlabel="users trained on (log scale)", title=f"{model}: test metrics (×100) by users trained on",
-                             references={"full data": {f"test {header(m)}": full[m] * scale(m) for m in METRICS}}, log2_x=True)  # fmt: skip
+        references = {"full data": {f"test {header(m)}": full[m] * scale(m) for m in METRICS}}
+        title = f"{model}: test metrics (×100) by users trained on"
+        figure = line_figure(panels, xlabel="users trained on (log scale)", title=title, references=references, log2_x=True)
         report.add_figure(f"compare-{model}.png", figure)
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     return report.write(cfg.output_dir)

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from distrec.storage import DirectoryWriter, StoredDirectory
 from distrec.errors import DataError
+from distrec.storage import DirectoryWriter, StoredDirectory
 from distrec.storage.reader import Verify
 
 __all__ = ["KIND", "write_synthetic", "read_synthetic"]

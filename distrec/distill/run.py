@@ -11,7 +11,8 @@ worker, or the same command again: the run name comes from ``output_dir``), here
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from distrec.distill.config import DistillConfig
 from distrec.distill.worker import distill

@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 
 from distrec.config import to_yaml
+from distrec.console import progress_bar
 from distrec.device import resolve_device
 from distrec.distill.config import DistillConfig
 from distrec.distill.gumbel import multi_gumbel
@@ -56,12 +57,11 @@ from distrec.distill.objective import distill_loss
 from distrec.distill.output import write_synthetic
 from distrec.distill.report import write_distill_report
 from distrec.distill.targets import TargetBatches
+from distrec.errors import DataError, UserError
 from distrec.eval.holdout import Holdout
 from distrec.fit.search import search_and_test, search_lambda
 from distrec.models.closed_form import InfiniteAE
-from distrec.console import progress_bar
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.errors import DataError, UserError
 from distrec.runtime.checkpoint import PROGRESS, read_progress, read_tensors, require_files, save_files
 from distrec.runtime.epochs import Resumable
 from distrec.runtime.session import LocalSession, Session

@@ -25,24 +25,26 @@ full-ranking ones. Negatives exclude ``seen`` and ``target``.
 the evaluated users are cut into blocks in one global order and block j goes to worker j mod
 world; a worker holding only its own users' rows passes them as ``users``. Per-metric sums and
 counts (and the coverage sets) are all-reduced, so the result does not depend on the number of
-workers (tested). Without an initialised process group it runs on one process. ``score`` may be a collective (a sharded TorchRec lookup): every worker
-calls it the same number of times (a worker out of blocks scores a one-user padding block).
+workers (tested). Without an initialised process group it runs on one process. ``score`` may be
+a collective (a sharded TorchRec lookup): every worker calls it the same number of times (a
+worker out of blocks scores a one-user padding block).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from distrec.config import NonNegative, Positive
+from distrec.console import progress_bar
 from distrec.data.user_items import UserItems
 from distrec.eval.ranking_metrics import full_ranking_metrics, sample_negatives, sampled_ranking_metrics
-from distrec.console import progress_bar
 
 __all__ = ["RankingConfig", "Scorer", "evaluate_ranking", "metric_names", "PAPER_SCALE"]
 

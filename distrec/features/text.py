@@ -19,15 +19,15 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from distrec.errors import UserError
 from distrec.config import Positive
 from distrec.console import progress_bar
+from distrec.errors import UserError
 from distrec.storage import filesystem, join
 
 __all__ = ["TextEncoderConfig", "encode_texts", "cached_text_embeddings", "cache_key"]

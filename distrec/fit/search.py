@@ -9,16 +9,16 @@ in the configured precision (λ = 0 with a singular kernel) is skipped and recor
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from distrec.errors import UserError
+from distrec.errors import DataError, UserError
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.models.closed_form import ClosedForm, NotPositiveDefinite
 from distrec.resources import Stopwatch
-from distrec.errors import DataError
 
 __all__ = ["search_and_test", "search_lambda"]
 

@@ -34,10 +34,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from distrec.errors import UserError
 from distrec.config import NonNegative, Positive
 from distrec.data.user_items import UserItems
 from distrec.device import Device, device_memory_bytes
+from distrec.errors import UserError
 from distrec.eval.ranking import Scorer
 from distrec.models.ntk import ntk
 from distrec.models.spec import ModelSpec
@@ -198,7 +198,7 @@ class EASE:
             self.gram += gram_block(x, dense=device.type == "cuda").to(self.dtype)
 
     @classmethod
-    def on_rows(cls, cfg: EASEConfig, x: torch.Tensor) -> "EASE":
+    def on_rows(cls, cfg: EASEConfig, x: torch.Tensor) -> EASE:
         """EASE whose Gram matrix is XᵀX of the given rows ``x`` [n, I] (values in [0, 1];
         Distill-CF's synthetic users) instead of a training set's users."""
         model = cls.__new__(cls)
@@ -254,7 +254,7 @@ class InfiniteAE:
         self._build(train.dense(self.support, dtype=self.dtype, device=device), sparse_rows=True)
 
     @classmethod
-    def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> "InfiniteAE":
+    def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> InfiniteAE:
         """∞-AE whose support is the given rows ``x`` [n, I] (values in [0, 1]; Distill-CF's
         synthetic users) instead of users of a training set."""
         model = cls.__new__(cls)

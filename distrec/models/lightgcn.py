@@ -40,8 +40,8 @@ from torchrec import EmbeddingBagCollection
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.bipartite import Graph, build_graph, propagate
-from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 from distrec.models.spec import ModelContext, ModelSpec
+from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
 __all__ = ["LightGCNConfig", "LightGCN", "SPECS"]
 

@@ -24,8 +24,8 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import NonNegative, Positive
-from distrec.models.tables import TableSpec, ids_to_kjt, padded_width, table_config
 from distrec.models.spec import ModelContext, ModelSpec
+from distrec.models.tables import TableSpec, ids_to_kjt, padded_width, table_config
 
 __all__ = ["MFConfig", "BiasedMF", "SPECS"]
 

@@ -47,8 +47,8 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.data.histories import RatingHistories
-from distrec.models.tables import TableSpec, padded_width, table_config
 from distrec.models.spec import ModelContext, ModelSpec
+from distrec.models.tables import TableSpec, padded_width, table_config
 
 __all__ = ["NCFConfig", "NCF", "SPECS"]
 

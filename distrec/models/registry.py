@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn

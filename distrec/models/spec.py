@@ -3,8 +3,9 @@ about the data when it is built (``ModelContext``). models/registry.py collects 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 

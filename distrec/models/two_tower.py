@@ -32,8 +32,8 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.features.text import TextEncoderConfig
-from distrec.models.tables import TableSpec, padded_width, table_config
 from distrec.models.spec import ModelContext, ModelSpec
+from distrec.models.tables import TableSpec, padded_width, table_config
 
 __all__ = ["TwoTowerConfig", "TwoTower", "in_batch_softmax_loss", "RATING_BUCKETS", "SPECS"]
 

@@ -32,8 +32,8 @@ import torch
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner.types import PlannerError, ShardingOption, Stats
 
-from distrec.errors import UserError
 from distrec.data.prepare import PrepareConfig
+from distrec.errors import UserError
 from distrec.models.mf import MFConfig
 from distrec.models.mf_bpr import MFBPRConfig
 from distrec.models.neumf import NeuMFConfig
@@ -128,7 +128,8 @@ def _model(cfg: TrainConfig, shape: Shape) -> torch.nn.Module:
     if not isinstance(cfg.model, PLANNABLE):
         names = sorted(c.name for c in (c() for c in PLANNABLE))
         raise UserError(
-            f"model.name={cfg.model.name}: jobs/plan.py plans models whose tables depend only on the users and items ({', '.join(names)})"
+            f"model.name={cfg.model.name}: jobs/plan.py plans models whose tables depend only on the users and items "
+            f"({', '.join(names)})"
         )
     ctx = ModelContext(num_users=shape.users, num_items=shape.items, global_mean=0.0)
     model = build_model(cfg.model, ctx, torch.device("meta"))
@@ -295,12 +296,14 @@ def _refusal(cfg: TrainConfig, cluster: Cluster, shape: Shape, found: tuple[Clus
     sizes = table_bytes(cfg, shape)
     tables = ", ".join(f"{name} {b / GB:,.1f}" for name, b in sizes.items())
     has = (
-        f"{cluster.describe()} with {cluster.hbm_gb:g} GiB HBM per GPU ({(1 - RESERVED_FRACTION) * cluster.hbm_gb:,.1f} GiB for tables "
+        f"{cluster.describe()} with {cluster.hbm_gb:g} GiB HBM per GPU "
+        f"({(1 - RESERVED_FRACTION) * cluster.hbm_gb:,.1f} GiB for tables "
         f"after the {RESERVED_FRACTION:.0%} reserve) and {cluster.ddr_bytes_per_rank / GB:,.1f} GiB host memory per GPU "
         f"({cluster.world * ((1 - RESERVED_FRACTION) * cluster.hbm_gb + cluster.ddr_bytes_per_rank / GB):,.1f} GiB in all)"
     )
     text = (
-        f"the embedding tables of {cfg.model.name} for {shape.users:,} users × {shape.items:,} items do not fit: they need at least "
+        f"the embedding tables of {cfg.model.name} for {shape.users:,} users × {shape.items:,} items do not fit: "
+        "they need at least "
         f"{sum(sizes.values()) / GB:,.1f} GiB of weights and {cfg.optim.sparse} state (GiB per table: {tables}), and the planner "
         f"found no placement on {has}. "
     )

@@ -12,8 +12,8 @@ Units: GB = 2^30 bytes and GB/s = 2^30 bytes per second, as TorchRec's own const
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from torchrec.distributed.planner.types import HardwareConfig, KernelConfig, Topology, TopologyFactory, TrainerConfig
 
@@ -88,7 +88,7 @@ class Cluster:
             kernel_config=KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True),
         )
 
-    def with_shape(self, nodes: int, gpus_per_node: int) -> "Cluster":
+    def with_shape(self, nodes: int, gpus_per_node: int) -> Cluster:
         return Cluster(
             nodes=nodes,
             gpus_per_node=gpus_per_node,

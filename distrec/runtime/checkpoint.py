@@ -30,7 +30,8 @@ import io
 import json
 import os
 import pickle
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import safetensors
 import safetensors.torch

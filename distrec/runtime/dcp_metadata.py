@@ -113,9 +113,12 @@ def read_metadata(directory: str) -> Metadata:
     metadata = Metadata(
         state_dict_metadata={fqn: d.entry(entry, f"state_dict_metadata[{fqn!r}]") for fqn, entry in entries.items()},
         planner_data=None if doc["planner_data"] is None else {
-            fqn: tuple(d.key_path(keys, f"planner_data[{fqn!r}]")) for fqn, keys in d.mapping(doc["planner_data"], "planner_data").items()
+            fqn: tuple(d.key_path(keys, f"planner_data[{fqn!r}]"))
+            for fqn, keys in d.mapping(doc["planner_data"], "planner_data").items()
         },
-        storage_data=dict(d.storage_item(item, f"storage_data[{i}]") for i, item in enumerate(d.items(doc["storage_data"], "storage_data"))),
+        storage_data=dict(
+            d.storage_item(item, f"storage_data[{i}]") for i, item in enumerate(d.items(doc["storage_data"], "storage_data"))
+        ),
         storage_meta=None if doc["storage_meta"] is None else d.storage_meta(doc["storage_meta"], "storage_meta"),
         version=None if doc["version"] is None else d.string(doc["version"], "version"),
     )  # fmt: skip
@@ -244,7 +247,8 @@ class _Decoder:
             offset=self.natural(info["offset"], f"{where}.info.offset"),
             length=self.natural(info["length"], f"{where}.info.length"),
             transform_descriptors=None if transforms is None else [
-                self.string(t, f"{where}.info.transform_descriptors") for t in self.items(transforms, f"{where}.info.transform_descriptors")
+                self.string(t, f"{where}.info.transform_descriptors")
+                for t in self.items(transforms, f"{where}.info.transform_descriptors")
             ],
         )  # fmt: skip
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ray
 import ray._private.ray_constants as ray_constants
@@ -27,8 +28,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
 from distrec.config import to_dict
-from distrec.errors import UserError
 from distrec.console import console_for_workers
+from distrec.errors import UserError
 from distrec.runtime.config import RayConfig, run_name
 from distrec.runtime.fail_fast import FailFast, worker_error
 from distrec.runtime.worker import ray_worker

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch.distributed as dist
 
-from distrec.storage import filesystem, is_local, join
 from distrec.runtime.checkpoint import PROGRESS
+from distrec.storage import filesystem, is_local, join
 
 __all__ = ["Session", "RaySession", "LocalSession"]
 

@@ -21,22 +21,24 @@ users come from a history encoder that lives only in the checkpoint: not folded 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load
 
 from distrec.data.dataset import InteractionDataset, Interactions
-from distrec.fit.export import SCHEMA_VERSION as WEIGHTS_VERSION, WEIGHTS, WEIGHTS_FILE
+from distrec.errors import DataError
+from distrec.fit.export import SCHEMA_VERSION as WEIGHTS_VERSION
+from distrec.fit.export import WEIGHTS, WEIGHTS_FILE
 from distrec.models.foldin import fold_in_users
 from distrec.models.ntk import ntk
 from distrec.serve.catalogue import Catalogue
 from distrec.serve.errors import NotServable
 from distrec.serve.topk import matmul_blocks
 from distrec.storage import StoredDirectory, absolute, filesystem, join, read_text
-from distrec.errors import DataError
 from distrec.storage.embeddings import EMBEDDINGS, read_embeddings
 from distrec.storage.failures import storage_errors
 

@@ -15,15 +15,16 @@ import os
 import signal
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray import serve
 
 from distrec.recommend import Index
+from distrec.runtime.ray import connect_ray
 from distrec.serve.artefacts import FACTOR_MODELS, RunSpec, inspect_run
 from distrec.serve.errors import NotServable
-from distrec.runtime.ray import connect_ray
 
 __all__ = ["check_run", "check_port", "start_service", "serve_until_stopped", "stop_service"]
 

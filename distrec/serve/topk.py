@@ -21,7 +21,7 @@ not excluded), so every answer holds exactly k finite scores.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch

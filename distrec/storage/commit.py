@@ -36,15 +36,16 @@ import os
 import posixpath
 import re
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distrec.errors import DataError
 from distrec.storage.failures import storage_errors
 from distrec.storage.lock import WriterLock
 from distrec.storage.manifest import MANIFEST, FileEntry, Manifest, check_relative_path
-from distrec.errors import DataError
 from distrec.storage.uri import filesystem, join
 
 __all__ = ["DirectoryWriter", "LOCK", "check_target", "table_to_parquet_bytes", "write_shard"]
@@ -124,7 +125,7 @@ def _previous(fs, root: str, uri: str) -> Manifest | None:
 
 
 def _new_folder() -> str:
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"commit-{now}-{uuid.uuid4().hex[:12]}"
 
 
@@ -157,7 +158,7 @@ class DirectoryWriter:
         return join(self.uri, self.folder)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> "DirectoryWriter":
+    def __enter__(self) -> DirectoryWriter:
         self.begin()
         return self
 
@@ -189,7 +190,7 @@ class DirectoryWriter:
             files=sorted(self.entries.values(), key=lambda e: e.path),
             folder=self.folder,
             meta=meta or {},
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             writer=f"distrec {__version__}",
         )
         self.lock.check()

@@ -9,16 +9,15 @@ a table of a few thousand rows splits across workers and no worker fetches anoth
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 import pyarrow as pa
 
-from distrec.storage.commit import DirectoryWriter
 from distrec.errors import DataError
+from distrec.storage.commit import DirectoryWriter
 from distrec.storage.reader import StoredDirectory, Verify
 
 __all__ = [

@@ -44,7 +44,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=1, sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str, *, where: str) -> "Manifest":
+    def from_json(cls, text: str, *, where: str) -> Manifest:
         try:
             raw = json.loads(text)
             files = [FileEntry(**f) for f in raw["files"]]

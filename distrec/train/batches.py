@@ -9,8 +9,8 @@ gradients or the metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class Batch:
     def real_rows(self) -> int:
         return int(self.weight.sum())
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """The batch on the model's device (the same batch on the CPU)."""
         return Batch(
             user=self.user.to(device), item=self.item.to(device), rating=self.rating.to(device), weight=self.weight.to(device)

@@ -35,13 +35,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from distrec.config import to_yaml
-from distrec.device import resolve_device
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.partition import Partition
+from distrec.device import resolve_device
 from distrec.eval.rating import RatingAccumulator
 from distrec.models.registry import model_spec
 from distrec.models.spec import ModelContext
-from distrec.console import progress_bar
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_model_checkpoint, save_model_checkpoint
 from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
@@ -184,10 +184,10 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         epoch_clock = Stopwatch()
         with progress_bar(total=None, desc=f"{stage} epoch {epoch + 1}", unit="evals", enabled=rank == 0) as bar:
 
-            def closure() -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
+            def closure() -> torch.Tensor:  # called by this epoch's opt.step only: its opt and stage are current
+                opt.zero_grad(set_to_none=True)  # noqa: B023
                 bar.update(1)
-                return objective(nets[stage], model, data, stage=stage, group=pool_group)
+                return objective(nets[stage], model, data, stage=stage, group=pool_group)  # noqa: B023
 
             opt.step(closure)
         with torch.no_grad():

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset
 from distrec.data.partition import Partition, agreed_steps
 from distrec.data.user_items import UserItems
@@ -33,7 +34,6 @@ from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
 from distrec.models.spec import ModelContext
-from distrec.console import progress_bar
 from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights

@@ -10,8 +10,9 @@ scored beside it (``{part}_pop_*``), the baseline the model has to beat.
 
 Histories need a user's whole sequence, so every worker reads all the interactions (an
 ``everything`` partition, distrec/data/partition.py; 8 bytes a pair per array; ML-25M: about
-0.5 GB per worker) and takes every world-th example of one global shuffle per epoch. The log-Q correction's q_j is item j's share of the training
-interactions: the probability that it is a batch's positive.
+0.5 GB per worker) and takes every world-th example of one global shuffle per epoch. The log-Q
+correction's q_j is item j's share of the training interactions: the probability that it is a
+batch's positive.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.item_features import item_features
 from distrec.data.partition import Partition, agreed_steps, strided
 from distrec.data.user_items import UserItems
+from distrec.errors import DataError
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
-from distrec.data.item_features import item_features
 from distrec.features.text import cached_text_embeddings
 from distrec.models.spec import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
-from distrec.console import progress_bar
 from distrec.resources import Stopwatch
-from distrec.errors import DataError
 from distrec.train.config import TrainConfig
 from distrec.train.export import export_vectors
 

@@ -9,9 +9,10 @@ regression (biased MF, NCF, ...); ``RankingTask`` (ranking_task.py) serves top-k
 A task asks distrec/data/partition.py for its share of the data. Content models (NCF with
 profiles) describe a user by all of their rated items, so for them each worker keeps the rows of
 its own users (a ``by_user`` partition) instead of its row groups: every worker then holds the
-complete histories of the users it trains and scores. When the split holds users out of training (``u1:holdout=0.1``), their profile rows join the histories,
-and each scored part also reports the held-out ("cold") and the other ("warm") users apart,
-beside the global-mean-plus-item-bias baseline on the same rows.
+complete histories of the users it trains and scores. When the split holds users out of
+training (``u1:holdout=0.1``), their profile rows join the histories, and each scored part also
+reports the held-out ("cold") and the other ("warm") users apart, beside the
+global-mean-plus-item-bias baseline on the same rows.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.histories import RatingHistories
 from distrec.data.item_features import item_features
 from distrec.data.partition import Partition, agreed_steps
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.console import progress_bar
 from distrec.storage import join, write_text
 from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig

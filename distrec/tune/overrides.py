@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from distrec.config import ConfigError, from_dict, load_config, merge, to_dict
 from distrec.jobs import get_job

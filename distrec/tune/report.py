@@ -9,9 +9,9 @@ import posixpath
 from typing import Any
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import pyarrow as pa
 import pyarrow.parquet as pq
+from matplotlib.ticker import MaxNLocator
 
 from distrec.config import to_yaml
 from distrec.report import Report

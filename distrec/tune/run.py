@@ -18,12 +18,12 @@ from typing import Any
 import ray
 from ray import tune
 
-from distrec.errors import UserError
 from distrec.config import ConfigError, load_config, nest, to_dict, to_yaml
+from distrec.errors import UserError
 from distrec.jobs import get_job
+from distrec.runtime.ray import connect_ray
 from distrec.storage import absolute, filesystem, join, write_text
 from distrec.tracking import allow_file_store, check_tracking, mlflow_key
-from distrec.runtime.ray import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
 from distrec.tune.report import trial_rows, write_results
 from distrec.tune.signing import StateSigner, check_experiment, record_tuner

@@ -123,7 +123,8 @@ def check_experiment(output_dir: str, experiment: str) -> None:
             raise UserError(f"{uri}: not written by this sweep (no HMAC recorded in {record_uri}); refusing to unpickle it")
         if not any(hmac.compare_digest(_mac(key, name, fs.cat_file(f"{root}/{name}")), v) for v in versions):
             raise UserError(
-                f"{uri}: changed since this sweep wrote it (its HMAC is not one {record_uri} records, with the key {key_path()}); "
+                f"{uri}: changed since this sweep wrote it "
+                f"(its HMAC is not one {record_uri} records, with the key {key_path()}); "
                 "refusing to unpickle it"
             )
 

@@ -10,7 +10,8 @@ lets ASHA stop it; the others report their final metrics once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from distrec.config import from_dict, merge, nest
 from distrec.jobs import get_job

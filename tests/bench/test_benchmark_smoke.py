@@ -68,7 +68,8 @@ def test_a_case_peak_rss_is_its_own_not_the_driver_s():
 
     driver = np.ones(600 * 2**20 // 8)  # the driver's high-water mark is now above 600 MiB
     small, big = run_cases([Case("rss", "small", _allocate, (10,), unit="x", repeats=1, warmup=False),
-                            Case("rss", "big", _allocate, (300,), unit="x", repeats=1, warmup=False)], log=lambda _: None)  # fmt: skip
+                            Case("rss", "big", _allocate, (300,), unit="x", repeats=1, warmup=False)],
+                           log=lambda _: None)  # fmt: skip
     assert driver.sum() > 0
     assert small.peak_rss_mb < 300 < big.peak_rss_mb < 600, (small.peak_rss_mb, big.peak_rss_mb)
 

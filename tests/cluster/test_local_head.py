@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,9 +76,8 @@ def _train_config(path: Path, data: str, out: Path, **extra) -> Path:
 
 
 def _head_processes(temp_dir: str) -> list[int]:
-    import ray  # noqa: F401  (puts its vendored packages, psutil among them, on sys.path)
-
     import psutil
+    import ray  # noqa: F401  (puts its vendored packages, psutil among them, on sys.path)
 
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
@@ -100,7 +98,8 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
     embedded_cfg = _train_config(
         tmp_path / "embedded.yaml", data, tmp_path / "embedded-out",
         train={"epochs": 500},
-        ray={"num_workers": 1, "storage_path": str(tmp_path / "ray"), "name": "embedded", "checkpoints_to_keep": 500},  # one per epoch
+        # checkpoints_to_keep: one per epoch
+        ray={"num_workers": 1, "storage_path": str(tmp_path / "ray"), "name": "embedded", "checkpoints_to_keep": 500},
     )  # fmt: skip
     embedded = subprocess.Popen(
         [sys.executable, "jobs/train.py", "--config", str(embedded_cfg), "--quiet"], cwd=REPO, env=env,
@@ -144,8 +143,8 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert json.loads((tmp_path / "submitted-out" / "metrics.json").read_text())["epochs"] == 1
         jobs = subprocess.run(
-            [str(Path(sys.executable).parent / "ray"), "job", "list", "--address", head["dashboard"]], env={**env, "RAY_AUTH_MODE": "token"},
-            capture_output=True, text=True, timeout=120,
+            [str(Path(sys.executable).parent / "ray"), "job", "list", "--address", head["dashboard"]],
+            env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert "submitted.yaml" in jobs.stdout and "SUCCEEDED" in jobs.stdout, jobs.stdout + jobs.stderr  # on this head
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from distrec.compress.codes import compress, decompress, load_decoder, load_encoder, read_codes
-from distrec.compress.data import holdout_mask
 from distrec.compress.config import HoldoutConfig
+from distrec.compress.data import holdout_mask
 from distrec.storage import StoredDirectory, join, read_text
 from distrec.storage.embeddings import EmbeddingShards, read_embeddings
 from tests.compress.conftest import write_run

@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Union
+from typing import Annotated, Any, Union
 
 import pytest
 

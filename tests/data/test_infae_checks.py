@@ -12,7 +12,7 @@ import pytest
 
 from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.errors import DataError
-from tests.data.test_infae_parser import ITEM, PART, RATING, USER, write_infae
+from tests.data.test_infae_parser import write_infae
 
 
 def _prepare(source, out, *, verify: bool = True) -> dict:
@@ -50,8 +50,8 @@ def test_data_stats_that_disagree_are_refused(tmp_path, fails, key, said, holds)
     (root / "data_stats.json").write_text(json.dumps(_stats(**{key: said})))
     message = fails("infae", root)
     assert (
-        message
-        == f"{root}/data_stats.json: counts disagree with total_data.hdf5 and index.npz after removal: {key} {said} (the rows hold {holds})"
+        message == f"{root}/data_stats.json: counts disagree with total_data.hdf5 and index.npz after removal: "
+        f"{key} {said} (the rows hold {holds})"
     )
 
 
@@ -67,8 +67,8 @@ def test_user_ids_with_a_gap_are_refused(tmp_path, fails):
         f["user"][4] = 3  # user 2's only row now belongs to a user 3: ids 0, 1, 3
     message = fails("infae", root)
     assert (
-        message
-        == f"{root}/total_data.hdf5: user ids are not the authors' dense re-indexing: they run 0..3 over 3 users, and user 2 has no rows"
+        message == f"{root}/total_data.hdf5: user ids are not the authors' dense re-indexing: "
+        "they run 0..3 over 3 users, and user 2 has no rows"
     )
 
 

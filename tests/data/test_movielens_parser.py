@@ -128,7 +128,8 @@ def test_ml100k_fold_files_that_share_a_pair(tmp_path, fails):
     (root / "u1.test").write_text(_tab([U_DATA[1], U_DATA[4]]))  # U_DATA[1] is also u1.base's line 2
     (root / "u1.base").write_text(_tab([U_DATA[0], U_DATA[1], U_DATA[3]]))
     assert fails("ml-100k", root, splits=["u1"]) == (
-        f"{root}/u1.test, line 1: user 186, item 302 is also in {root}/u1.base, line 2; u1.base and u1.test must not share a rating"
+        f"{root}/u1.test, line 1: user 186, item 302 is also in {root}/u1.base, line 2; "
+        "u1.base and u1.test must not share a rating"
     )
 
 
@@ -167,7 +168,8 @@ def test_ml1m_double_colon_format_with_movies_and_users(tmp_path, prepare):
     root.mkdir()
     (root / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")
     (root / "movies.dat").write_bytes(
-        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
         "3000::Crème de la crème (1999)::Comedy\n".encode("latin-1")
     )
     (root / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")

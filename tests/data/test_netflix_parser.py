@@ -40,7 +40,7 @@ def write_kaggle(root: Path, newline: str = "\n") -> Path:
 
 
 def unix(day: str) -> int:
-    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())
 
 
 def check(got) -> None:

@@ -272,7 +272,10 @@ def test_repeated_pair_via_the_job(tmp_path, capsys):
 
 
 # -- checks made with the counts (--no-verify skips them) ---------------------------------------
-NEWLINE = "the file ends without a newline, so this last line may be cut short (the upstream files end in one); pass --no-verify to read it as it is"
+NEWLINE = (
+    "the file ends without a newline, so this last line may be cut short (the upstream files end in one); "
+    "pass --no-verify to read it as it is"
+)
 # dataset, file, text without its final newline (the last line is well formed), the last line's number
 NO_FINAL_NEWLINE = [
     ("ml-100k", "u.data", "1\t2\t3\t881250949\n12\t203\t3\t879959583", 2),

@@ -18,8 +18,8 @@ import pytest
 
 from distrec.data.dataset import InteractionDataset
 from distrec.data.prepare import PrepareConfig, prepare_dataset
-from distrec.storage import DirectoryWriter, StoredDirectory
 from distrec.errors import DataError
+from distrec.storage import DirectoryWriter, StoredDirectory
 from distrec.storage.uri import join
 from tests.data.test_movielens_parser import write_ml100k
 from tests.faults import REPO, python_env

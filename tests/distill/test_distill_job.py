@@ -9,10 +9,10 @@ import json
 import pytest
 import torch.distributed as dist
 
+from distrec.config import from_dict
 from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
 from distrec.distill.worker import SYNTHETIC_DIR, distill
-from distrec.config import from_dict
 from distrec.storage import StoredDirectory, join, read_text
 from jobs.distill import main
 from tests.helpers import check_report, run_ranks, tiny_synthetic

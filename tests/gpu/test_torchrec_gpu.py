@@ -24,8 +24,8 @@ from distrec.data.dataset import InteractionDataset
 from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
-from distrec.train.batches import Batch, rating_batches
 from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
+from distrec.train.batches import Batch, rating_batches
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.sharding import local_table_pieces, shard_model
 from tests.helpers import run_ranks, tiny_synthetic

@@ -16,11 +16,11 @@ from distrec.models.lightgcn import LightGCNConfig
 from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
-from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.worker import train_worker
-from distrec.train.ranking_losses import bpr_loss
 from distrec.runtime.session import LocalSession
+from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
+from distrec.train.ranking_losses import bpr_loss
 from distrec.train.sharding import shard_model
+from distrec.train.worker import train_worker
 from tests.helpers import run_ranks, tiny_synthetic
 from tests.train.test_ranking_task import _random_ndcg
 

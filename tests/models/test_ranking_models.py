@@ -4,15 +4,14 @@ forward on the same (user, item) pairs."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.distributed as dist
 
 from distrec.config import from_dict
+from distrec.models.mf_bpr import MFBPRConfig
+from distrec.models.neumf import NeuMFConfig
 from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
-from distrec.models.neumf import NeuMFConfig
-from distrec.models.mf_bpr import MFBPRConfig
 from distrec.train.config import OptimConfig, ShardingConfig
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks

@@ -193,10 +193,12 @@ def test_the_page_shows_a_users_recommendations_in_headless_chromium(service, tm
         assert browser.evaluate("document.getElementById('similar-title').textContent").startswith("Similar to Synthetic item")
         liked = [str(r["item"]) for r in expected["rated"][:3]]
         browser.evaluate(
-            f"document.getElementById('items').value = '{liked[0]}:5 {liked[1]}:4, {liked[2]}:5'; document.getElementById('fold').click()"
+            f"document.getElementById('items').value = '{liked[0]}:5 {liked[1]}:4, {liked[2]}:5'; "
+            "document.getElementById('fold').click()"
         )
         browser.wait_for(
-            "document.getElementById('rated-title').textContent === 'Liked items' && document.querySelectorAll('#recommended li').length === 10"
+            "document.getElementById('rated-title').textContent === 'Liked items' && "
+            "document.querySelectorAll('#recommended li').length === 10"
         )
         assert browser.evaluate("[...document.querySelectorAll('#rated li')].map(li => li.dataset.item)") == liked
         new = call(f"{service}/mf/recommend?k=10", {"items": [int(i) for i in liked], "ratings": [5, 4, 5]})[1]["recommended"]

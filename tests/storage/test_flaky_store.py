@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import StoredDirectory, read_text, write_text
 from distrec.errors import DataError
+from distrec.storage import StoredDirectory, read_text, write_text
 from tests.faults import FaultyProxy
 from tests.helpers import tiny_synthetic
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_embeddings
 from distrec.storage.uri import join

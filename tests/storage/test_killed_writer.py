@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory
 from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory
 from distrec.storage.commit import LOCK
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_embeddings
 from tests.faults import REPO, python_env, sigkill_after_writes

@@ -12,8 +12,8 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
 
 

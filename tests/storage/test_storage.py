@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
 from tests.helpers import stored_file
 

@@ -28,12 +28,12 @@ from torch.distributed.checkpoint.metadata import Metadata
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
+from distrec.errors import DataError
 from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
-from distrec.errors import DataError
 from distrec.runtime.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
-from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.runtime.dcp_metadata import DCP_METADATA, METADATA_JSON, read_metadata
+from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.sharding import shard_model
 from tests.faults import REPO, python_env
 from tests.helpers import run_ranks, tiny_synthetic
@@ -76,10 +76,12 @@ PAYLOADS = {
     # the issue's repro: a name inside an allowed DCP module that resolves to os.system
     "issue": lambda marker: _stack_global_call("torch.distributed.checkpoint.filesystem", "os.system", f"touch {marker}"),
     # a longer attribute chain from another allowed module
-    "nested_attribute": lambda marker: _stack_global_call("torch.distributed.checkpoint.metadata", "torch.serialization.os.system", f"touch {marker}"),
+    "nested_attribute": lambda marker: _stack_global_call("torch.distributed.checkpoint.metadata",
+                                                          "torch.serialization.os.system", f"touch {marker}"),
     "builtins_eval": lambda marker: _stack_global_call("builtins", "eval", f"__import__('os').system('touch {marker}')"),
     # an instance of the class the metadata must be, whose contents reduce to a shell command
-    "reduce_in_allowed_class": lambda marker: pickle.dumps(Metadata(state_dict_metadata={}, planner_data=_Shell(f"touch {marker}"))),
+    "reduce_in_allowed_class": lambda marker: pickle.dumps(Metadata(state_dict_metadata={},
+                                                                    planner_data=_Shell(f"touch {marker}"))),
 }  # fmt: skip
 
 

@@ -14,9 +14,9 @@ import torch.distributed as dist
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.dense_worker import item_rows, objective, train_dense_worker, wrap
-from distrec.runtime.session import LocalSession
 from tests.helpers import run_ranks, tiny_synthetic
 
 

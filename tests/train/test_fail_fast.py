@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.errors import UserError
 from distrec.config import from_dict
-from distrec.errors import DataError
-from distrec.train.config import TrainConfig
+from distrec.errors import DataError, UserError
 from distrec.runtime.config import RayConfig
-from distrec.train.run import _removed_if_unwritten, train as fit
 from distrec.runtime.ray import run_workers
+from distrec.train.config import TrainConfig
+from distrec.train.run import _removed_if_unwritten
+from distrec.train.run import train as fit
 from tests.helpers import tiny_synthetic
 
 

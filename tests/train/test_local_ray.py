@@ -42,9 +42,8 @@ def _loopback(ip: str) -> bool:
 
 
 def test_embedded_ray_listens_on_loopback_only(local_ray, tmp_path):
-    import ray  # puts its vendored packages, psutil among them, on sys.path
-
     import psutil
+    import ray  # puts its vendored packages, psutil among them, on sys.path
 
     ready, release = tmp_path / "ready.json", tmp_path / "release"
     cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "ray"), max_failures=0)

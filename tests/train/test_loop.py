@@ -14,13 +14,13 @@ from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
+from distrec.runtime.session import LocalSession
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.batches import rating_batches
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.export import export_tables
-from distrec.train.worker import train_worker
-from distrec.runtime.session import LocalSession
 from distrec.train.sharding import shard_model
+from distrec.train.worker import train_worker
 from tests.helpers import run_ranks, tiny_synthetic
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from distrec.config import from_dict
 from distrec.data.prepare import PrepareConfig, prepare_dataset
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.run import train as fit
 from distrec.train.worker import train_worker
-from distrec.runtime.session import LocalSession
 from tests.helpers import check_report, run_ranks
 
 pytestmark = pytest.mark.slow

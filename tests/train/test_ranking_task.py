@@ -14,13 +14,13 @@ import torch.distributed as dist
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
+from distrec.data.partition import by_user
 from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.worker import train_worker
-from distrec.data.partition import by_user
-from distrec.runtime.session import LocalSession
 from tests.helpers import run_ranks, tiny_synthetic
 
 MODELS = {

@@ -18,12 +18,11 @@ import torch
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.errors import UserError
+from distrec.errors import DataError, UserError
 from distrec.models.mf import BiasedMF, MFConfig
 from distrec.models.registry import build_model
 from distrec.models.spec import ModelContext
 from distrec.storage import MANIFEST
-from distrec.errors import DataError
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.run import check_config
 from distrec.train.sharding import shard_model

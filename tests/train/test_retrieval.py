@@ -18,10 +18,10 @@ from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.models.registry import build_model
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.config import TrainConfig
-from distrec.train.run import train as fit
-from distrec.train.worker import _dense_optimizer
 from distrec.train.retrieval import RetrievalTask, sequences, windows
+from distrec.train.run import train as fit
 from distrec.train.sharding import shard_model
+from distrec.train.worker import _dense_optimizer
 from tests.helpers import run_ranks, tiny_synthetic, tiny_text_encoder
 
 K = 20
