@@ -1,6 +1,6 @@
 """The benchmark suites: each function is one measured run (in its own process, see harness.py).
 
-Inputs are generated once into the work directory (outside the timings) and reused.
+Inputs are generated once into the work directory (outside the timings) and reused (inputs.py).
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from distrec.bench.harness import Case
+from distrec.bench.inputs import closed_form_dataset, ml25m_source, netflix_source, once, synthetic_dataset
 
 __all__ = ["Shapes", "cases"]
 
@@ -46,65 +46,6 @@ class Shapes:
         return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
                    closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500,
                    serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100)  # fmt: skip
-
-
-# -- inputs -------------------------------------------------------------------------------------
-def _once(path: str, make) -> str:
-    """Build ``path`` with ``make(tmp)`` unless it exists (atomically, via a rename)."""
-    if not os.path.exists(path):
-        tmp = f"{path}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        make(tmp)
-        os.replace(tmp, path)
-    return path
-
-
-def ml25m_source(work: str, rows: int) -> str:
-    from distrec.bench.files import write_movielens_csv
-
-    def make(tmp: str) -> None:
-        os.makedirs(tmp)
-        write_movielens_csv(f"{tmp}/ratings.csv", rows)
-
-    return _once(f"{work}/ml25m-format-{rows}", make)
-
-
-def netflix_source(work: str, rows: int) -> str:
-    from distrec.bench.files import write_netflix_text
-
-    def make(tmp: str) -> None:
-        os.makedirs(tmp)
-        write_netflix_text(f"{tmp}/combined_data_1.txt", rows)
-
-    return _once(f"{work}/netflix-format-{rows}", make)
-
-
-def synthetic_dataset(work: str, like: str | None, sizes: dict[str, int] | None = None, split: str | None = None) -> str:
-    from distrec.data.prepare import PrepareConfig, prepare_dataset
-
-    name = (like or "-".join(f"{k}{v}" for k, v in sorted((sizes or {}).items()))) + (f"-{split.split(':')[0]}" if split else "")
-    return _once(
-        f"{work}/synthetic-{name}",
-        lambda tmp: prepare_dataset(
-            PrepareConfig(dataset="synthetic", out=tmp, like=like, sizes=dict(sizes or {}), splits=[split] if split else [])
-        ),
-    )
-
-
-ML1M_SOURCE = "../shared/datasets/ml-1m-infae"  # the ∞-AE paper's ML-1M split, where this machine has it
-
-
-def closed_form_dataset(work: str, like: str) -> tuple[str, str]:
-    """The ∞-AE paper's ML-1M split when its files are at ``ML1M_SOURCE``, else a synthetic
-    ``like``-shaped dataset with a per-user 80/10/10 split; returns (URI, what it is)."""
-    from distrec.data.prepare import PrepareConfig, prepare_dataset
-
-    if like == "ml-1m" and os.path.isdir(ML1M_SOURCE):
-        make = lambda tmp: prepare_dataset(PrepareConfig(dataset="infae", out=tmp, source=ML1M_SOURCE))  # noqa: E731
-        return _once(f"{work}/ml-1m-infae", make), "ML-1M, the ∞-AE paper's split"
-    return synthetic_dataset(work, like, split="user-ratio:0.8/0.1/0.1"), f"synthetic {like}-shaped, user-ratio 80/10/10"
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -411,7 +352,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
         uri = "s3://distrec-bench/shards"
         _shard_set(uri, megabytes)
     else:
-        uri = _once(f"{work}/shards-{megabytes}mb", lambda tmp: _shard_set(tmp, megabytes))
+        uri = once(f"{work}/shards-{megabytes}mb", lambda tmp: _shard_set(tmp, megabytes))
     try:
         start = time.perf_counter()
         store = StoredDirectory(uri)
@@ -519,7 +460,7 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
             (shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
             ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings})),
         ):
-            run = _once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
+            run = once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
             n = shapes.serve_requests
             out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1,
                          warmup=False),
