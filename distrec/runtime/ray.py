@@ -36,10 +36,9 @@ from distrec.runtime.worker import ray_worker
 
 __all__ = ["connect_ray", "start_local_ray", "check_resources", "run_workers", "run_job_workers"]
 
-log = logging.getLogger(__name__)
 
 # Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries);
-# besides, whether the driver's console is a terminal (progress.console_for_workers).
+# besides, whether the driver's console is a terminal (console.console_for_workers).
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
 # Ray Train runs the training function in a thread of the worker, and glibc gives a new thread
 # its own malloc arena, where a step's megabyte-sized tensors kept being mapped and faulted in
