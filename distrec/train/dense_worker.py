@@ -131,7 +131,7 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         raise ValueError(f"train.early_stopping_metric: {cfg.model.name} trains a fixed schedule; leave it unset")
 
     # -- data: this worker's item rows ----------------------------------------------------
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     data = item_rows(dataset, split, rank=rank, world=world, halo=cfg.model.gk_size // 2, device=device)
     rating = dataset.meta["rating"]

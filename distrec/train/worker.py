@@ -20,7 +20,6 @@ import torch.distributed as dist
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from distrec.config import to_yaml
-from distrec.data.dataset import InteractionDataset
 from distrec.models.registry import model_spec
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -85,7 +84,7 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
     torch.manual_seed(cfg.train.seed)
 
     # -- data: the task reads this worker's slice of each split part ---------------------
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     spec = model_spec(cfg.model)
     task = make_task(cfg, spec, dataset, split)
