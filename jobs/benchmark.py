@@ -10,15 +10,16 @@ target validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on 
 ML-1M split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE
 vs Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare
 scoring + masking + top-k), storage (reading a shard set from S3 on a moto server vs local
-disk), netflix-scale (one MF epoch on a Netflix-shaped synthetic dataset, 2 workers), serve
-(jobs/serve.py's HTTP API under a bounded load at concurrency 1, 8 and 32: exact and HNSW top-k
-and new users folded in, on MF runs with ML-1M's and Netflix's item tables, vs the same calls in
-process; HNSW recall@10).
+disk), netflix-scale (one MF epoch and ten ALS sweeps on a Netflix-shaped synthetic dataset, 2
+workers), serve (jobs/serve.py's HTTP API under a bounded load at concurrency 1, 8 and 32: exact
+and HNSW top-k and new users folded in, on MF runs with ML-1M's and Netflix's item tables, vs the
+same calls in process; HNSW recall@10), peers (distrec's ALS beside implicit, Spark MLlib and myfm
+on real splits from ../shared/datasets; the peers need `make bench-peers-setup` first).
 
-Outputs: a Markdown table (and the serve suite's latency table) on the console and the JSON
-results in --out (bench.json); the generated inputs stay under --work (runs/bench). Resuming: a
-benchmark does not resume; a re-run reuses the inputs under --work and measures every case
-again. Asserts nothing.
+Outputs: a Markdown table (and the serve and peers suites' own tables) on the console and the
+JSON results in --out (bench.json); the generated inputs stay under --work (runs/bench).
+Resuming: a benchmark does not resume; a re-run reuses the inputs under --work and measures every
+case again. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import time
 
 from distrec.bench.harness import markdown_table, run_cases, to_json
+from distrec.bench.peers import peers_table
 from distrec.bench.suites import SUITES, Shapes, cases
 from distrec.storage import write_text
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         from distrec.bench.serve import serve_table
 
         print(serve_table(results))
+    peers = peers_table(results)
+    if peers:
+        print(peers)
     print(f"{wall / 60:.1f} min in all, building the inputs included")
     write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__, "wall_s": wall}))
     print(f"wrote {args.out}")

@@ -1,4 +1,5 @@
-"""Test helpers: run a function on N real gloo ranks (separate processes), tiny datasets."""
+"""Test helpers: run a function on N real gloo ranks (separate processes), tiny datasets, the
+training tests' seed and their untrained baseline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.image
 import torch.distributed as dist
@@ -16,6 +17,9 @@ import torch.multiprocessing as mp
 
 from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.storage import StoredDirectory, filesystem, join, read_text
+
+if TYPE_CHECKING:
+    from distrec.train.config import TrainConfig
 
 
 def free_port() -> int:
@@ -77,6 +81,33 @@ def run_ranks(fn: Callable, world: int, *args: Any, backend: str = "gloo") -> li
     if errors:
         raise AssertionError("\n".join(errors))
     return [results[r] for r in range(world)]
+
+
+def training_seed(default: int = 0) -> int:
+    """The seed a training test trains with: ``DISTREC_TEST_SEED`` when set (run the training
+    tests at several seeds to find assertions that hold for one seed only), else ``default``."""
+    value = os.environ.get("DISTREC_TEST_SEED", "").strip()
+    return int(value) if value else default
+
+
+def untrained_metrics(cfg: TrainConfig, parts: tuple[str, ...] = ("val",)) -> dict[str, float]:
+    """On gloo ranks (those that then run ``train_worker(cfg)``, or as many as its workers): the
+    metrics on ``parts`` of the model that training starts from, before its first step (same
+    seed, same sharding): the baseline a training test measures the gain of training against."""
+    import torch
+
+    from distrec.data.dataset import InteractionDataset
+    from distrec.models.registry import model_spec
+    from distrec.train.sharding import shard_model
+    from distrec.train.tasks import make_task
+
+    torch.manual_seed(cfg.train.seed)
+    dataset = InteractionDataset(cfg.data.path)
+    spec = model_spec(cfg.model)
+    task = make_task(cfg, spec, dataset, dataset.resolve_split(cfg.data.split))
+    model = spec.build(cfg.model, task.context(), torch.device("meta"))
+    dmp, _ = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=torch.device("cpu"), seed=cfg.train.seed)
+    return {k: v for part in parts for k, v in task.evaluate(dmp, dmp.module, part).items()}
 
 
 def tiny_synthetic(

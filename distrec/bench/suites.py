@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from distrec.bench.als import als_scale
 from distrec.bench.harness import Case
 from distrec.bench.inputs import closed_form_dataset, ml25m_source, netflix_source, once, synthetic_dataset
+from distrec.bench.peers import peer_cases
 
 __all__ = ["Shapes", "cases"]
 
@@ -364,7 +366,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
 
 
 # -- the list -----------------------------------------------------------------------------------
-SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "serve")
+SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "serve", "peers")
 
 
 def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
@@ -469,4 +471,7 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
     if "netflix-scale" in suites:
         data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
         out.append(Case("netflix-scale", "mf-epoch-2workers", train_distrec, (data, 2), unit="samples", repeats=1, warmup=False))
+        out.append(Case("netflix-scale", "als-sweep-2workers", als_scale, (data, 2, 10), unit="ratings", repeats=1, warmup=False))
+    if "peers" in suites:  # real data only (../shared/datasets), peers from .venv-peers: see peers.py
+        out += peer_cases(work)
     return out

@@ -10,6 +10,8 @@ task asks for by name and then reads its rows through (``Partition.of(kind).read
   then one all-to-all moves each row to its user's owner (``by_user``). A worker then holds the
   complete histories of the users it trains and scores (content models; top-k tasks, which
   reject negatives against a user's history and score their own users, ``Partition.users``).
+  ``by_owner`` moves rows to their user's or their item's owner the same way: ALS reads its row
+  groups once and holds its training ratings both ways (distrec/train/als_data.py).
 - ``item_range``: the rows of the contiguous items ``Partition.items`` (and ``halo`` items on each
   side, for a convolution over neighbouring rows), read from every row group (the dense loop).
 - ``everything``: every row (the retrieval task: whole sequences); such a task shares out its
@@ -36,7 +38,7 @@ import torch.distributed as dist
 if TYPE_CHECKING:
     from distrec.data.dataset import InteractionDataset, Interactions
 
-__all__ = ["Kind", "Partition", "strided", "by_user", "agreed_steps"]
+__all__ = ["Kind", "Partition", "strided", "by_owner", "by_user", "agreed_steps"]
 
 Kind = Literal["row_groups", "by_user", "item_range", "everything"]
 T = TypeVar("T")
@@ -88,13 +90,15 @@ class Partition:
         return np.arange(self.rank, num_users, self.world, dtype=np.int64)
 
 
-def by_user(rows: Interactions) -> Interactions:
-    """This worker's user-owned rows: every row of ``rows`` goes to worker ``user % world`` (one
-    all-to-all of users, items and ratings; timestamps are dropped). Collective; rows arrive
-    grouped by the worker that read them, in rank order, each group in its reading order."""
+def by_owner(rows: Interactions, side: Literal["user", "item"] = "user") -> Interactions:
+    """This worker's owned rows: every row of ``rows`` goes to worker ``id % world`` of its
+    ``side`` (one all-to-all of users, items and ratings; timestamps are dropped). Collective;
+    rows arrive grouped by the worker that read them, in rank order, each group in its reading
+    order. By user: a top-k task's positives; ALS holds its training ratings both ways."""
     world = dist.get_world_size()
-    order = np.argsort(rows.user % world, kind="stable")
-    send = torch.bincount(torch.from_numpy(rows.user[order] % world), minlength=world)  # rows to each worker
+    owner = getattr(rows, side) % world
+    order = np.argsort(owner, kind="stable")
+    send = torch.bincount(torch.from_numpy(owner), minlength=world)  # rows to each worker
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send)
     out = {}
@@ -104,6 +108,11 @@ def by_user(rows: Interactions) -> Interactions:
         dist.all_to_all_single(got, values, recv.tolist(), send.tolist())
         out[name] = got.numpy()
     return replace(rows, **out, ts=None)
+
+
+def by_user(rows: Interactions) -> Interactions:
+    """This worker's user-owned rows (``user % world``): ``by_owner(rows, "user")``."""
+    return by_owner(rows, "user")
 
 
 def _subset(rows: Interactions, keep: np.ndarray) -> Interactions:

@@ -5,7 +5,7 @@ Each model module declares its models once, in ``SPECS`` (distrec/models/spec.py
 class, builder, task, needs, loop), as each dataset parser module does for datasets. Adding a
 model is its module plus its name in one of the two lists below:
 
-- ``TRAINED``: trained by a loop of distrec/train (TorchRec tables, or the dense matrix);
+- ``TRAINED``: trained by a loop of distrec/train (TorchRec tables, the dense matrix, or ALS sweeps);
 - ``CLOSED_FORMS``: fitted by one solve per λ (distrec/fit, jobs/compare.py).
 
 A group's modules are imported when the group is first asked for, so a closed-form fit never
@@ -29,7 +29,7 @@ from distrec.models.spec import ModelContext, ModelSpec
 __all__ = ["TRAINED", "CLOSED_FORMS", "specs", "config_union", "model_spec", "build_model", "build_closed_form"]
 
 # distrec/models/<module>.py, each with SPECS; one name per model module
-TRAINED = ("mf", "glocal_k", "ncf", "mf_bpr", "neumf", "lightgcn", "two_tower")
+TRAINED = ("mf", "glocal_k", "ncf", "mf_bpr", "neumf", "lightgcn", "two_tower", "als")
 CLOSED_FORMS = ("closed_form",)
 
 
@@ -55,7 +55,10 @@ def model_spec(cfg: Any) -> ModelSpec:
 
 def build_model(cfg: Any, ctx: ModelContext, device: torch.device) -> nn.Module:
     """A trained model, unsharded (on ``device``: meta for the planner of a TorchRec model)."""
-    return model_spec(cfg).build(cfg, ctx, device)
+    spec = model_spec(cfg)
+    if spec.build is None:  # its loop makes its own state (ALS)
+        raise ValueError(f"no builder for model {cfg.name!r}")
+    return spec.build(cfg, ctx, device)
 
 
 def build_closed_form(cfg: Any, train: UserItems, *, device: torch.device = torch.device("cpu")) -> Any:

@@ -16,7 +16,7 @@ from distrec.data.item_features import ItemFeatures
 __all__ = ["ModelSpec", "ModelContext", "Task", "Loop"]
 
 Task = Literal["rating", "ranking", "retrieval"]
-Loop = Literal["tables", "dense", "closed_form"]
+Loop = Literal["tables", "dense", "als", "closed_form"]
 
 
 @dataclass(frozen=True)
@@ -24,18 +24,20 @@ class ModelSpec:
     """One model, declared once, beside its code.
 
     ``build``: for a trained model (``loop`` "tables" or "dense") ``build(cfg, ctx: ModelContext,
-    device) -> nn.Module``; for a closed form ``build(cfg, train: UserItems, *, device)``.
+    device) -> nn.Module``; for a closed form ``build(cfg, train: UserItems, *, device)``; None
+    for a model whose loop makes its own state (ALS's factor rows).
     ``task``: what its training reads and how it is scored (distrec/train/tasks.py: "rating"
     regression, "ranking" top-k, "retrieval" from histories). ``needs``: what the task puts into
     the ``ModelContext`` beyond rating pairs ("histories": every rated item of a worker's users,
     so the task partitions rows by user; "item_features"). ``loop``: what trains it — "tables"
     (distrec/train/worker.py: TorchRec tables over batches), "dense" (distrec/train/dense_worker.py:
-    the dense item × user matrix), "closed_form" (one solve per λ: jobs/fit.py).
+    the dense item × user matrix), "als" (distrec/train/als_worker.py: alternating least squares /
+    Gibbs sweeps over factor rows), "closed_form" (one solve per λ: jobs/fit.py).
     """
 
     name: str  # ``model.name`` in a config: the config class's ``name`` literal
     config: type
-    build: Callable[..., Any]
+    build: Callable[..., Any] | None
     task: Task = "rating"
     needs: tuple[str, ...] = ()
     loop: Loop = "tables"

@@ -7,6 +7,7 @@
   (distrec/jobs.py);
 - ``session.py``: where a worker reports and checkpoints (Ray Train, or a folder);
 - ``checkpoint.py`` (+ ``dcp_metadata.py``): every checkpoint file a job writes or reads;
+  ``reshard.py``: a TorchRec checkpoint restored on another number of workers or layout;
 - ``epochs.py``: the resumable epoch loop and its per-epoch reporting.
 
 Nothing here imports a job package (train, compress, distill, tune); importing this package

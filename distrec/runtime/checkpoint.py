@@ -8,12 +8,17 @@ A checkpoint is a folder: each worker saves into its own local directory, and th
 
 - TorchRec training (``save_checkpoint``): a complete DCP checkpoint (``__<rank>_0.distcp`` from
   each worker; from rank 0, DCP's ``.metadata`` and its JSON description ``dcp_metadata.json``),
-  the dense optimizer state (``dense_optim.pt``, identical on every worker, saved by rank 0);
+  the dense optimizer state (``dense_optim.pt``, identical on every worker, saved by rank 0, with
+  its parameters' names). It restores on any number of workers and under another sharding plan
+  (``load_checkpoint`` through runtime/reshard.py);
 - a replicated model (the dense loop, ``save_model_checkpoint``): rank 0's ``model.pt``;
 - any other replicated state (``save_files``: Distill-CF's ``state.pt``, the compressor's
   ``model.safetensors`` and ``optim.pt``): rank 0 writes each file;
+- state partitioned over the workers without TorchRec (ALS's factor rows,
+  ``save_worker_checkpoint``): one tensor file per worker, ``worker-<rank>.pt``;
 
-and with each, rank 0's ``progress.json`` (epoch or step, history, early-stopping state).
+and with each, rank 0's ``progress.json`` (epoch or step, history, early-stopping state; for the
+TorchRec and per-worker checkpoints ``world``, the number of workers that saved it).
 
 Nothing read back is unpickled, and nothing is read from outside the checkpoint folder: DCP's
 metadata is rebuilt from ``dcp_metadata.json`` (``distrec.runtime.dcp_metadata``; the pickled
@@ -44,6 +49,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from distrec.errors import DataError
 from distrec.runtime.dcp_metadata import read_metadata, write_metadata
+from distrec.runtime.reshard import dense_state, load_dense_state, reshard_request
 
 __all__ = [
     "PROGRESS",
@@ -51,6 +57,8 @@ __all__ = [
     "load_checkpoint",
     "save_model_checkpoint",
     "load_model_checkpoint",
+    "save_worker_checkpoint",
+    "load_worker_checkpoint",
     "save_files",
     "require_files",
     "read_progress",
@@ -61,6 +69,7 @@ __all__ = [
 PROGRESS = "progress.json"
 DENSE = "dense_optim.pt"
 MODEL = "model.pt"
+WORKER = "worker-{rank:05d}.pt"
 
 
 class _JsonMetadataReader(FileSystemReader):
@@ -100,24 +109,27 @@ def save_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.op
     metadata = dcp.save(state, checkpoint_id=directory)
     if _rank() == 0:
         write_metadata(directory, metadata)
-    save_files(directory, {DENSE: dense_opt.state_dict()}, progress=progress)
+    save_files(directory, {DENSE: dense_state(dmp, dense_opt)}, progress={**progress, "world": dist.get_world_size()})
 
 
 def load_checkpoint(directory: str, *, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer) -> dict:
-    """Restore model, fused and dense optimizer state in place; returns the saved progress."""
+    """Restore model, fused and dense optimizer state in place, on any number of workers and
+    under any plan (runtime/reshard.py); returns the saved progress."""
     require_files(directory, (DENSE, PROGRESS))
     metadata = read_metadata(directory)
     state = {"model": dmp.state_dict(), "fused": dmp.fused_optimizer.state_dict()}
+    request, finish = reshard_request(state, metadata)
     try:
-        dcp.load(state, storage_reader=_JsonMetadataReader(directory, metadata=metadata), planner=_SafeLoadPlanner())
+        dcp.load(request, storage_reader=_JsonMetadataReader(directory, metadata=metadata), planner=_SafeLoadPlanner())
     except CheckpointException as e:  # DCP gathers each rank's error; show the first
         failure = next(iter(e.failures.values()), (e, None))[0]
         if isinstance(failure, DataError):
             raise failure from None
         raise DataError(f"{directory}: cannot restore the checkpoint ({failure})") from None
+    finish()
     dmp.load_state_dict(state["model"])
     dmp.fused_optimizer.load_state_dict(state["fused"])
-    dense_opt.load_state_dict(read_tensors(directory, DENSE))
+    load_dense_state(dmp, dense_opt, read_tensors(directory, DENSE))
     return read_progress(directory)
 
 
@@ -162,6 +174,26 @@ def read_progress(directory: str) -> dict:
     require_files(directory, (PROGRESS,))
     with open(os.path.join(directory, PROGRESS)) as f:
         return json.load(f)
+
+
+def save_worker_checkpoint(directory: str, *, tensors: dict[str, torch.Tensor], progress: dict) -> None:
+    """Each worker's own tensors (its rows of a partitioned model): every worker calls this with
+    its own (local, empty) ``directory``; rank 0 adds ``progress.json`` with the world size, last."""
+    os.makedirs(directory, exist_ok=True)
+    torch.save(tensors, os.path.join(directory, WORKER.format(rank=dist.get_rank())))
+    save_files(directory, {}, progress={**progress, "world": dist.get_world_size()})
+
+
+def load_worker_checkpoint(directory: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """This worker's tensors and the saved progress. The rows of a worker depend on the world
+    size, so a checkpoint written by another number of workers is refused (DataError)."""
+    progress = read_progress(directory)
+    world = progress.get("world")
+    if world != dist.get_world_size():
+        raise DataError(f"{directory}: the checkpoint was written by {world} worker(s); resume it with ray.num_workers={world}")
+    mine = WORKER.format(rank=dist.get_rank())
+    require_files(directory, (mine,))
+    return read_tensors(directory, mine), progress
 
 
 def read_tensors(directory: str, name: str) -> dict:

@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.runtime.config import run_name
+from distrec.runtime.reshard import resume_message
 from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
@@ -65,14 +66,15 @@ class Resumable:
         self.state: dict[str, Any] = {}
 
     def resume(self, fresh: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The state of the session's latest checkpoint, its ``resumes`` counted (rank 0 says so),
-        or ``fresh()`` when there is none."""
+        """The state of the session's latest checkpoint, its ``resumes`` counted (rank 0 says so,
+        and whether it was saved by another number of workers: ``state["world"]``), or ``fresh()``
+        when there is none."""
         with self.session.latest_checkpoint() as ckpt:
             if ckpt:
                 state = self.load(ckpt)
                 state["resumes"] = state.get("resumes", 0) + 1
                 if _rank() == 0:
-                    print(f"resumed from {ckpt} after {self.describe(state)}", flush=True)
+                    print(resume_message(ckpt, state, _world(), self.describe(state)), flush=True)
         self.state = state if ckpt else fresh()
         return self.state
 
@@ -96,6 +98,10 @@ class Resumable:
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def open_tracker(cfg: Any) -> Tracker:

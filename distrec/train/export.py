@@ -2,10 +2,13 @@
 
 For each block of rows every worker fills in the pieces it owns (zeros elsewhere) and a SUM
 reduce to rank 0 assembles the block, which rank 0 writes as one Parquet shard. No worker ever
-holds more than its own shards plus one block, whatever the table's size.
+holds more than its own shards plus one block, whatever the table's size. ``export_rows`` is
+that writer for any partition of the rows (TorchRec's shards here, ALS's ``id % world`` rows).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ from distrec.storage.embeddings import (
 )
 from distrec.train.sharding import local_table_pieces
 
-__all__ = ["export_tables", "export_vectors"]
+__all__ = ["export_tables", "export_rows", "export_vectors"]
 
 ROWS_PER_PART = 1 << 18
 
@@ -31,39 +34,58 @@ ROWS_PER_PART = 1 << 18
 def export_tables(dmp, model, *, output_dir: str, dataset: InteractionDataset, meta: dict) -> dict[str, str]:
     """Write each of ``model.export_groups`` (name → tables with the same rows, e.g. a factor and
     a bias table) as one embedding table; returns name → URI. Collective: all workers call it."""
-    rank = dist.get_rank()
     specs = {t.name: t for t in model.tables}
     uris = {}
     for name, tables in model.export_groups.items():
-        rows = specs[tables[0]].rows
-        uri = join(output_dir, EMBEDDINGS, name)
-        uris[name] = uri
         pieces = {t: list(local_table_pieces(dmp, t)) for t in tables}
-        raw = _raw_ids(dataset, name) if rank == 0 else None
-        writer = DirectoryWriter(uri, kind=EMBEDDINGS, schema_version=SCHEMA_VERSION) if rank == 0 else None
-        if writer:
-            writer.begin()
-        try:
-            dim = 0
-            for k, start in enumerate(range(0, rows, ROWS_PER_PART)):
-                stop = min(start + ROWS_PER_PART, rows)
-                blocks = {t: _assemble(pieces[t], start, stop, specs[t].width) for t in tables}
-                if writer:
-                    columns = model.export(name, blocks)
-                    vector = columns.pop("vector")
-                    dim = vector.shape[1]
-                    part = embedding_part(
-                        np.arange(start, stop), vector, raw=raw[start:stop] if raw is not None else None, **columns
-                    )
-                    writer.write_table(f"part-{k:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
-            if writer:
-                writer.commit({**meta, "table": name, "rows": rows, "dim": dim, "row_group_rows": ROW_GROUP_ROWS})
-        except BaseException:
-            if writer:
-                writer.abort()
-            raise
-    dist.barrier()
+
+        def block(start: int, stop: int, name=name, tables=tables, pieces=pieces) -> dict[str, np.ndarray] | None:
+            blocks = {t: _assemble(pieces[t], start, stop, specs[t].width) for t in tables}
+            return model.export(name, blocks) if dist.get_rank() == 0 else None
+
+        uris[name] = export_rows(name, block, rows=specs[tables[0]].rows, output_dir=output_dir, dataset=dataset, meta=meta)
     return uris
+
+
+def export_rows(
+    name: str,
+    block: Callable[[int, int], dict[str, np.ndarray] | None],
+    *,
+    rows: int,
+    output_dir: str,
+    dataset: InteractionDataset,
+    meta: dict,
+    rows_per_part: int = ROWS_PER_PART,
+) -> str:
+    """Write the embedding table ``name`` of ``rows`` rows, one part per block of
+    ``rows_per_part``: ``block(start, stop)`` is a collective that returns the rows' columns
+    (``vector`` [n, dim], per-row scalars such as ``bias`` [n]) on rank 0, None elsewhere.
+    Returns the table's URI. Collective: all workers call it."""
+    uri = join(output_dir, EMBEDDINGS, name)
+    rank = dist.get_rank()
+    raw = _raw_ids(dataset, name) if rank == 0 else None
+    writer = DirectoryWriter(uri, kind=EMBEDDINGS, schema_version=SCHEMA_VERSION) if rank == 0 else None
+    if writer:
+        writer.begin()
+    try:
+        dim = 0
+        for k, start in enumerate(range(0, rows, rows_per_part)):
+            stop = min(start + rows_per_part, rows)
+            columns = block(start, stop)
+            if writer:
+                assert columns is not None
+                vector = columns.pop("vector")
+                dim = vector.shape[1]
+                part = embedding_part(np.arange(start, stop), vector, raw=raw[start:stop] if raw is not None else None, **columns)
+                writer.write_table(f"part-{k:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
+        if writer:
+            writer.commit({**meta, "table": name, "rows": rows, "dim": dim, "row_group_rows": ROW_GROUP_ROWS})
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    dist.barrier()
+    return uri
 
 
 def export_vectors(vectors: np.ndarray, *, name: str, output_dir: str, dataset: InteractionDataset, meta: dict) -> str:

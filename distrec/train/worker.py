@@ -7,7 +7,7 @@
 It runs inside Ray Train workers and, for tests, in plain gloo processes; the loop only talks
 to a ``Session`` (distrec/runtime/session.py), through the resumable epoch loop of
 distrec/runtime/epochs.py. ``worker`` is the training job's per-worker function: it runs the
-loop the model's kind asks for (this one, or the dense loop).
+loop the model's kind asks for (this one, the dense loop, or ALS's sweeps).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracke
 from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
+from distrec.train.als_worker import train_als_worker
 from distrec.train.config import OptimConfig, TrainConfig
 from distrec.train.dense_worker import train_dense_worker
 from distrec.train.export import export_tables
@@ -163,8 +164,8 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
 
 
 # The per-worker loop of each kind of trained model (its spec's ``loop``): this module's TorchRec
-# loop, or the dense loop. A model with a loop of its own adds it here.
-LOOPS = {"tables": train_worker, "dense": train_dense_worker}
+# loop, the dense loop, or ALS's sweeps. A model with a loop of its own adds it here.
+LOOPS = {"tables": train_worker, "dense": train_dense_worker, "als": train_als_worker}
 
 
 def worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from distrec.eval.factors import exported_scorer
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.storage.embeddings import EmbeddingTable, write_embeddings
 from jobs.compare import main
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_row_from_the_trainer(local_ray, dataset, tmp_path, capsys):
     train_cfg.write_text(
         "data: {path: unused}\n"
         "model: {name: mf, dim: 8, init_std: 0.1}\n"
-        "train: {epochs: 2, batch_size: 512}\n"
+        f"train: {{epochs: 2, batch_size: 512, seed: {training_seed()}}}\n"
         "ray: {num_workers: 1}\n"
         "output_dir: unused\n"
     )

@@ -16,7 +16,7 @@ from distrec.compress.worker import compressed_uri
 from distrec.config import from_dict
 from distrec.runtime.session import LocalSession
 from tests.compress.conftest import write_run
-from tests.helpers import run_ranks, stored_file
+from tests.helpers import run_ranks, stored_file, training_seed
 
 
 def _fit(cfg: CompressConfig, checkpoints: str) -> dict:
@@ -30,7 +30,7 @@ def _config(run: str, out: str) -> CompressConfig:
             "source": {"run": run, "tables": ["user"]},
             "ratios": [8],
             "model": {"hidden": [16], "token_dim": 8},
-            "fit": {"epochs": 4, "batch_size": 32, "checkpoint_every": 2},
+            "fit": {"epochs": 4, "batch_size": 32, "checkpoint_every": 2, "seed": training_seed()},
             "output_dir": out,
         },
     )

@@ -23,6 +23,7 @@ JOBS = {
     "neumf": TrainConfig,
     "lightgcn": TrainConfig,
     "two_tower": TrainConfig,
+    "als": TrainConfig,
     "compress": CompressConfig,
     "tune": SweepConfig,
     "ease": FitConfig,

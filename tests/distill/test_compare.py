@@ -7,7 +7,7 @@ import json
 
 from distrec.distill.compare import METRICS, SAMPLERS
 from jobs.distill import main
-from tests.helpers import check_report, tiny_synthetic
+from tests.helpers import check_report, tiny_synthetic, training_seed
 
 
 def test_compare_budgets(tmp_path, capsys):
@@ -28,6 +28,7 @@ def test_compare_budgets(tmp_path, capsys):
         "eval.auc_negatives=0",
         "select=hr@20",
         "model.lambdas=[0.1,1,5]",
+        f"seed={training_seed()}",
     ]
     assert main(["--quiet", "--compare", *args]) == 0
     printed = capsys.readouterr().out.strip().splitlines()

@@ -15,7 +15,7 @@ from distrec.distill.output import read_synthetic
 from distrec.distill.worker import SYNTHETIC_DIR, distill
 from distrec.storage import StoredDirectory, join, read_text
 from jobs.distill import main
-from tests.helpers import check_report, run_ranks, tiny_synthetic
+from tests.helpers import check_report, run_ranks, tiny_synthetic, training_seed
 
 SHORT = [
     "budget=12",
@@ -28,6 +28,7 @@ SHORT = [
     "select=hr@20",
     "model.lambdas=[0.1,1,5]",
     "batch_users=64",
+    f"seed={training_seed()}",
 ]
 
 
@@ -106,6 +107,7 @@ def test_two_workers_keep_one_synthetic_set(dataset, tmp_path):
         "eval": {"ks": [5, 20], "auc_negatives": 0},
         "select": "hr@20",
         "model": {"lambdas": [1.0, 5.0]},
+        "seed": training_seed(),
     }
     ranks = run_ranks(_distill_rank, 2, cfg)
     for key in ("val_hr@20", "test_ndcg@5", "best_step", "mean_row_mass", "lambda"):

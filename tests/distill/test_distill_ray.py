@@ -10,7 +10,7 @@ import pytest
 from distrec.distill.output import read_synthetic
 from distrec.distill.worker import SYNTHETIC_DIR
 from jobs.distill import main
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 
 @pytest.mark.slow
@@ -31,6 +31,7 @@ def test_distill_on_a_ray_worker(local_ray, tmp_path, capsys):
         "model.lambdas=[1,5]",
         "ray.num_workers=1",
         f"ray.storage_path={tmp_path / 'ray'}",
+        f"seed={training_seed()}",
     ]
     assert main(["--quiet", *args]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

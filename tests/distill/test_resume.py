@@ -22,7 +22,7 @@ from distrec.distill.worker import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
 from distrec.errors import DataError
 from distrec.runtime.session import LocalSession
 from jobs.distill import main
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 RUN_ONLY = ("wall_s", "distill_s", "peak_rss_mb", "report", "search_s", "test_s", "resumed_from_step", "resumes")
 
@@ -54,6 +54,7 @@ def _cfg(dataset: str, out, **changes) -> DistillConfig:
         "eval": {"ks": [5, 20], "auc_negatives": 0},
         "select": "hr@20",
         "model": {"lambdas": [0.1, 1.0, 5.0]},
+        "seed": training_seed(),
     }
     return from_dict(DistillConfig, {**cfg, **changes})
 
@@ -127,6 +128,7 @@ def test_killed_process_resumes_from_its_checkpoint(dataset, tmp_path):
         "eval.auc_negatives=0",
         "select=hr@20",
         "model.lambdas=[0.1,1,5]",
+        f"seed={training_seed()}",
     ]
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}

@@ -59,8 +59,10 @@ def test_target_rating_never_leaks_through_the_profile(aggregate):
 def test_profile_users_have_no_parameters_of_their_own(item_input):
     model = _model(_history(), item_input=item_input)
     pred = _predict(model, [0, 1, 2, 5], [7, 7, 7, 7])
-    assert pred[0] == pred[1]  # the same profile, the same prediction, whoever the user is
-    assert pred[0] != pred[2]
+    # the same profile, the same prediction whoever the user is (up to rounding: a row's sums
+    # depend on its position in the batch under the vectorised kernels)
+    torch.testing.assert_close(pred[0], pred[1])
+    assert not torch.allclose(pred[0], pred[2])  # another profile, another prediction
     assert torch.isfinite(pred).all()  # user 5 has no history at all
 
 

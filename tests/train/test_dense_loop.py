@@ -17,7 +17,7 @@ from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.dense_worker import item_rows, objective, train_dense_worker, wrap
-from tests.helpers import run_ranks, tiny_synthetic
+from tests.helpers import run_ranks, tiny_synthetic, training_seed
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _train(data: str, out: str, ckpt: str, epochs: int, lambda_s: float = 0.006)
                 "pretrain_iters": 4,
                 "finetune_iters": 4,
             },
-            "train": {"epochs": epochs},
+            "train": {"epochs": epochs, "seed": training_seed()},
             "output_dir": out,
         },
     )

@@ -11,13 +11,14 @@ import pytest
 from ray.train.v2.api.callback import UserCallback
 
 from distrec.config import from_dict
+from distrec.data.dataset import InteractionDataset
 from distrec.errors import DataError, UserError
 from distrec.runtime.config import RayConfig
 from distrec.runtime.ray import run_workers
 from distrec.train.config import TrainConfig
 from distrec.train.run import _removed_if_unwritten
 from distrec.train.run import train as fit
-from tests.helpers import tiny_synthetic
+from tests.helpers import stored_file, tiny_synthetic
 
 
 def _attempts(path: Path) -> UserCallback:
@@ -71,7 +72,9 @@ def corrupt_dataset(tmp_path_factory) -> str:
     middle half of their bytes overwritten: the workers' reads fail their page checksums."""
     out = tmp_path_factory.mktemp("data") / "tiny"
     tiny_synthetic(str(out), ratings=6000, users=200, items=100, rows_per_shard=3000)
-    for shard in out.glob("part-*.parquet"):
+    shards = [Path(stored_file(str(out), name)) for name in InteractionDataset(str(out)).parts]
+    assert shards
+    for shard in shards:
         data = bytearray(shard.read_bytes())
         quarter = len(data) // 4
         data[quarter : 3 * quarter] = bytes(2 * quarter)

@@ -16,7 +16,7 @@ import pytest
 
 from distrec.storage.commit import LOCK
 from tests.faults import REPO, kill_process_group, python_env, registered_checkpoints, wait_for
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,21 @@ NAME = "killed-driver"
 
 def _command(data: str, root) -> list[str]:
     return [
-        sys.executable, "jobs/train.py", "--config", "configs/mf/demo.yaml", "--quiet",
-        f"data.path={data}", f"output_dir={root / 'out'}", f"ray.storage_path={root / 'ray'}", f"ray.name={NAME}",
-        f"train.epochs={EPOCHS}", "train.early_stopping_metric=null", "train.batch_size=512", "model.dim=8",
-    ]  # fmt: skip
+        sys.executable,
+        "jobs/train.py",
+        "--config",
+        "configs/mf/demo.yaml",
+        "--quiet",
+        f"data.path={data}",
+        f"output_dir={root / 'out'}",
+        f"ray.storage_path={root / 'ray'}",
+        f"ray.name={NAME}",
+        f"train.epochs={EPOCHS}",
+        "train.early_stopping_metric=null",
+        "train.batch_size=512",
+        "model.dim=8",
+        f"train.seed={training_seed()}",
+    ]
 
 
 def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path):

@@ -16,7 +16,7 @@ from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.run import train as fit
 from distrec.train.worker import train_worker
-from tests.helpers import check_report, run_ranks
+from tests.helpers import check_report, run_ranks, training_seed
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def _config(data: str, tmp_path: Path, split: str, **train) -> TrainConfig:
         {
             "data": {"path": data, "split": split},
             "model": {"name": "ncf", "dim": 8, "attention_dim": 8, "hidden": [16], "max_history": 40},
-            "train": {"epochs": 4, "batch_size": 256, "eval_batch_size": 512, **train},
+            "train": {"epochs": 4, "batch_size": 256, "eval_batch_size": 512, "seed": training_seed(), **train},
             "optim": {"sparse_lr": 0.05, "dense_lr": 0.01},
             "ray": {"num_workers": 2, "storage_path": str(tmp_path / "ray")},
             "output_dir": str(tmp_path / "out"),

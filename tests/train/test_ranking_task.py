@@ -21,7 +21,11 @@ from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.worker import train_worker
-from tests.helpers import run_ranks, tiny_synthetic
+from tests.helpers import run_ranks, tiny_synthetic, training_seed, untrained_metrics
+
+# Training's least gain in val nDCG@10 over the untrained model, across seeds 0-4 and all three
+# ranking models here (this test's two, LightGCN's): 0.17 (from ≈ 0.06, as random scores).
+GAIN = 0.1
 
 MODELS = {
     "mf_bpr": {"name": "mf_bpr", "dim": 16, "init_std": 0.1, "l2": 0.0001},
@@ -63,14 +67,16 @@ def _train(data: str, out: str, model: dict, loss: str, sampler: str) -> dict:
                 "early_stopping_metric": "val_ndcg@10",
                 "early_stopping_mode": "max",
                 "patience": 4,
+                "seed": training_seed(),
             },
             "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1, "dense": "adam", "dense_lr": 0.005},
             "output_dir": out,
         },
     )
+    untrained = untrained_metrics(cfg)["val_ndcg@10"]  # the model this run starts from
     session = LocalSession(out + "-ckpt")
     result = train_worker(cfg, session)
-    return {**result, "val": [r["val_ndcg@10"] for r in session.reports]}
+    return {**result, "val": [r["val_ndcg@10"] for r in session.reports], "untrained": untrained}
 
 
 def _random_ndcg(data: str) -> float:
@@ -85,9 +91,10 @@ def _random_ndcg(data: str) -> float:
 def test_two_workers_learn_to_rank(dataset, tmp_path, model, loss, sampler):
     out = str(tmp_path / "run")
     result = run_ranks(_train, 2, dataset, out, MODELS[model], loss, sampler)[0]
-    val = result["val"]
-    assert max(val[1:]) > val[0], val  # it keeps improving after the first epoch
-    chance = _random_ndcg(dataset)
+    val, untrained, chance = result["val"], result["untrained"], _random_ndcg(dataset)
+    # training lifts val nDCG@10 well above the untrained model's (which epoch is best varies
+    # with the seed on this tiny set: no epoch order is asserted), and above random scores
+    assert max(val) > untrained + GAIN, (val, untrained)
     assert result["val_ndcg@10"] > chance + 0.05, (val, chance)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["test_ndcg@10"] == pytest.approx(result["test_ndcg@10"])

@@ -22,7 +22,7 @@ from distrec.train.retrieval import RetrievalTask, sequences, windows
 from distrec.train.run import train as fit
 from distrec.train.sharding import shard_model
 from distrec.train.worker import _dense_optimizer
-from tests.helpers import run_ranks, tiny_synthetic, tiny_text_encoder
+from tests.helpers import run_ranks, tiny_synthetic, tiny_text_encoder, training_seed
 
 K = 20
 
@@ -57,7 +57,7 @@ def _config(data: str, out: str, encoder: str, **train) -> TrainConfig:
                 "eval_ks": [10, K],
                 "text": {"model": encoder, "cache_dir": os.path.join(out, "text-cache")},
             },
-            "train": {"epochs": 2, "batch_size": 128, "eval_batch_size": 256, **train},
+            "train": {"epochs": 2, "batch_size": 128, "eval_batch_size": 256, "seed": training_seed(), **train},
             "optim": {"sparse_lr": 0.1, "dense_lr": 0.005},
             "sharding": {"types": {"item": "table_wise"}},
             "ray": {"num_workers": 2, "storage_path": os.path.join(out, "ray")},
@@ -89,9 +89,9 @@ def _train_and_export(data: str, out: str, encoder: str) -> dict:
     cfg = _config(data, out, encoder)
     ds = InteractionDataset(data)
     task = RetrievalTask(cfg, ds, ds.resolve_split(None))
-    torch.manual_seed(0)
+    torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, task.context(), torch.device("meta"))
-    dmp, _ = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=torch.device("cpu"), seed=0)
+    dmp, _ = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=torch.device("cpu"), seed=cfg.train.seed)
     model = dmp.module
     opt = _dense_optimizer(dmp, cfg.optim)
     losses = [task.train_epoch(dmp, model, opt, epoch)["train_loss"] for epoch in range(3)]
@@ -114,9 +114,12 @@ def test_two_ranks_loss_falls_and_exported_vectors_rank_identically(dataset, enc
     np.testing.assert_array_equal(a["top"], b["top"])
     users, items = read_embeddings(a["uris"]["user"], verify="sha256"), read_embeddings(a["uris"]["item"], verify="sha256")
     assert users.vector.shape[0] == InteractionDataset(dataset).num_users and users.raw is not None
-    reread = np.argsort(-(users.vector @ items.vector.T), axis=1, kind="stable")[:, :K]
-    same = (np.sort(reread, axis=1) == np.sort(a["top"], axis=1)).all(axis=1)
-    assert same.mean() == 1.0, f"{(~same).sum()} users' top-{K} differ"
+    # the model's own top-K is the top-K of the re-read vectors' scores, up to float rounding at
+    # the K-th place (numpy's product and the model's round differently: a near-tie may swap)
+    scores = users.vector @ items.vector.T
+    kth = np.sort(scores, axis=1)[:, -K, None]
+    same = (np.take_along_axis(scores, a["top"], axis=1) >= kth - 1e-5).all(axis=1)
+    assert same.all(), f"{(~same).sum()} users' top-{K} differ"
     assert {"test_recall@20", "test_pop_recall@20", "test_ndcg@10"} <= set(a["metrics"])
 
 

@@ -13,7 +13,7 @@ from distrec.config import ConfigError, load_config
 from distrec.tune.config import SweepConfig
 from distrec.tune.run import base_config, sweep
 from tests.compress.conftest import write_run
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _sweep(tmp_path, scheduler: str) -> SweepConfig:
     path.write_text(
         f"base: configs/compress/ml-100k.yaml\njob: compress\n"
         f"overrides: [source.run={tmp_path / 'run'}, ray.num_workers=1, 'ratios=[4]', 'model.hidden=[16]',"
-        " model.token_dim=8, fit.epochs=2, fit.batch_size=32, fit.checkpoint_every=1]\n"
+        f" model.token_dim=8, fit.epochs=2, fit.batch_size=32, fit.checkpoint_every=1, fit.seed={training_seed()}]\n"
         "search:\n  model.keep_fraction: {grid: [0.5, 1.0]}\n"
         f"metric: dds@4x_rmse_delta_both\nmode: min\nnum_samples: 1\nscheduler: {{name: {scheduler}}}\n"
         f"output_dir: {tmp_path / 'sweep'}\n"

@@ -17,7 +17,7 @@ import pytest
 from distrec.config import load_config
 from distrec.train.config import TrainConfig
 from distrec.train.run import train as fit
-from tests.helpers import tiny_synthetic
+from tests.helpers import tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,8 @@ def test_asha_sweep_killed_then_resumed(tmp_path, local_ray):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         "base: configs/mf/demo.yaml\n"
-        f"overrides: [data.path={data}, ray.num_workers=1, train.epochs=3, train.early_stopping_metric=null]\n"
+        f"overrides: [data.path={data}, ray.num_workers=1, train.epochs=3, train.early_stopping_metric=null, "
+        f"train.seed={training_seed()}]\n"
         f"search:\n  optim.sparse_lr: {{grid: {LEARNING_RATES}}}\n"
         "metric: val_rmse\nmode: min\nnum_samples: 1\nmax_concurrent_trials: 1\n"
         "scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"
