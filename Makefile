@@ -34,7 +34,7 @@ $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 # on a user's machine. Skipped on a CPU without AVX2, which torch cannot be forced onto.
 HAS_AVX2 := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes)
 
-test: setup ## run the whole test suite, then the fast tests again on AVX2 kernels
+test: setup lint ## run the whole test suite (after make lint), then the fast tests again on AVX2 kernels
 	$(PY) -m pytest -q tests
 ifeq ($(HAS_AVX2),yes)
 	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m "not slow" tests
@@ -101,7 +101,9 @@ cluster-up: setup ## bring up the AWS cluster of cluster/aws.yaml
 cluster-down: setup ## tear the AWS cluster down
 	$(RAY) down -y cluster/aws.yaml
 
-lint: setup ## static checks
+lint: setup ## formatting and lint (ruff, rules in pyproject.toml), then byte-compile; `ruff format` + `ruff check --fix` repair most
+	$(PY) -m ruff format --check distrec jobs tests
+	$(PY) -m ruff check distrec jobs tests
 	$(PY) -m compileall -q distrec jobs tests
 
 clean: ## remove the virtual environment and caches

@@ -8,26 +8,29 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from distrec.config import ConfigError
-from distrec.progress import quiet as quiet_env
-from distrec.progress import set_quiet
-from distrec.storage import DataError
+from distrec.console import quiet as quiet_env
+from distrec.console import set_quiet
+from distrec.errors import DataError, UserError
 
-__all__ = ["job_parser", "run_job", "UserError"]
-
-
-class UserError(RuntimeError):
-    """A mistake the user can fix (wrong setting for this machine, unreachable cluster, ...)."""
+__all__ = ["job_parser", "run_job"]
 
 
 def job_parser(description: str, *, example: str = "output_dir=runs/try") -> argparse.ArgumentParser:
     """``--config FILE``, ``key=value`` overrides (``example`` shows one in --help), ``--quiet``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted keys of the config, overriding its YAML, e.g. {example}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only (as DISTREC_QUIET=1); in a log file bars are off anyway")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help=f"dotted keys of the config, overriding its YAML, e.g. {example}"
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, warnings only (as DISTREC_QUIET=1); in a log file bars are off anyway",
+    )
     return parser
 
 

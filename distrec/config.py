@@ -26,8 +26,9 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 
@@ -84,15 +85,20 @@ Probability = Annotated[float, Bound(ge=0, le=1)]
 def load_config(
     cls: type[T], path: str | Path | None, overrides: Sequence[str] = (), *, flags: dict[str, Any] | None = None
 ) -> T:
-    """Read ``path`` (YAML; ``None`` means all defaults), then apply ``flags`` (values a job took as
+    """Read ``path`` (YAML; a local path or any fsspec URI, e.g. a run's saved ``config.yaml`` in
+    object storage; ``None`` means all defaults), then apply ``flags`` (values a job took as
     command-line options) and the dotted ``overrides``, and validate into ``cls``."""
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
     if path is not None:
+        from distrec.storage.failures import STORAGE_ERRORS  # fsspec and the storage layer: only to read a file
+        from distrec.storage.uri import filesystem
+
         try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {source}: {e.strerror or e}") from None
+            fs, where = filesystem(source)
+            text = fs.cat_file(where).decode()
+        except STORAGE_ERRORS as e:
+            raise ConfigError(f"cannot read config file {source}: {getattr(e, 'strerror', None) or e}") from None
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.resources import available_memory_bytes
 
 __all__ = ["Device", "resolve_device", "device_memory_bytes"]
@@ -31,7 +31,9 @@ def resolve_device(name: Device, *, allow_gpu: bool = True, key: str = "model.de
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     if name == "cuda":
-        raise UserError(f"{key}=cuda, but torch sees no GPU here (torch.cuda.is_available() is False); use {key}=auto or {key}=cpu")
+        raise UserError(
+            f"{key}=cuda, but torch sees no GPU here (torch.cuda.is_available() is False); use {key}=auto or {key}=cpu"
+        )
     return torch.device("cpu")
 
 

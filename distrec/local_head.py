@@ -24,10 +24,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 
 __all__ = ["start_head", "stop_head", "submit", "running_head", "LOOPBACK"]
 
@@ -39,7 +40,9 @@ _STOP_GRACE_S = 30
 _TEMP_PREFIX = "distrec-ray-"
 
 
-def start_head(*, record: str, host: str = LOOPBACK, port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None) -> dict[str, Any]:
+def start_head(
+    *, record: str, host: str = LOOPBACK, port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None
+) -> dict[str, Any]:
     """Start a head and record it; returns the record. ``host``: the node address its servers
     listen on (127.0.0.1, an address of this machine, or 0.0.0.0 for every interface: other
     machines may then join). The dashboard and Jobs API stay on 127.0.0.1 either way."""
@@ -49,7 +52,10 @@ def start_head(*, record: str, host: str = LOOPBACK, port: int = 6379, dashboard
             f"a head started by `make ray-up` is already running (pid {held['pid']}, Jobs API {held['dashboard']}, "
             f"recorded in {record}); stop it first with `make ray-down`"
         )
-    for what, bind_host, number in (("GCS", LOOPBACK if host not in _ALL_INTERFACES else host, port), ("dashboard/Jobs API", LOOPBACK, dashboard_port)):
+    for what, bind_host, number in (
+        ("GCS", LOOPBACK if host not in _ALL_INTERFACES else host, port),
+        ("dashboard/Jobs API", LOOPBACK, dashboard_port),
+    ):
         _check_free(what, bind_host, number)
     temp_dir = tempfile.mkdtemp(prefix=_TEMP_PREFIX)  # short: Ray's socket paths live under it
     head_log = os.path.join(temp_dir, "head.log")
@@ -67,7 +73,9 @@ def start_head(*, record: str, host: str = LOOPBACK, port: int = 6379, dashboard
     if host == LOOPBACK:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # else Ray swaps 127.0.0.1 for the host's address
     with open(head_log, "w") as out:
-        head = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     dashboard = f"http://{LOOPBACK}:{dashboard_port}"
     try:
         _wait_until_up(head, dashboard, head_log)
@@ -81,7 +89,7 @@ def start_head(*, record: str, host: str = LOOPBACK, port: int = 6379, dashboard
         "dashboard": dashboard,
         "temp_dir": temp_dir,
         "log": head_log,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     Path(record).parent.mkdir(parents=True, exist_ok=True)
     aside = f"{record}.{os.getpid()}"

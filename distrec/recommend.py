@@ -12,17 +12,18 @@ recommended again (``exclude_seen``).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from distrec.data.dataset import InteractionDataset
+from distrec.errors import DataError
 from distrec.serve.artefacts import FactorModel, Query, RowModel, RunSpec, inspect_run, load_model
 from distrec.serve.catalogue import Catalogue
 from distrec.serve.errors import BadRequest, NotServable
 from distrec.serve.topk import HNSWIndex, check_k, top_k
-from distrec.storage import DataError
 
 __all__ = ["Recommender", "load_recommender", "Index"]
 
@@ -60,7 +61,9 @@ class Recommender:
         liked = [row | {"rating": float(r)} for row, r in zip(self.describe(items[:k]), ratings[:k])]
         return liked, recs
 
-    def for_items(self, raw_items: Sequence[object], ratings: Sequence[float] | None = None, k: int = 10) -> tuple[list[dict], list[dict]]:
+    def for_items(
+        self, raw_items: Sequence[object], ratings: Sequence[float] | None = None, k: int = 10
+    ) -> tuple[list[dict], list[dict]]:
         """(the given items, the top-k for a new user who rated them), the user folded in (see
         distrec/serve/artefacts.py); ``ratings`` default to the top of the scale."""
         if not raw_items:

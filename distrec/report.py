@@ -11,8 +11,9 @@ import base64
 import html
 import io
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -66,13 +67,17 @@ class Report:
             body.append("<h2>Plots</h2>")
             for name, png in self.figures:
                 data = base64.b64encode(png).decode()
-                body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(name)}</figcaption></figure>')
+                caption = html.escape(name)
+                body.append(
+                    f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+                )
         style = (
             "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}"
             "pre{background:#f6f6f6;padding:.5rem;overflow:auto}img{max-width:100%}"
         )
-        return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+        head = f"<meta charset='utf-8'><title>{html.escape(self.title)}</title><style>{style}</style>"
+        return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
 
 
 def _markdown_to_html(text: str) -> str:

@@ -26,11 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distrec.cli import UserError
 from distrec.config import to_dict, to_yaml
+from distrec.errors import UserError
 from distrec.storage import absolute, is_local, join
 
-__all__ = ["TrackingConfig", "Tracker", "allow_file_store", "check_tracking", "flatten", "mlflow_client", "mlflow_key", "mlflow_store"]
+__all__ = [
+    "TrackingConfig",
+    "Tracker",
+    "allow_file_store",
+    "check_tracking",
+    "flatten",
+    "mlflow_client",
+    "mlflow_key",
+    "mlflow_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,9 @@ class TrackingConfig:
         if self.tensorboard_dir is not None and not self.tensorboard:
             raise ValueError("tracking.tensorboard_dir is set but tracking.tensorboard is false; set tracking.tensorboard=true")
         if self.tensorboard_dir is not None and not is_local(self.tensorboard_dir):
-            raise ValueError(f"tracking.tensorboard_dir={self.tensorboard_dir!r}: give a local directory (event files are appended to)")
+            raise ValueError(
+                f"tracking.tensorboard_dir={self.tensorboard_dir!r}: give a local directory (event files are appended to)"
+            )
         if self.mlflow_uri is not None and not self.mlflow_uri.strip():
             raise ValueError("tracking.mlflow_uri is empty; give a tracking URI, or null for no MLflow")
         if not self.experiment.strip():
@@ -79,7 +90,9 @@ def check_tracking(cfg: TrackingConfig, *, output_dir: str) -> None:
         try:
             import tensorboardX  # noqa: F401
         except ImportError as e:
-            raise UserError(f"tracking.tensorboard=true needs tensorboardX ({e}); run `make setup`, or set tracking.tensorboard=false") from None
+            raise UserError(
+                f"tracking.tensorboard=true needs tensorboardX ({e}); run `make setup`, or set tracking.tensorboard=false"
+            ) from None
         if cfg.tensorboard_dir is None and not is_local(output_dir):
             raise UserError(
                 f"tracking.tensorboard=true writes event files into <output_dir>/tensorboard, but output_dir={output_dir!r} "
@@ -128,7 +141,9 @@ def mlflow_key(name: str) -> str:
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 class Tracker:
@@ -137,7 +152,7 @@ class Tracker:
     failed if the block raised."""
 
     def __init__(self, cfg: TrackingConfig, *, output_dir: str, run: str, config: Any, enabled: bool = True) -> None:
-        """``run``: the Ray run's name (``distrec.train.launch.run_name``); ``config``: the job's
+        """``run``: the Ray run's name (``distrec.runtime.config.run_name``); ``config``: the job's
         config dataclass, logged once as flattened params and as ``config.yaml``."""
         self._writer = None
         self._client = None
@@ -209,4 +224,3 @@ class Tracker:
 
     def __exit__(self, kind, error, tb) -> None:
         self.close(failed=kind is not None)
-

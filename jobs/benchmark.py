@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
     parser.add_argument("--quick", action="store_true", help="small shapes and one repeat (a smoke run)")
-    parser.add_argument("--work", default="runs/bench", help="where generated inputs are kept between runs (default: %(default)s)")
+    parser.add_argument(
+        "--work", default="runs/bench", help="where generated inputs are kept between runs (default: %(default)s)"
+    )
     parser.add_argument("--out", default="bench.json", help="where the JSON results are written (default: %(default)s)")
     args = parser.parse_args(argv)
     suites = args.suite or list(SUITES)

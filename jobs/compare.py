@@ -22,9 +22,9 @@ from __future__ import annotations
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.config import load_config
 from distrec.compare.config import CompareConfig
 from distrec.compare.run import run_compare
+from distrec.config import load_config
 from distrec.storage import read_text
 
 

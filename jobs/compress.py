@@ -24,15 +24,14 @@ from __future__ import annotations
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.compress.config import CompressConfig
-from distrec.compress.launch import run_compress
 from distrec.compress.report import summary_table
-from distrec.config import load_config
+from distrec.jobs import get_job
 
 
 def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
-    return run_job(lambda: run_compress(load_config(CompressConfig, args.config, args.overrides)), quiet=args.quiet, describe=summary_table)
+    job = get_job("compress")
+    return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=summary_table)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,8 @@ import posixpath
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.config import load_config
 from distrec.distill.compare import compare_budgets, markdown_table
-from distrec.distill.config import DistillConfig
-from distrec.distill.launch import run_distill
+from distrec.jobs import get_job
 from distrec.storage import join, read_text
 
 
@@ -45,8 +43,8 @@ def describe(metrics: dict) -> str:
     lines = [
         f"distill-cf: {metrics['budget']} synthetic users, best at step {metrics['best_step']} of {metrics['steps']}; "
         f"{key[8:]} {metrics[key]:.4f} (initial real users) → {metrics[key[8:]]:.4f}",
-        f"  ∞-AE on them (λ = {metrics['lambda']:g}): " + ", ".join(
-            f"{k} = {100 * metrics[k]:.2f}" for k in metrics if k.startswith("test_") and k[5:7] in ("hr", "nd")),
+        f"  ∞-AE on them (λ = {metrics['lambda']:g}): "
+        + ", ".join(f"{k} = {100 * metrics[k]:.2f}" for k in metrics if k.startswith("test_") and k[5:7] in ("hr", "nd")),
         f"  wall {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB",
     ]
     return "\n".join(lines)
@@ -60,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--compare", action="store_true", help="distil every compare.budgets and compare samplers")
     args = parser.parse_args(argv)
-    cfg = lambda: load_config(DistillConfig, args.config, args.overrides)  # noqa: E731 (a config error is reported by run_job)
+    job = get_job("distill")
     if args.compare:
-        return run_job(lambda: compare_budgets(cfg()), quiet=args.quiet, describe=describe_comparison)
-    return run_job(lambda: run_distill(cfg()), quiet=args.quiet, describe=describe)
+        return run_job(
+            lambda: compare_budgets(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe_comparison
+        )
+    return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

@@ -22,22 +22,23 @@ from __future__ import annotations
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.config import load_config
-from distrec.fit.config import FitConfig
-from distrec.fit.run import fit_closed_form
+from distrec.jobs import get_job
 
 
 def describe(metrics: dict) -> str:
     shown = [k for k in metrics if k.startswith("test_") and ("@" in k or k.endswith(("mrr", "auc")))]
     chosen = "no λ" if metrics["lambda"] is None else f"λ = {metrics['lambda']:g} (by {metrics['select']})"
-    lines = [f"{metrics['model']}: {chosen}, fit + search + test {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB"]
+    lines = [
+        f"{metrics['model']}: {chosen}, fit + search + test {metrics['wall_s']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB"
+    ]
     lines += [f"  {k} = {metrics[k]:.4f}  (×100: {100 * metrics[k]:.2f})" for k in shown]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
-    return run_job(lambda: fit_closed_form(load_config(FitConfig, args.config, args.overrides)), quiet=args.quiet, describe=describe)
+    job = get_job("fit")
+    return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

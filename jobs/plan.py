@@ -49,11 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_logs()
 
     def body() -> dict:
-        cluster = Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, hbm_gb=args.hbm_gb, ddr_gb=args.ddr_gb,
-                          intra_gbps=args.intra_gbps, inter_gbps=args.inter_gbps)
+        cluster = Cluster(
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            hbm_gb=args.hbm_gb,
+            ddr_gb=args.ddr_gb,
+            intra_gbps=args.intra_gbps,
+            inter_gbps=args.inter_gbps,
+        )
         cfg = load_config(TrainConfig, args.config, args.overrides)
-        return plan_and_write(cfg, cluster, users=args.users, items=args.items, ratings=args.ratings,
-                              global_batch=args.global_batch, smallest=args.smallest, out=args.out)
+        return plan_and_write(
+            cfg,
+            cluster,
+            users=args.users,
+            items=args.items,
+            ratings=args.ratings,
+            global_batch=args.global_batch,
+            smallest=args.smallest,
+            out=args.out,
+        )
 
     return run_job(body, quiet=args.quiet, describe=plan_text)
 

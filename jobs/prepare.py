@@ -49,22 +49,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratings", type=int, help="synthetic: number of ratings")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--rows-per-shard", dest="rows_per_shard", type=int)
-    parser.add_argument("--overwrite", action="store_true", default=None,
-                        help="write into a non-empty --out that distrec did not write (its files are kept)")
-    parser.add_argument("--no-verify", dest="verify_counts", action="store_false", default=None,
-                        help="accept counts that differ from the official release, a last line without "
-                        "its newline, and times outside the release's dates")
-    parser.add_argument("--duplicates", choices=DUPLICATES,
-                        help="repeated (user, item) pairs: refuse (default), keep the last line, or its "
-                        "last line with the mean rating")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="write into a non-empty --out that distrec did not write (its files are kept)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify_counts",
+        action="store_false",
+        default=None,
+        help="accept counts that differ from the official release, a last line without "
+        "its newline, and times outside the release's dates",
+    )
+    parser.add_argument(
+        "--duplicates",
+        choices=DUPLICATES,
+        help="repeated (user, item) pairs: refuse (default), keep the last line, or its last line with the mean rating",
+    )
     args = parser.parse_args(argv)
     args.dataset = None
     if args.overrides and "=" not in args.overrides[0]:  # the positional DATASET
         args.dataset, args.overrides = args.overrides[0], args.overrides[1:]
     sizes = {k: getattr(args, k) for k in ("users", "items", "ratings") if getattr(args, k)}
-    flags = {k: getattr(args, k) for k in ("dataset", "out", "source", "splits", "like", "seed", "rows_per_shard", "verify_counts", "duplicates", "overwrite")}
+    flags = {
+        k: getattr(args, k)
+        for k in (
+            "dataset",
+            "out",
+            "source",
+            "splits",
+            "like",
+            "seed",
+            "rows_per_shard",
+            "verify_counts",
+            "duplicates",
+            "overwrite",
+        )
+    }
     flags = {k: v for k, v in flags.items() if v is not None} | ({"sizes": sizes} if sizes else {})
-    return run_job(lambda: prepare_dataset(load_config(PrepareConfig, args.config, args.overrides, flags=flags)), quiet=args.quiet, describe=describe)
+    return run_job(
+        lambda: prepare_dataset(load_config(PrepareConfig, args.config, args.overrides, flags=flags)),
+        quiet=args.quiet,
+        describe=describe,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distrec.cli import UserError, run_job
+from distrec.cli import run_job
+from distrec.errors import UserError
 from distrec.local_head import LOOPBACK, start_head, stop_head, submit
 
 
@@ -45,14 +46,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "up":
         return run_job(
-            lambda: start_head(record=args.record, host=args.host, port=args.port, dashboard_port=args.dashboard_port, num_cpus=args.num_cpus),
+            lambda: start_head(
+                record=args.record, host=args.host, port=args.port, dashboard_port=args.dashboard_port, num_cpus=args.num_cpus
+            ),
             quiet=True,
-            describe=lambda h: f"Ray head up: address {h['address']}, Jobs API {h['dashboard']} (token auth), pid {h['pid']}, logs {h['log']}",
+            describe=lambda h: (
+                f"Ray head up: address {h['address']}, Jobs API {h['dashboard']} (token auth), pid {h['pid']}, logs {h['log']}"
+            ),
         )
     return run_job(
         lambda: stop_head(record=args.record),
         quiet=True,
-        describe=lambda h: f"stopped the Ray head pid {h['pid']} ({h['dashboard']})" if h else f"no Ray head recorded in {args.record}; nothing stopped",
+        describe=lambda h: (
+            f"stopped the Ray head pid {h['pid']} ({h['dashboard']})"
+            if h
+            else f"no Ray head recorded in {args.record}; nothing stopped"
+        ),
     )
 
 

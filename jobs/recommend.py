@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"items most similar to {args.item}:\n{_table(similar, 'similarity')}")
             return {"item": args.item, "similar": similar}
         liked, recs = rec.for_user(args.user, args.k)
-        print(f"user {args.user} rated highest:\n{_table(liked, 'rating')}\n\ntop {args.k} for user {args.user}:\n{_table(recs, 'score')}")
+        print(
+            f"user {args.user} rated highest:\n{_table(liked, 'rating')}\n\n"
+            f"top {args.k} for user {args.user}:\n{_table(recs, 'score')}"
+        )
         return {"user": args.user, "rated": liked, "recommended": recs}
 
     return run_job(body, quiet=True)

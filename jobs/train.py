@@ -25,9 +25,7 @@ from __future__ import annotations
 import sys
 
 from distrec.cli import job_parser, run_job
-from distrec.config import load_config
-from distrec.train.config import TrainConfig
-from distrec.train.launch import fit
+from distrec.jobs import get_job
 
 
 def describe(metrics: dict) -> str:
@@ -45,7 +43,8 @@ def describe(metrics: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = job_parser(__doc__).parse_args(argv)
-    return run_job(lambda: fit(load_config(TrainConfig, args.config, args.overrides)), quiet=args.quiet, describe=describe)
+    job = get_job("train")
+    return run_job(lambda: job.run(job.load(args.config, args.overrides)), quiet=args.quiet, describe=describe)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import sys
 
-from distrec.cli import UserError, job_parser, run_job
+from distrec.cli import job_parser, run_job
+from distrec.errors import UserError
 from distrec.tune.overrides import load_sweep
 from distrec.tune.run import resume, sweep
 
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("give --config configs/tune/<name>.yaml, or --resume <sweep output_dir>")
         cfg, forwarded = load_sweep(args.config, args.overrides)
         if forwarded:
-            print(f"not keys of the sweep, so applied to its base config {cfg.base} in every trial: {' '.join(forwarded)}", flush=True)
+            print(
+                f"not keys of the sweep, so applied to its base config {cfg.base} in every trial: {' '.join(forwarded)}",
+                flush=True,
+            )
         return sweep(cfg)
 
     return run_job(body, quiet=args.quiet, describe=describe)

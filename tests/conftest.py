@@ -20,7 +20,9 @@ def pytest_collection_modifyitems(config, items):
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False here (make gpu-check runs these on a GPU machine)")
+    skip = pytest.mark.skip(
+        reason="needs CUDA: torch.cuda.is_available() is False here (make gpu-check runs these on a GPU machine)"
+    )
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
@@ -80,7 +82,7 @@ def local_ray(_ray_at_exit, s3_server):
     endpoint). A test that needs a driver with no Ray connected asks for ``no_ray``."""
     import ray
 
-    from distrec.train.launch import start_local_ray
+    from distrec.runtime.ray import start_local_ray
 
     if not ray.is_initialized():
         start_local_ray(num_cpus=2)

@@ -27,8 +27,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,7 @@ class FaultyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FaultyProxy":
+    def __enter__(self) -> FaultyProxy:
         self._thread.start()
         return self
 
@@ -176,7 +177,9 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "DISTREC_QUIET": "1", **extra}
 
 
-def sigkill_after_writes(target: str, *args: Any, writes: int = 1, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def sigkill_after_writes(
+    target: str, *args: Any, writes: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``module:function(*args)`` (JSON-able args) in a new Python process that SIGKILLs itself
     right after its ``writes``-th ``DirectoryWriter`` file write; returns the finished process."""
     return _run_killed(target, args, {"writes": writes}, env)

@@ -8,7 +8,8 @@ import io
 import os
 import socket
 import traceback
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.image
 import torch.distributed as dist
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 # Rank processes fork from a server that imported these once per test session: a spawned rank
 # spends seconds of CPU importing torch and TorchRec, and the suite starts dozens of ranks.
-_PRELOAD = ["torch", "torchrec", "distrec.train.loop"]
+_PRELOAD = ["torch", "torchrec", "distrec.train.worker"]
 
 
 def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue, environ: dict[str, str], backend: str) -> None:
@@ -96,20 +97,29 @@ def untrained_metrics(cfg: TrainConfig, parts: tuple[str, ...] = ("val",)) -> di
     import torch
 
     from distrec.data.dataset import InteractionDataset
-    from distrec.models.registry import build_model
+    from distrec.models.registry import model_spec
     from distrec.train.sharding import shard_model
     from distrec.train.tasks import make_task
 
     torch.manual_seed(cfg.train.seed)
     dataset = InteractionDataset(cfg.data.path)
-    task = make_task(cfg, dataset, dataset.resolve_split(cfg.data.split))
-    model = build_model(cfg.model, task.context(), torch.device("meta"))
+    spec = model_spec(cfg.model)
+    task = make_task(cfg, spec, dataset, dataset.resolve_split(cfg.data.split))
+    model = spec.build(cfg.model, task.context(), torch.device("meta"))
     dmp, _ = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=torch.device("cpu"), seed=cfg.train.seed)
     return {k: v for part in parts for k, v in task.evaluate(dmp, dmp.module, part).items()}
 
 
-def tiny_synthetic(out: str, *, users: int = 300, items: int = 200, ratings: int = 20_000, seed: int = 0,
-                   split: str = "random:0.8/0.1/0.1", rows_per_shard: int = 6000) -> dict:
+def tiny_synthetic(
+    out: str,
+    *,
+    users: int = 300,
+    items: int = 200,
+    ratings: int = 20_000,
+    seed: int = 0,
+    split: str = "random:0.8/0.1/0.1",
+    rows_per_shard: int = 6000,
+) -> dict:
     """A small planted dataset: several shards and row groups, so slices differ per worker."""
     return prepare_dataset(
         PrepareConfig(
@@ -154,7 +164,14 @@ def tiny_text_encoder(out: str) -> str:
     with open(os.path.join(out, "vocab.txt"), "w") as f:
         f.write("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=os.path.join(out, "vocab.txt")).save_pretrained(out)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     import torch
 
     torch.manual_seed(0)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distrec.cli import UserError
-from distrec.config import ConfigError, from_dict, load_config
 from distrec.compress.config import CompressConfig
+from distrec.config import ConfigError, from_dict, load_config
 from distrec.device import device_memory_bytes, resolve_device
 from distrec.distill.config import DistillConfig
+from distrec.errors import UserError
 from distrec.fit.config import FitConfig
 from distrec.train.config import TrainConfig
 from jobs.fit import main as fit_job
@@ -45,7 +45,9 @@ def test_the_device_is_validated_on_load():
     (DistillConfig, {"data": {"path": "d"}, "model": {"device": "cuda"}, "ray": {"num_workers": 1}, "output_dir": "o"}),
 ])  # fmt: skip
 def test_cuda_on_ray_workers_needs_use_gpu(cls, raw):
-    with pytest.raises(ConfigError, match="model.device=cuda needs ray.use_gpu=true|model.device=cuda on Ray workers needs ray.use_gpu=true"):
+    with pytest.raises(
+        ConfigError, match="model.device=cuda needs ray.use_gpu=true|model.device=cuda on Ray workers needs ray.use_gpu=true"
+    ):
         from_dict(cls, raw)
     raw["ray"] = {**raw.get("ray", {}), "use_gpu": True}
     assert from_dict(cls, raw).model.device == "cuda"
@@ -57,6 +59,8 @@ def test_fit_job_with_cuda_on_a_cpu_machine_exits_2(tmp_path, capsys):
 
     data = str(tmp_path / "data")
     tiny_synthetic(data, split="user-ratio:0.8/0.1/0.1")
-    code = fit_job(["--config", "configs/ease/ml-1m.yaml", f"data.path={data}", f"output_dir={tmp_path / 'out'}", "model.device=cuda"])
+    code = fit_job(
+        ["--config", "configs/ease/ml-1m.yaml", f"data.path={data}", f"output_dir={tmp_path / 'out'}", "model.device=cuda"]
+    )
     assert code == 2 and "model.device=cuda, but torch sees no GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -69,7 +69,9 @@ def test_fused_adam_on_cpu(capsys, data, tmp_path):
 def test_unreachable_ray_cluster(no_ray, capsys, data, tmp_path):
     from tests.helpers import free_port
 
-    err = _run(capsys, f"data.path={data}", "data.split=random", f"output_dir={tmp_path}/o", f"ray.address=127.0.0.1:{free_port()}")
+    err = _run(
+        capsys, f"data.path={data}", "data.split=random", f"output_dir={tmp_path}/o", f"ray.address=127.0.0.1:{free_port()}"
+    )
     assert "cannot reach the Ray cluster" in err and "ray start --head" in err
 
 

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from distrec.config import from_dict
-from distrec.train.config import TrainConfig
-from distrec.train.loop import train_worker
-from distrec.train.report import write_train_report
-from distrec.train.session import LocalSession
 from distrec.recommend import load_recommender
+from distrec.runtime.session import LocalSession
+from distrec.train.config import TrainConfig
+from distrec.train.report import write_train_report
+from distrec.train.worker import train_worker
 from jobs.recommend import main as recommend
 from tests.helpers import run_ranks, tiny_synthetic
 

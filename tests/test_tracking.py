@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distrec.cli import UserError
 from distrec.config import ConfigError, from_dict
+from distrec.errors import UserError
 from distrec.tracking import TrackingConfig, check_tracking, flatten, mlflow_client, mlflow_key, mlflow_store
 from distrec.train.config import TrainConfig
 from distrec.tune.config import SweepConfig
@@ -113,8 +113,9 @@ def _run(client, experiment: str, name: str):
 @pytest.mark.slow
 def test_training_then_compressor_log_to_mlflow_and_tensorboard(local_ray, tmp_path):
     from distrec.compress.config import CompressConfig
-    from distrec.compress.launch import run_compress
-    from distrec.train.launch import fit, run_name
+    from distrec.compress.run import run_compress
+    from distrec.runtime.config import run_name
+    from distrec.train.run import train as fit
 
     data = str(tmp_path / "data")
     tiny_synthetic(data, users=120, items=80, ratings=4000)

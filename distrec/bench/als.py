@@ -18,13 +18,14 @@ __all__ = ["distrec_als", "als_scale"]
 
 def _fit(cfg) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
     """Start Ray, then run the job: (metrics, history, fixed costs)."""
-    from distrec.train.launch import fit, start_local_ray
+    from distrec.jobs import get_job
+    from distrec.runtime.ray import start_local_ray
 
     start = time.perf_counter()
     start_local_ray()
     ray_start_s = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = fit(cfg)
+    metrics = get_job("train").run(cfg)
     job_s = time.perf_counter() - start
     history = json.loads(open(f"{cfg.output_dir}/history.json").read())
     fixed = {"ray_start_s": ray_start_s, "job_start_s": job_s - metrics["wall_s"], "read_s": metrics["read_s"]}
@@ -39,7 +40,7 @@ def distrec_als(config: str, data: str, workers: int = 2) -> dict[str, Any]:
     """``jobs/train.py --config <config>`` on ``data`` with ``workers`` workers."""
     process = time.perf_counter()
     from distrec.config import load_config
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
     from distrec.train.config import TrainConfig
 
     set_quiet(True)
@@ -57,8 +58,8 @@ def als_scale(data: str, workers: int, sweeps: int) -> dict[str, Any]:
     sweep's time (the median) and the sweeps until validation RMSE is within 3 % of the planted
     noise floor."""
     from distrec.config import from_dict
+    from distrec.console import set_quiet
     from distrec.data.dataset import InteractionDataset
-    from distrec.progress import set_quiet
     from distrec.train.config import TrainConfig
 
     set_quiet(True)
@@ -74,6 +75,13 @@ def als_scale(data: str, workers: int, sweeps: int) -> dict[str, Any]:
         metrics, history, fixed = _fit(cfg)
     reached = next((h["epoch"] for h in history if h["val_rmse"] <= target), None)
     times = sorted(h["sweep_s"] for h in history)
-    return {"seconds": times[len(times) // 2], "units": metrics["train_ratings"], "target_val_rmse": target, "sweeps_to_target": reached,
-            "best_val_rmse": min(h["val_rmse"] for h in history), "fit_s": metrics["fit_s"], **fixed,
-            **_worker_rss(metrics)}  # fmt: skip
+    return {
+        "seconds": times[len(times) // 2],
+        "units": metrics["train_ratings"],
+        "target_val_rmse": target,
+        "sweeps_to_target": reached,
+        "best_val_rmse": min(h["val_rmse"] for h in history),
+        "fit_s": metrics["fit_s"],
+        **fixed,
+        **_worker_rss(metrics),
+    }

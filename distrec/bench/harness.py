@@ -14,8 +14,9 @@ import multiprocessing as mp
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from distrec.resources import peak_rss_mb, reset_peak_rss
 
@@ -96,8 +97,10 @@ def run_cases(cases: list[Case], log: Callable[[str], None] = print) -> list[Res
             extra=extra,
         )
         results.append(result)
-        log(f"  {case.suite}/{case.name}: {result.median:.2f} s, {_fmt(result.rate)} {case.unit}/s "
-            f"({time.perf_counter() - start:.0f} s with warm-up and repeats)")
+        log(
+            f"  {case.suite}/{case.name}: {result.median:.2f} s, {_fmt(result.rate)} {case.unit}/s "
+            f"({time.perf_counter() - start:.0f} s with warm-up and repeats)"
+        )
     by_name = {(r.suite, r.name): r for r in results}
     for r in results:
         base = by_name.get((r.suite, r.baseline)) if r.baseline else None

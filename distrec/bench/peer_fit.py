@@ -37,7 +37,9 @@ def _implicit(data: dict, params: dict) -> tuple[dict, float, float]:
     from implicit.cpu.als import AlternatingLeastSquares
 
     users, items = (int(x) for x in data["shape"])
-    pairs = sp.csr_matrix((np.ones(len(data["train_user"]), np.float32), (data["train_user"], data["train_item"])), shape=(users, items))
+    pairs = sp.csr_matrix(
+        (np.ones(len(data["train_user"]), np.float32), (data["train_user"], data["train_item"])), shape=(users, items)
+    )
     model = AlternatingLeastSquares(random_state=0, **params)
     start = time.perf_counter()
     model.fit(pairs, show_progress=False)
@@ -60,6 +62,7 @@ def _spark(data: dict, params: dict) -> tuple[dict, float, float]:
     )
     spark.sparkContext.setLogLevel("ERROR")
     try:
+
         def frame(part: str):
             columns = {c: data[f"{part}_{c}"] for c in ("user", "item", "rating")}
             return spark.createDataFrame(pd.DataFrame({"row": np.arange(len(columns["user"])), **columns}))

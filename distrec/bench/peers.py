@@ -37,8 +37,14 @@ DATA = {
     "ml-1m-90-10": ("ml-1m-infae", "infae", "random:0.9/0.0/0.1"),
     "ml-100k-u1": ("ml-100k", "ml-100k", "u1"),
 }
-IMPLICIT_GRID = [{"factors": f, "regularization": r, "alpha": a, "iterations": 15} for f in (64, 128) for r in (0.05, 1.0) for a in (2.0, 10.0)]
-SPARK = {"rank": 64, "maxIter": 4, "regParam": 0.065}  # configs/als/ml-1m.yaml's rank and sweeps; λ·n_u at our ALS-WR's validation best
+IMPLICIT_GRID = [
+    {"factors": f, "regularization": r, "alpha": a, "iterations": 15} for f in (64, 128) for r in (0.05, 1.0) for a in (2.0, 10.0)
+]
+SPARK = {
+    "rank": 64,
+    "maxIter": 4,
+    "regParam": 0.065,
+}  # configs/als/ml-1m.yaml's rank and sweeps; λ·n_u at our ALS-WR's validation best
 MYFM = {"rank": 32, "n_iter": 200}
 
 __all__ = ["SHARED_DATASETS", "PEERS_PYTHON", "peer_cases", "shared_dataset", "implicit_peer", "rating_peer"]
@@ -46,7 +52,7 @@ __all__ = ["SHARED_DATASETS", "PEERS_PYTHON", "peer_cases", "shared_dataset", "i
 
 def shared_dataset(work: str, key: str) -> str | None:
     """The prepared dataset of a row (built once under ``work``), or None when the source is absent."""
-    from distrec.bench.suites import _once
+    from distrec.bench.inputs import once
     from distrec.data.prepare import PrepareConfig, prepare_dataset
 
     name, dataset, split = DATA[key]
@@ -55,7 +61,7 @@ def shared_dataset(work: str, key: str) -> str | None:
         return None
     splits = [split] if split else []
     make = lambda tmp: prepare_dataset(PrepareConfig(dataset=dataset, out=tmp, source=source, splits=splits, verify_counts=False))  # noqa: E731
-    return _once(f"{work}/peers-{key}", make)
+    return once(f"{work}/peers-{key}", make)
 
 
 def _arrays(data: str, parts: tuple[str, ...]) -> str:
@@ -82,9 +88,15 @@ def _run_peer(peer: str, arrays: str, params: dict[str, Any]) -> tuple[dict[str,
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.npz")
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # implicit's advice: its own threads, 1 BLAS thread
+        env = {
+            **os.environ,
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }  # implicit's advice: its own threads, 1 BLAS thread
         start = time.perf_counter()
-        done = subprocess.run([PEERS_PYTHON, PEER_FIT, peer, arrays, out, json.dumps(params)], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [PEERS_PYTHON, PEER_FIT, peer, arrays, out, json.dumps(params)], env=env, capture_output=True, text=True
+        )
         process_s = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"peer {peer} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -99,10 +111,10 @@ def implicit_peer(data: str) -> dict[str, Any]:
     validation nDCG@10 scores test (train + val masked, the ∞-AE protocol)."""
     import torch
 
+    from distrec.console import set_quiet
     from distrec.data.dataset import InteractionDataset
     from distrec.eval.holdout import Holdout
     from distrec.eval.ranking import RankingConfig, evaluate_ranking
-    from distrec.progress import set_quiet
 
     set_quiet(True)
     arrays = _arrays(data, ("train",))
@@ -121,9 +133,20 @@ def implicit_peer(data: str) -> dict[str, Any]:
             best = (val, params, stats, scorer)
     assert best is not None
     val, params, stats, scorer = best
-    test = evaluate_ranking(scorer, target=holdout.test, seen=holdout.seen("test"), cfg=cfg, prefix="test", propensity=holdout.propensity())
-    return {"seconds": stats["fit_s"], "units": holdout.train.nnz, "test_ndcg@10": test["test_ndcg@10"], "test_hr@100": test["test_hr@100"],
-            "val_ndcg@10": val, "params": params, "grid_fit_s": grid_s, "process_s": stats["process_s"], "peak_rss_mb": rss}  # fmt: skip
+    test = evaluate_ranking(
+        scorer, target=holdout.test, seen=holdout.seen("test"), cfg=cfg, prefix="test", propensity=holdout.propensity()
+    )
+    return {
+        "seconds": stats["fit_s"],
+        "units": holdout.train.nnz,
+        "test_ndcg@10": test["test_ndcg@10"],
+        "test_hr@100": test["test_hr@100"],
+        "val_ndcg@10": val,
+        "params": params,
+        "grid_fit_s": grid_s,
+        "process_s": stats["process_s"],
+        "peak_rss_mb": rss,
+    }
 
 
 def rating_peer(peer: str, data: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +165,15 @@ def rating_peer(peer: str, data: str, params: dict[str, Any]) -> dict[str, Any]:
     pred = np.where(missing, split["train_rating"].mean(), pred)
     pred = np.clip(pred, ds.meta["rating"]["min"], ds.meta["rating"]["max"])
     rmse = float(np.sqrt(np.mean((pred - split["test_rating"]) ** 2)))
-    return {"seconds": stats["fit_s"], "units": len(split["train_rating"]), "test_rmse": rmse, "test_without_factors": int(missing.sum()),
-            "params": params, "process_s": stats["process_s"], "peak_rss_mb": stats["peak_rss_mb"]}  # fmt: skip
+    return {
+        "seconds": stats["fit_s"],
+        "units": len(split["train_rating"]),
+        "test_rmse": rmse,
+        "test_without_factors": int(missing.sum()),
+        "params": params,
+        "process_s": stats["process_s"],
+        "peak_rss_mb": stats["peak_rss_mb"],
+    }
 
 
 def peers_table(results: list) -> str:
@@ -152,16 +182,29 @@ def peers_table(results: list) -> str:
     rows = [r for r in results if r.suite == "peers"]
     if not rows:
         return ""
-    lines = ["| split | model | test nDCG@10 | test RMSE | fit s | process s | peak RSS MB | fit vs peer |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| split | model | test nDCG@10 | test RMSE | fit s | process s | peak RSS MB | fit vs peer |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     fixed = []
     for r in rows:
         split, _, model = r.name.partition("/")
-        cells = [f"{r.extra[k] * (100 if k == 'test_ndcg@10' else 1):.4g}" if k in r.extra else "–" for k in ("test_ndcg@10", "test_rmse")]
-        ratio = f"{r.ratio:.2f}× faster" if r.ratio is not None and r.ratio >= 1 else f"{1 / r.ratio:.2f}× slower" if r.ratio else ""
-        lines.append(f"| {split} | {model} | {' | '.join(cells)} | {r.median:.2f} | {r.extra['process_s']:.1f} | {r.peak_rss_mb:,.0f} | {ratio} |")
+        cells = [
+            f"{r.extra[k] * (100 if k == 'test_ndcg@10' else 1):.4g}" if k in r.extra else "–"
+            for k in ("test_ndcg@10", "test_rmse")
+        ]
+        ratio = (
+            f"{r.ratio:.2f}× faster" if r.ratio is not None and r.ratio >= 1 else f"{1 / r.ratio:.2f}× slower" if r.ratio else ""
+        )
+        lines.append(
+            f"| {split} | {model} | {' | '.join(cells)} | {r.median:.2f} | {r.extra['process_s']:.1f} "
+            f"| {r.peak_rss_mb:,.0f} | {ratio} |"
+        )
         if "ray_start_s" in r.extra:
-            fixed.append(f"{r.name} fixed costs (not in fit s): Ray start {r.extra['ray_start_s']:.1f} s, job start-up (Ray Train, "
-                         f"workers) {r.extra['job_start_s']:.1f} s, data read {r.extra['read_s']:.1f} s")  # fmt: skip
+            fixed.append(
+                f"{r.name} fixed costs (not in fit s): Ray start {r.extra['ray_start_s']:.1f} s, job start-up (Ray Train, "
+                f"workers) {r.extra['job_start_s']:.1f} s, data read {r.extra['read_s']:.1f} s"
+            )
     return "\n".join(lines + [""] + fixed)
 
 
@@ -198,5 +241,9 @@ def peer_cases(work: str) -> list:
         else:
             out.append(Case("peers", f"{key}/{name}", fn, (*args[:1], data, *args[1:]), unit="ratings", repeats=1, warmup=False))
         baseline = None if peer in missing else f"{key}/{name}"
-        out.append(Case("peers", f"{key}/{ours}", distrec_als, (config, data), unit="ratings", baseline=baseline, repeats=1, warmup=False))
+        out.append(
+            Case(
+                "peers", f"{key}/{ours}", distrec_als, (config, data), unit="ratings", baseline=baseline, repeats=1, warmup=False
+            )
+        )
     return out

@@ -27,7 +27,8 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,10 +51,10 @@ def _train_one_rank(data: str, out: str) -> None:
     import torch.distributed as dist
 
     from distrec.config import from_dict
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
+    from distrec.runtime.session import LocalSession
     from distrec.train.config import TrainConfig
-    from distrec.train.loop import train_worker
-    from distrec.train.session import LocalSession
+    from distrec.train.worker import train_worker
 
     set_quiet(True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
@@ -124,7 +125,9 @@ def serve_in_process(run: str, requests: int) -> dict[str, Any]:
     latency = {
         "in-process exact": _time_calls(lambda n: exact.for_user(users[n % len(users)], K), requests),
         "in-process hnsw": _time_calls(lambda n: hnsw.for_user(users[n % len(users)], K), requests),
-        "in-process fold-in": _time_calls(lambda n: exact.for_items(bodies[n % len(bodies)]["items"], bodies[n % len(bodies)]["ratings"], K), requests),
+        "in-process fold-in": _time_calls(
+            lambda n: exact.for_items(bodies[n % len(bodies)]["items"], bodies[n % len(bodies)]["ratings"], K), requests
+        ),
     }
     hits = [len({r["item"] for r in exact.for_user(u, K)[1]} & {r["item"] for r in hnsw.for_user(u, K)[1]}) for u in users]
     seconds = latency["in-process exact"]["requests"] / latency["in-process exact"]["rps"]
@@ -164,7 +167,7 @@ def serve_over_http(run: str, requests: int, concurrencies: tuple[int, ...]) -> 
     """GET exact, GET HNSW and POST fold-in over HTTP at each concurrency (one Serve start)."""
     import ray
 
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
     from distrec.recommend import load_recommender
     from distrec.serve.launch import start_service, stop_service
 

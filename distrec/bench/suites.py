@@ -1,6 +1,6 @@
 """The benchmark suites: each function is one measured run (in its own process, see harness.py).
 
-Inputs are generated once into the work directory (outside the timings) and reused.
+Inputs are generated once into the work directory (outside the timings) and reused (inputs.py).
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from distrec.bench.als import als_scale
 from distrec.bench.harness import Case
+from distrec.bench.inputs import closed_form_dataset, ml25m_source, netflix_source, once, synthetic_dataset
 from distrec.bench.peers import peer_cases
 
 __all__ = ["Shapes", "cases"]
@@ -40,80 +40,21 @@ class Shapes:
     serve_requests: int = 2000  # per endpoint and concurrency
 
     @classmethod
-    def full(cls) -> "Shapes":
+    def full(cls) -> Shapes:
         return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 3)
 
     @classmethod
-    def quick(cls) -> "Shapes":
+    def quick(cls) -> Shapes:
         return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
                    closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500,
                    serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100)  # fmt: skip
 
 
-# -- inputs -------------------------------------------------------------------------------------
-def _once(path: str, make) -> str:
-    """Build ``path`` with ``make(tmp)`` unless it exists (atomically, via a rename)."""
-    if not os.path.exists(path):
-        tmp = f"{path}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        make(tmp)
-        os.replace(tmp, path)
-    return path
-
-
-def ml25m_source(work: str, rows: int) -> str:
-    from distrec.bench.files import write_movielens_csv
-
-    def make(tmp: str) -> None:
-        os.makedirs(tmp)
-        write_movielens_csv(f"{tmp}/ratings.csv", rows)
-
-    return _once(f"{work}/ml25m-format-{rows}", make)
-
-
-def netflix_source(work: str, rows: int) -> str:
-    from distrec.bench.files import write_netflix_text
-
-    def make(tmp: str) -> None:
-        os.makedirs(tmp)
-        write_netflix_text(f"{tmp}/combined_data_1.txt", rows)
-
-    return _once(f"{work}/netflix-format-{rows}", make)
-
-
-def synthetic_dataset(work: str, like: str | None, sizes: dict[str, int] | None = None, split: str | None = None) -> str:
-    from distrec.data.prepare import PrepareConfig, prepare_dataset
-
-    name = (like or "-".join(f"{k}{v}" for k, v in sorted((sizes or {}).items()))) + (f"-{split.split(':')[0]}" if split else "")
-    return _once(
-        f"{work}/synthetic-{name}",
-        lambda tmp: prepare_dataset(
-            PrepareConfig(dataset="synthetic", out=tmp, like=like, sizes=dict(sizes or {}), splits=[split] if split else [])
-        ),
-    )
-
-
-ML1M_SOURCE = "../shared/datasets/ml-1m-infae"  # the ∞-AE paper's ML-1M split, where this machine has it
-
-
-def closed_form_dataset(work: str, like: str) -> tuple[str, str]:
-    """The ∞-AE paper's ML-1M split when its files are at ``ML1M_SOURCE``, else a synthetic
-    ``like``-shaped dataset with a per-user 80/10/10 split; returns (URI, what it is)."""
-    from distrec.data.prepare import PrepareConfig, prepare_dataset
-
-    if like == "ml-1m" and os.path.isdir(ML1M_SOURCE):
-        make = lambda tmp: prepare_dataset(PrepareConfig(dataset="infae", out=tmp, source=ML1M_SOURCE))  # noqa: E731
-        return _once(f"{work}/ml-1m-infae", make), "ML-1M, the ∞-AE paper's split"
-    return synthetic_dataset(work, like, split="user-ratio:0.8/0.1/0.1"), f"synthetic {like}-shaped, user-ratio 80/10/10"
-
-
 # -- prepare ------------------------------------------------------------------------------------
 def prepare_distrec(dataset: str, source: str, split: str) -> dict[str, Any]:
+    from distrec.console import set_quiet
     from distrec.data.prepare import PrepareConfig, prepare_dataset
     from distrec.data.registry import dataset_names
-    from distrec.progress import set_quiet
 
     set_quiet(True)
     dataset_names()  # import every parser before the clock starts
@@ -174,11 +115,11 @@ def _train_config(data: str, out: str, workers: int, epochs: int, early: bool, s
     """Biased MF, dim 64, biases in the factor rows for SGD (as in the baseline); the cores are
     split evenly between the workers (torch threads follow)."""
     from distrec.config import from_dict
-    from distrec.train.config import TrainConfig
+    from distrec.jobs import get_job
 
     cpus = max(1, (os.cpu_count() or 1) // workers)
     return from_dict(
-        TrainConfig,
+        get_job("train").config,
         {
             "data": {"path": data},
             "model": {"name": "mf", "dim": 64, "init_std": 0.1, "l2": 0.04, "bias_in_factor_row": sparse == "sgd"},
@@ -199,12 +140,12 @@ def _worker_rss(metrics: dict[str, Any]) -> dict[str, float]:
 def train_distrec(data: str, workers: int, sparse: str = "rowwise_adagrad") -> dict[str, Any]:
     """One epoch of biased MF with TorchRec tables on ``workers`` Ray Train workers (dim 64),
     fused ``sparse`` optimizer (rowwise_adagrad: the product's default; sgd: the baseline's)."""
-    from distrec.progress import set_quiet
-    from distrec.train.launch import fit
+    from distrec.console import set_quiet
+    from distrec.jobs import get_job
 
     set_quiet(True)
     with tempfile.TemporaryDirectory() as out:
-        metrics = fit(_train_config(data, out, workers, epochs=1, early=False, sparse=sparse))
+        metrics = get_job("train").run(_train_config(data, out, workers, epochs=1, early=False, sparse=sparse))
     rows = metrics["train_samples_per_s"] * metrics["epoch_s"]
     return {
         "seconds": metrics["epoch_s"],
@@ -253,14 +194,14 @@ def train_plain_torch(data: str, batch_size: int = BATCH, optimizer: str = "sgd"
 
 def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
     """Epochs until validation RMSE is within 5% of the planted noise floor, and their time."""
+    from distrec.console import set_quiet
     from distrec.data.dataset import InteractionDataset
-    from distrec.progress import set_quiet
-    from distrec.train.launch import fit
+    from distrec.jobs import get_job
 
     set_quiet(True)
     target = 1.05 * InteractionDataset(data).meta["noise_floor_rmse"]
     with tempfile.TemporaryDirectory() as out:
-        metrics = fit(_train_config(data, out, workers, epochs=epochs, early=True))
+        metrics = get_job("train").run(_train_config(data, out, workers, epochs=epochs, early=True))
         history = json.load(open(f"{out}/run/history.json"))
     elapsed, reached = 0.0, None
     for h in history:
@@ -276,15 +217,14 @@ def time_to_target(data: str, workers: int, epochs: int) -> dict[str, Any]:
 def fit_distrec(data: str, model: str) -> dict[str, Any]:
     """``jobs/fit.py --config configs/<model>/ml-1m.yaml`` on ``data``: build, λ search on
     validation, test; the rate counts the λ values tried."""
-    from distrec.config import load_config
-    from distrec.fit.config import FitConfig
-    from distrec.fit.run import fit_closed_form
-    from distrec.progress import set_quiet
+    from distrec.console import set_quiet
+    from distrec.jobs import get_job
 
     set_quiet(True)
+    job = get_job("fit")
     with tempfile.TemporaryDirectory() as out:
-        m = fit_closed_form(load_config(FitConfig, f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}", "export_weights=false"]))
-    lambdas = len(load_config(FitConfig, f"configs/{model}/ml-1m.yaml").model.lambdas)
+        m = job.run(job.load(f"configs/{model}/ml-1m.yaml", [f"data.path={data}", f"output_dir={out}", "export_weights=false"]))
+    lambdas = len(job.load(f"configs/{model}/ml-1m.yaml").model.lambdas)
     return {"seconds": m["wall_s"], "units": lambdas, "lambda": m["lambda"], "test_ndcg@10": m["test_ndcg@10"],
             "build_s": m["build_s"], "search_s": m["search_s"], "test_s": m["test_s"]}  # fmt: skip
 
@@ -296,11 +236,11 @@ def ease_reference(data: str) -> dict[str, Any]:
     import torch
 
     from distrec.config import load_config
+    from distrec.console import set_quiet
     from distrec.data.dataset import InteractionDataset
     from distrec.eval.holdout import Holdout
     from distrec.eval.ranking import evaluate_ranking
     from distrec.fit.config import FitConfig
-    from distrec.progress import set_quiet
 
     set_quiet(True)
     cfg = load_config(FitConfig, "configs/ease/ml-1m.yaml", [f"data.path={data}", "output_dir=unused"])
@@ -349,8 +289,8 @@ def _eval_inputs(data: str, users: int):
 def rank_users(data: str, users: int) -> dict[str, Any]:
     """Full-ranking top-k evaluation (every metric of the full protocol, ks 10 and 100) of
     ``users`` test users with dim-64 factors: users/s."""
+    from distrec.console import set_quiet
     from distrec.eval.ranking import RankingConfig, evaluate_ranking
-    from distrec.progress import set_quiet
 
     set_quiet(True)
     holdout, score, target, chosen = _eval_inputs(data, users)
@@ -414,7 +354,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
         uri = "s3://distrec-bench/shards"
         _shard_set(uri, megabytes)
     else:
-        uri = _once(f"{work}/shards-{megabytes}mb", lambda tmp: _shard_set(tmp, megabytes))
+        uri = once(f"{work}/shards-{megabytes}mb", lambda tmp: _shard_set(tmp, megabytes))
     try:
         start = time.perf_counter()
         store = StoredDirectory(uri)
@@ -472,33 +412,60 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         print(f"closed-form data: {what}", flush=True)
         out += [
             Case("closed-form", "ease/steck-numpy", ease_reference, (data,), unit="λ", repeats=1, warmup=False),
-            Case("closed-form", "ease/distrec", fit_distrec, (data, "ease"), unit="λ", baseline="ease/steck-numpy",
-                 repeats=min(r, 2), warmup=False),
+            Case(
+                "closed-form",
+                "ease/distrec",
+                fit_distrec,
+                (data, "ease"),
+                unit="λ",
+                baseline="ease/steck-numpy",
+                repeats=min(r, 2),
+                warmup=False,
+            ),
             Case("closed-form", "infae/distrec", fit_distrec, (data, "infae"), unit="λ", repeats=min(r, 2), warmup=False),
         ]
     if "eval" in suites:
         data = synthetic_dataset(work, shapes.eval_like)
         out += [
             Case("eval", "topk-only", topk_only, (data, shapes.eval_users), unit="users", repeats=r, warmup=warm),
-            Case("eval", "full-ranking", rank_users, (data, shapes.eval_users), unit="users", baseline="topk-only",
-                 repeats=r, warmup=warm),
+            Case(
+                "eval",
+                "full-ranking",
+                rank_users,
+                (data, shapes.eval_users),
+                unit="users",
+                baseline="topk-only",
+                repeats=r,
+                warmup=warm,
+            ),
         ]
     if "storage" in suites:
         mb = shapes.storage_mb
         out += [
             Case("storage", "local-disk", read_shards, ("local", work, mb), unit="MB", repeats=r),
-            Case("storage", "s3-moto-http", read_shards, ("s3", work, mb), unit="MB", baseline="local-disk",
-                 repeats=min(r, 2), warmup=False),
+            Case(
+                "storage",
+                "s3-moto-http",
+                read_shards,
+                ("s3", work, mb),
+                unit="MB",
+                baseline="local-disk",
+                repeats=min(r, 2),
+                warmup=False,
+            ),
         ]
     if "serve" in suites:
         from distrec.bench import serve
 
         users, items, ratings = shapes.serve_netflix
-        for name, data in ((shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
-                           ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings}))):
-            run = _once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
+        for name, data in (
+            (shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
+            ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings})),
+        ):
+            run = once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
             n = shapes.serve_requests
-            out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1, warmup=False),
+            out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1,
+                         warmup=False),
                     Case("serve", f"{name}/http", serve.serve_over_http, (run, n, (1, 8, 32)), unit="requests",
                          baseline=f"{name}/in-process", repeats=1, warmup=False)]  # fmt: skip
     if "netflix-scale" in suites:

@@ -11,7 +11,7 @@
     paper: {infae: 32.82, ease: 29.88}       # published test nDCG@10 ×100 by row label, shown beside ours
     output_dir: URI
 
-A ``train`` entry runs ``jobs/train.py``'s training (``distrec.train.launch.fit``) from that
+A ``train`` entry runs ``jobs/train.py``'s training (``distrec.train.run.train``, through distrec/jobs.py) from that
 train config, on the comparison's dataset and split; any model the trainer knows by name (mf
 today; MF-BPR, NeuMF, LightGCN as they are added) is a row without new comparison code.
 """
@@ -19,13 +19,13 @@ today; MF-BPR, NeuMF, LightGCN as they are added) is a row without new compariso
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Union
 
 from distrec.config import NonNegative
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig, metric_names
 from distrec.fit.config import check_select
-from distrec.models.closed_form import EASEConfig, InfAEConfig, PopRecConfig
+from distrec.models.registry import CLOSED_FORMS, config_union
 
 __all__ = ["TrainEntry", "CompareModel", "CompareConfig", "row_label"]
 
@@ -38,7 +38,7 @@ class TrainEntry:
     overrides: list[str] = field(default_factory=list)  # dotted key=value, as on the train job's command line
 
 
-CompareModel = PopRecConfig | EASEConfig | InfAEConfig | TrainEntry
+CompareModel = Union[config_union(CLOSED_FORMS), TrainEntry]  # noqa: UP007  # every closed form of the model registry, or a train entry
 
 
 def row_label(entry: CompareModel) -> str:

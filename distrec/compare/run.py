@@ -1,7 +1,7 @@
 """The compare job's body: every listed model on the same split, evaluated the same way.
 
 Closed forms are fitted here (λ search on validation, then test: ``distrec/fit/search.py``).
-``train`` entries run the trainer (``distrec.train.launch.fit``, Ray Train + TorchRec) and are
+``train`` entries run the trainer (``distrec.train.run.train``, Ray Train + TorchRec) and are
 then scored on test with the same protocol: from the trainer's own ``test_*`` ranking metrics
 when its task reports them, else from the factor tables it exported (``distrec/eval/factors.py``).
 Each row records its fit time (fit + λ search + test scoring) and the peak RSS of the process
@@ -16,15 +16,16 @@ import logging
 import time
 from typing import Any
 
+from distrec.compare.config import CompareConfig, CompareModel, TrainEntry, row_label
+from distrec.compare.report import header, markdown_table, scale
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import evaluate_ranking
 from distrec.fit.search import search_and_test
-from distrec.models.closed_form import build_closed_form
-from distrec.compare.config import CompareConfig, CompareModel, TrainEntry, row_label
-from distrec.compare.table import header, markdown_table, scale
+from distrec.jobs import get_job
+from distrec.models.registry import build_closed_form
 from distrec.report import Report, bar_figure
 from distrec.resources import Stopwatch, peak_rss_mb, reset_peak_rss
 from distrec.storage import join, write_text
@@ -41,10 +42,6 @@ def _closed_form(entry: CompareModel, cfg: CompareConfig, holdout: Holdout) -> d
 
 
 def _trained(entry: TrainEntry, cfg: CompareConfig, holdout: Holdout, split: str) -> dict[str, Any]:
-    from distrec.config import load_config  # the trainer pulls in TorchRec: import it only when asked
-    from distrec.train.config import TrainConfig
-    from distrec.train.launch import fit
-
     out = join(cfg.output_dir, entry.label)
     forced = [
         f"data.path={cfg.data.path}",
@@ -53,14 +50,21 @@ def _trained(entry: TrainEntry, cfg: CompareConfig, holdout: Holdout, split: str
         f"ray.storage_path={join(cfg.output_dir, 'ray')}",
         f"ray.name={entry.label}-{time.strftime('%Y%m%d-%H%M%S')}",  # a fresh run each time, never a resume
     ]
-    train_cfg = load_config(TrainConfig, entry.config, [*entry.overrides, *forced])
-    metrics = fit(train_cfg)
+    job = get_job("train")  # the registry imports the trainer (TorchRec) only now
+    metrics = job.run(job.load(entry.config, [*entry.overrides, *forced]))
     wanted = f"test_{cfg.eval.label}{cfg.select}"
     if wanted not in metrics:  # the trainer's task scores ratings, not rankings: rank by its factors
-        metrics = {**metrics, **evaluate_ranking(
-            exported_scorer(out), target=holdout.test, seen=holdout.seen("test"),
-            cfg=cfg.eval, prefix="test", propensity=holdout.propensity(),
-        )}
+        metrics = {
+            **metrics,
+            **evaluate_ranking(
+                exported_scorer(out),
+                target=holdout.test,
+                seen=holdout.seen("test"),
+                cfg=cfg.eval,
+                prefix="test",
+                propensity=holdout.propensity(),
+            ),
+        }
     return {**metrics, "peak_rss_mb": metrics.get("peak_rss_mb_per_worker")}
 
 
@@ -89,7 +93,10 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     for metric in cfg.plot:
         values = [(r.get(prefix + metric) or 0.0) * scale(metric) for r in rows]
-        report.add_figure(f"{metric.replace('@', '_')}.png", bar_figure([r["model"] for r in rows], values, ylabel=header(metric), title=f"test {header(metric)}"))
+        report.add_figure(
+            f"{metric.replace('@', '_')}.png",
+            bar_figure([r["model"] for r in rows], values, ylabel=header(metric), title=f"test {header(metric)}"),
+        )
     report.write(cfg.output_dir)
     write_text(join(cfg.output_dir, "report.json"), json.dumps({"title": title, "rows": rows}, indent=1, default=str))
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))

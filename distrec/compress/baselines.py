@@ -63,7 +63,7 @@ class ScalarCodec:
         self.side_bytes = 4 * 2 * self.dim
 
     @classmethod
-    def for_ratio(cls, train: np.ndarray, ratio: int) -> "ScalarCodec | None":
+    def for_ratio(cls, train: np.ndarray, ratio: int) -> ScalarCodec | None:
         """The codec that stores float32 in ``1/ratio`` of its bytes, if a whole bit count does."""
         return cls(train, bits=32 // ratio) if 32 % ratio == 0 and ratio >= 2 else None
 

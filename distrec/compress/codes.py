@@ -29,8 +29,9 @@ import safetensors.torch
 import torch
 
 from distrec.config import from_dict
+from distrec.errors import DataError
 from distrec.models.compressor import Compressor, CompressorConfig, code_from_storage, code_to_storage
-from distrec.storage import DataError, StoredDirectory, join
+from distrec.storage import StoredDirectory, join
 from distrec.storage.embeddings import sorted_rows
 
 __all__ = [

@@ -1,13 +1,13 @@
 """The compressor job's config (``jobs/compress.py``), one dataclass per YAML section.
 
-    source:     {run: URI, tables: [user, item], verify: sha256}   # a training output_dir
-    ratios:     [4, 8]                 # compression ratios in bytes; one compressor per table and ratio
-    model:      {hidden: [128, 64], keep_fraction: 0.75, code_dtype: int8, ...}
-    fit:        {epochs: 60, batch_size: 256, lr: 0.003, ...}
-    holdout:    {table: user, fraction: 0.1}   # entities kept out of training, for the new-entity check
-    ray:        {num_workers: 2, storage_path: runs/ray, ...}   # as in the training job
-    tracking:   {tensorboard: false, mlflow_uri: null, ...}     # as in the training job
-    output_dir: URI
+source:     {run: URI, tables: [user, item], verify: sha256}   # a training output_dir
+ratios:     [4, 8]                 # compression ratios in bytes; one compressor per table and ratio
+model:      {hidden: [128, 64], keep_fraction: 0.75, code_dtype: int8, ...}
+fit:        {epochs: 60, batch_size: 256, lr: 0.003, ...}
+holdout:    {table: user, fraction: 0.1}   # entities kept out of training, for the new-entity check
+ray:        {num_workers: 2, storage_path: runs/ray, ...}   # as in the training job
+tracking:   {tensorboard: false, mlflow_uri: null, ...}     # as in the training job
+output_dir: URI
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Annotated
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.models.compressor import CompressorConfig
+from distrec.runtime.config import RayConfig
 from distrec.storage.reader import Verify
 from distrec.tracking import TrackingConfig
-from distrec.train.config import RayConfig
 
-__all__ = ["SourceConfig", "FitConfig", "HoldoutConfig", "CompressConfig"]
+__all__ = ["SourceConfig", "CompressTrainConfig", "HoldoutConfig", "CompressConfig"]
 
 
 @dataclass
@@ -39,7 +39,9 @@ class SourceConfig:
 
 
 @dataclass
-class FitConfig:
+class CompressTrainConfig:
+    """How each compressor trains (the ``fit`` section)."""
+
     epochs: Positive[int] = 60
     batch_size: Positive[int] = 256  # rows per worker per step
     lr: Positive[float] = 3e-3
@@ -61,7 +63,7 @@ class CompressConfig:
     output_dir: str
     ratios: list[Positive[int]] = field(default_factory=lambda: [4, 8])
     model: CompressorConfig = field(default_factory=CompressorConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
+    fit: CompressTrainConfig = field(default_factory=CompressTrainConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -7,7 +7,7 @@ worker, the driver's evaluation and a later run agree on them without exchanging
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -21,24 +21,25 @@ per entity, a small fraction of the interaction data that training streams.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import yaml
 
 from distrec.compress.baselines import PCACodec, ScalarCodec
-from distrec.compress.codes import DECODER, load_decoder, load_encoder, read_codes, compress, decompress
+from distrec.compress.codes import DECODER, compress, decompress, load_decoder, load_encoder, read_codes
 from distrec.compress.config import CompressConfig
 from distrec.compress.data import holdout_mask
-from distrec.compress.fit import compressed_uri, table_uri
-from distrec.config import from_dict
+from distrec.compress.worker import compressed_uri, table_uri
+from distrec.config import ConfigError, load_config
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.errors import DataError
+from distrec.jobs import get_job
 from distrec.models.foldin import fold_in_users
 from distrec.models.mf import MFConfig
-from distrec.storage import DataError, StoredDirectory, join, read_text
+from distrec.storage import StoredDirectory, join
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings
-from distrec.train.config import TrainConfig
 
 __all__ = ["Codec", "reconstruction", "rating_rmse", "evaluate"]
 
@@ -87,7 +88,13 @@ def _codecs(cfg: CompressConfig, table: str, ratio: int, train: np.ndarray) -> l
     side = StoredDirectory(uri, verify="none").entry(DECODER).bytes
     width = encoder.code_size
     codecs = [
-        Codec("dds", width * np.dtype(encoder.cfg.code_dtype).itemsize, side, lambda x: compress(x, encoder), lambda c: decompress(c, decoder)),
+        Codec(
+            "dds",
+            width * np.dtype(encoder.cfg.code_dtype).itemsize,
+            side,
+            lambda x: compress(x, encoder),
+            lambda c: decompress(c, decoder),
+        ),
     ]
     pca = PCACodec(train, code_size=width, dtype=cfg.model.code_dtype)
     codecs.append(Codec("pca", pca.bytes_per_row, pca.side_bytes, pca.encode, pca.decode))
@@ -133,7 +140,9 @@ def evaluate(cfg: CompressConfig) -> dict[str, Any]:
                 raw_bytes = 4 * table.vector.shape[1]
                 out[f"{key}_bytes_per_row"] = codec.bytes_per_row
                 out[f"{key}_ratio"] = raw_bytes / codec.bytes_per_row
-                out[f"{key}_ratio_with_side"] = raw_bytes * len(table.index) / (codec.bytes_per_row * len(table.index) + codec.side_bytes)
+                out[f"{key}_ratio_with_side"] = (
+                    raw_bytes * len(table.index) / (codec.bytes_per_row * len(table.index) + codec.side_bytes)
+                )
                 out.update({f"{key}_{m}": v for m, v in reconstruction(table.vector, x_hat).items()})
     if {"user", "item"} <= set(sources):
         out.update(_downstream(cfg, sources, held["user"], recon, codecs))
@@ -161,7 +170,9 @@ def _downstream(cfg, sources, held: np.ndarray, recon, codecs) -> dict[str, Any]
     if len(new_users):
         mf = _mf_config(cfg)
         train = dataset.read(split=meta["split"], parts=["train"])
-        vec, bias = fold_in_users(train, new_users, item_vector=items.vector, item_bias=base_i.bias, global_mean=mean, l2=mf.l2, bias_l2=mf.bias_l2)
+        vec, bias = fold_in_users(
+            train, new_users, item_vector=items.vector, item_bias=base_i.bias, global_mean=mean, l2=mf.l2, bias_l2=mf.bias_l2
+        )
         folded = Side(users.vector.copy(), users.columns["bias"].copy())
         folded.vector[new_users], folded.bias[new_users] = vec, bias
         out.update(
@@ -200,10 +211,9 @@ def _mf_config(cfg: CompressConfig) -> MFConfig:
     same objective)."""
     uri = join(cfg.source.run, "config.yaml")
     try:
-        text = read_text(uri)
-    except FileNotFoundError:
-        raise DataError(f"{uri}: missing; folding new users into the MF needs the training run's config") from None
-    model = from_dict(TrainConfig, yaml.safe_load(text), source=uri).model
+        model = load_config(get_job("train").config, uri).model
+    except ConfigError as e:
+        raise DataError(f"{e}; folding new users into the MF needs the training run's config") from None
     if not isinstance(model, MFConfig):
         raise DataError(f"{uri}: new users can be folded into a biased MF only, not {model.name!r}")
     return model

@@ -37,7 +37,9 @@ def summary_table(metrics: dict[str, Any]) -> str:
             key = f"{method}@{ratio}x_"
             if not any(k.startswith(key) for k in metrics):
                 continue
-            cells = [fmt.format(metrics[key + s]) if isinstance(metrics.get(key + s), (int, float)) else "" for _, s, fmt in COLUMNS]
+            cells = [
+                fmt.format(metrics[key + s]) if isinstance(metrics.get(key + s), (int, float)) else "" for _, s, fmt in COLUMNS
+            ]
             lines.append(f"| {method}@{ratio}x | " + " | ".join(cells) + " |")
     base = [f"{k} = {metrics[k]:.4f}" for k in ("test_rmse", "train_users_test_rmse", "new_users_test_rmse") if k in metrics]
     return "\n".join(lines + base)
@@ -62,9 +64,18 @@ def write_compress_report(cfg: CompressConfig, metrics: dict[str, Any]) -> str:
     report.add("Metrics", metrics_table(metrics))
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     cosine = {f"{t} cosine": _against_ratio(metrics, ratios, f"{t}_cosine") for t in cfg.source.tables}
-    report.add_figure("reconstruction.png", line_figure(cosine, xlabel="compression ratio", log2_x=True,
-                                                        title="reconstruction cosine against compression ratio"))
+    report.add_figure(
+        "reconstruction.png",
+        line_figure(cosine, xlabel="compression ratio", log2_x=True, title="reconstruction cosine against compression ratio"),
+    )
     deltas = {f"ΔRMSE {part}": _against_ratio(metrics, ratios, f"rmse_delta_{part}") for part in ("users", "items", "both")}
-    report.add_figure("rmse_delta.png", line_figure({k: v for k, v in deltas.items() if v}, xlabel="compression ratio", log2_x=True,
-                                                    title="test RMSE change against compression ratio"))
+    report.add_figure(
+        "rmse_delta.png",
+        line_figure(
+            {k: v for k, v in deltas.items() if v},
+            xlabel="compression ratio",
+            log2_x=True,
+            title="test RMSE change against compression ratio",
+        ),
+    )
     return report.write(cfg.output_dir)

@@ -12,13 +12,13 @@ Every check is one vectorised pass over the chunk's arrays; only the first bad r
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from distrec.data.registry import DatasetSpec
 from distrec.data.schema import RatingChunk
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["checked"]
 
@@ -63,7 +63,7 @@ def _check_ratings(spec: DatasetSpec, chunk: RatingChunk) -> None:
 
 def _date_bounds(dates: tuple[str, str]) -> tuple[int, int]:
     """Unix seconds: the first day's start less a day, the last day's end plus a day (exclusive)."""
-    first, last = (int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.timezone.utc).timestamp()) for d in dates)
+    first, last = (int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC).timestamp()) for d in dates)
     return first - _DAY, last + 2 * _DAY
 
 
@@ -76,13 +76,14 @@ def _check_dates(spec: DatasetSpec, chunk: RatingChunk, bounds: tuple[int, int])
         row = int(np.flatnonzero(bad)[0])
         first, last = spec.dates or ("", "")
         raise DataError(
-            f"{_where(chunk, row)}: time {int(ts[row])} ({_utc(int(ts[row]))}) is outside {spec.title}'s dates ({first} to {last}); "
+            f"{_where(chunk, row)}: time {int(ts[row])} ({_utc(int(ts[row]))}) is outside {spec.title}'s dates "
+            f"({first} to {last}); "
             "the line may be cut short or the file from another release. Pass --no-verify to accept it"
         )
 
 
 def _utc(seconds: int) -> str:
     try:
-        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, ValueError, OSError):
         return "not a date"

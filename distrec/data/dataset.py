@@ -1,23 +1,24 @@
-"""A prepared interaction dataset opened for reading, and each worker's slice of it.
+"""A prepared interaction dataset opened for reading, and the rows of any set of its row groups.
 
-Row groups are the unit of distribution: worker ``rank`` of ``world`` reads row groups
-``rank, rank + world, ...`` across all shards in manifest order, by ranged reads, so every row
-group is read by exactly one worker, the slices differ by at most one row group, and no worker
-fetches the bytes of another worker's rows.
+Row groups are the unit of distribution: ``read(rank=, world=)`` reads worker ``rank``'s row
+groups by ranged reads. Which rows a worker reads (its row groups, its users' rows, an item
+range, everything) is decided in distrec/data/partition.py.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from distrec.data.partition import strided
 from distrec.data.schema import KIND, PART_NAMES, SCHEMA_VERSION, split_column
-from distrec.storage import MANIFEST, DataError, StoredDirectory, join
+from distrec.errors import DataError
+from distrec.storage import MANIFEST, StoredDirectory, join
 from distrec.storage.reader import Verify
 
 __all__ = ["DataConfig", "InteractionDataset", "Interactions"]
@@ -33,7 +34,7 @@ class DataConfig:
     split: str | None = None  # one of the dataset's recorded splits; None = its default
     verify: Verify = "size"  # "sha256" reads every shard once more at start
 
-    def open(self) -> "InteractionDataset":
+    def open(self) -> InteractionDataset:
         """The dataset at ``path``; when there is none, the error says how to make one."""
         try:
             return InteractionDataset(self.path, verify=self.verify)
@@ -57,7 +58,7 @@ class Interactions:
         return len(self.user)
 
     @classmethod
-    def concat(cls, parts: Sequence["Interactions"]) -> "Interactions":
+    def concat(cls, parts: Sequence[Interactions]) -> Interactions:
         if not parts:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
         ts = None if any(p.ts is None for p in parts) else np.concatenate([p.ts for p in parts])  # type: ignore[misc]
@@ -153,13 +154,14 @@ class InteractionDataset:
         world: int = 1,
         with_ts: bool = False,
     ) -> Interactions:
-        """This worker's rows of the given split parts (``train``/``val``/``test``)."""
+        """The rows of the given split parts (``train``/``val``/``test``) in worker ``rank``'s row
+        groups (``partition.strided``: all of them for rank 0 of 1), in manifest order."""
         split = self.resolve_split(split)
         unknown = set(parts) - set(PART_NAMES)
         if unknown:
             raise DataError(f"unknown split part(s) {sorted(unknown)}; use {', '.join(PART_NAMES)}")
         codes = np.array([PART_NAMES[p] for p in parts], dtype=np.int8)
-        mine = self.row_groups()[rank::world]
+        mine = strided(self.row_groups(), rank=rank, world=world)
         by_part: dict[str, list[int]] = {}
         for part, group in mine:
             by_part.setdefault(part, []).append(group)

@@ -28,7 +28,7 @@ from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import DROPPED, TEST, TRAIN, RatingChunk
 from distrec.data.source import Source
 from distrec.data.textparse import first_bad_row
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "find_mat", "read_matlab_matrix"]
 

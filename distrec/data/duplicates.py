@@ -12,13 +12,14 @@ that needs every rating before the first is stored, so it holds the parsed rows 
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Callable, Iterable, Iterator, Literal, get_args
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, get_args
 
 import numpy as np
 
 from distrec.data.idmap import IdMap
 from distrec.data.schema import RatingChunk
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["Duplicates", "DUPLICATES", "PairCheck", "Rows", "first_repeat", "resolve_duplicates"]
 

@@ -7,13 +7,13 @@ and these files are small (tens of MB). A file that is not HDF5 becomes a ``Data
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import h5py
 
 from distrec.data.source import Source
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["open_hdf5"]
 

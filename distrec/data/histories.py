@@ -35,7 +35,7 @@ class RatingHistories:
     rating: np.ndarray  # float32 [N]
 
     @classmethod
-    def from_interactions(cls, data: Interactions, *, num_users: int, seed: int = 0) -> "RatingHistories":
+    def from_interactions(cls, data: Interactions, *, num_users: int, seed: int = 0) -> RatingHistories:
         """From ratings in any order; each user's run is shuffled (seeded), so a cut at ``max_len``
         keeps a random subset, not the oldest or the lowest item ids."""
         user = np.asarray(data.user, dtype=np.int64)
@@ -44,7 +44,11 @@ class RatingHistories:
         counts = np.bincount(user, minlength=num_users)
         indptr = np.zeros(num_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        return cls(indptr=indptr, item=np.asarray(data.item, dtype=np.int64)[order], rating=np.asarray(data.rating, dtype=np.float32)[order])
+        return cls(
+            indptr=indptr,
+            item=np.asarray(data.item, dtype=np.int64)[order],
+            rating=np.asarray(data.rating, dtype=np.float32)[order],
+        )
 
     @property
     def num_users(self) -> int:

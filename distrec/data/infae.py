@@ -29,7 +29,7 @@ from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import RatingChunk
 from distrec.data.source import Source
 from distrec.data.splits import split_counts
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "ML_1M"]
 
@@ -111,7 +111,9 @@ def _check_stats(source: Source, user: np.ndarray, item: np.ndarray, part: np.nd
             stats = json.load(f)
             differ = {k: (stats[k], v) for k, v in found.items() if stats[k] != v}
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{label}: expected the authors' JSON object with {sorted(found)} ({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"{label}: expected the authors' JSON object with {sorted(found)} ({type(e).__name__}: {e})"
+            ) from None
     if differ:
         shown = ", ".join(f"{k} {said:,} (the rows hold {got:,})" for k, (said, got) in differ.items())
         raise DataError(f"{label}: counts disagree with total_data.hdf5 and index.npz after removal: {shown}")
@@ -121,7 +123,9 @@ def _check_stats(source: Source, user: np.ndarray, item: np.ndarray, part: np.nd
 def _check_release(user: np.ndarray, item: np.ndarray, verify: bool) -> str:
     """ML-1M is recognised by its rating count; its users and items must then be the release's."""
     if len(user) != ML_1M["ratings"]:
-        return f"official counts not checked: {len(user):,} ratings is no release this parser knows (ML-1M has {ML_1M['ratings']:,})"
+        return (
+            f"official counts not checked: {len(user):,} ratings is no release this parser knows (ML-1M has {ML_1M['ratings']:,})"
+        )
     if not verify:
         return "ML-1M recognised by its rating count; its official counts not checked (--no-verify)"
     found = {"users": len(np.unique(user)), "items": len(np.unique(item)), "ratings": len(user)}
@@ -131,7 +135,10 @@ def _check_release(user: np.ndarray, item: np.ndarray, verify: bool) -> str:
             f"release has {ML_1M['users']:,} and {ML_1M['items']:,}. The source is another version or damaged; pass "
             "--no-verify to accept it as it is"
         )
-    return f"ML-1M: counts match the official release ({ML_1M['users']:,} users, {ML_1M['items']:,} items, {ML_1M['ratings']:,} ratings)"
+    return (
+        f"ML-1M: counts match the official release ({ML_1M['users']:,} users, {ML_1M['items']:,} items, "
+        f"{ML_1M['ratings']:,} ratings)"
+    )
 
 
 SPECS = [

@@ -18,8 +18,8 @@ items were encoded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 __all__ = ["ItemFeatures", "item_features", "features_from_table"]
 

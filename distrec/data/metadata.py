@@ -9,7 +9,7 @@ column (the dense index) is added and items never rated are dropped. ``users.par
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 

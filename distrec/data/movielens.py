@@ -14,7 +14,7 @@ on), and every file ends in a newline. The date ranges are those the READMEs giv
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,7 @@ from distrec.data.schema import TEST, TRAIN, RatingChunk
 from distrec.data.source import Source
 from distrec.data.splits import find_keys, pair_keys
 from distrec.data.textparse import Field, TextFormat, bad_line, csv_rows, first_bad_row, parse_delimited, text_lines
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "read_rating_file", "RATING_FIELDS"]
 
@@ -102,7 +102,9 @@ class _Fold:
         self.name = fold
         for part in ("test", "base"):
             if not source.has(f"{fold}.{part}"):
-                raise DataError(f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {fold}.{part} is missing")
+                raise DataError(
+                    f"{source}: the official split {fold!r} needs {fold}.base and {fold}.test; {fold}.{part} is missing"
+                )
         self.test, self.base = (_FoldFile(source, f"{fold}.{part}", options) for part in ("test", "base"))
         r = first_bad_row(find_keys(self.test.keys, self.base.sorted)[0])
         if r is not None:

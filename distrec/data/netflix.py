@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +44,7 @@ from distrec.data.textparse import (
     parse_block,
     text_lines,
 )
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "RATING_LINE", "PROBE_LINE", "read_movie_blocks"]
 

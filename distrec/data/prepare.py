@@ -23,17 +23,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from distrec.config import NonNegative, Positive
+from distrec.console import progress_bar
 from distrec.data.checks import checked
 from distrec.data.duplicates import Duplicates, PairCheck, resolve_duplicates
-from distrec.config import NonNegative, Positive
 from distrec.data.idmap import IdMap
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions, get_dataset
 from distrec.data.schema import KIND, SCHEMA_VERSION, RatingChunk, interaction_schema, split_column
 from distrec.data.source import Source, default_cache_dir, download
 from distrec.data.splits import ROW_WISE, SplitSpec, compute_split, parse_split, row_wise_split, split_counts
-from distrec.progress import progress
+from distrec.errors import DataError
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import DataError, DirectoryWriter
+from distrec.storage import DirectoryWriter
 from distrec.storage.commit import check_target
 from distrec.storage.uri import overlaps
 
@@ -95,7 +96,7 @@ class _ShardBuffer:
         self.pool = ThreadPoolExecutor(max_workers=self.WRITERS)
         self.writing: list[Future] = []
 
-    def __enter__(self) -> "_ShardBuffer":
+    def __enter__(self) -> _ShardBuffer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -149,8 +150,12 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
 
     source = _open_source(spec, req)
     options = ReadOptions(
-        splits=tuple(dict.fromkeys(official + bases)), verify=req.verify_counts, duplicates=req.duplicates,
-        seed=req.seed, like=req.like, sizes=req.sizes,
+        splits=tuple(dict.fromkeys(official + bases)),
+        verify=req.verify_counts,
+        duplicates=req.duplicates,
+        seed=req.seed,
+        like=req.like,
+        sizes=req.sizes,
     )
     parsed = spec.read(source, options)
     rows = resolve_duplicates(checked(spec, parsed.chunks, verify=req.verify_counts), req.duplicates, parsed.meta)
@@ -164,8 +169,11 @@ def prepare_dataset(req: PrepareConfig) -> dict[str, Any]:
     held: list[pa.Table] = []  # encoded rows, while ``later`` splits wait for the last chunk
     held_base: dict[str, list[np.ndarray]] = {s.base: [] for s in later if s.base}
     has_ts = True
-    with DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer, _ShardBuffer(writer, req) as shards:
-        with progress(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
+    with (
+        DirectoryWriter(req.out, kind=KIND, schema_version=SCHEMA_VERSION, overwrite=req.overwrite) as writer,
+        _ShardBuffer(writer, req) as shards,
+    ):
+        with progress_bar(total=spec.expected[2] if spec.expected else None, desc=f"parse {spec.name}", unit="rows") as bar:
             for chunk in rows:
                 table = _encode(chunk, users, items, official)
                 pairs.add(table.column("user").to_numpy(), table.column("item").to_numpy(), chunk.where)
@@ -326,7 +334,7 @@ def _write_held(
     del user, ts, base
     held.reverse()
     offset = 0
-    with progress(total=len(held), desc="write shards", unit="chunks") as bar:
+    with progress_bar(total=len(held), desc="write shards", unit="chunks") as bar:
         while held:
             table = held.pop()
             n = table.num_rows

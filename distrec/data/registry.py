@@ -8,14 +8,14 @@ exports ``SPECS``; ``get_dataset`` looks a name up and names the known ones when
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import pyarrow as pa
 
 from distrec.data.schema import RatingChunk
 from distrec.data.source import Source
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["DatasetSpec", "Parsed", "ReadOptions", "get_dataset", "dataset_names"]
 

@@ -12,8 +12,8 @@ A prepared dataset is a committed directory (see ``distrec.storage``) with kind
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa

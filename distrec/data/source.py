@@ -15,12 +15,13 @@ import posixpath
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 import fsspec
 
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 from distrec.storage.uri import filesystem
 
 __all__ = ["Source", "download", "default_cache_dir"]
@@ -36,7 +37,7 @@ def default_cache_dir() -> str:
 
 def download(url: str, cache_dir: str) -> str:
     """Fetch ``url`` into ``cache_dir`` once (kept only when complete) and return the local path."""
-    from distrec.progress import progress
+    from distrec.console import progress_bar
 
     os.makedirs(cache_dir, exist_ok=True)
     target = os.path.join(cache_dir, posixpath.basename(url.split("?", 1)[0]))
@@ -46,16 +47,14 @@ def download(url: str, cache_dir: str) -> str:
     try:
         with fsspec.open(url, "rb") as src, open(partial, "wb") as dst:
             total = getattr(src, "size", None)
-            with progress(total=total, desc=f"download {posixpath.basename(target)}", unit="B") as bar:
+            with progress_bar(total=total, desc=f"download {posixpath.basename(target)}", unit="B") as bar:
                 while block := src.read(1 << 22):
                     dst.write(block)
                     bar.update(len(block))
     except (OSError, ValueError) as e:
         if os.path.exists(partial):
             os.remove(partial)
-        raise DataError(
-            f"cannot download {url}: {e}. Download it by hand and pass its path with --source"
-        ) from None
+        raise DataError(f"cannot download {url}: {e}. Download it by hand and pass its path with --source") from None
     os.replace(partial, target)
     return target
 

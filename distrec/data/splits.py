@@ -23,16 +23,16 @@ Split specs (``--split`` on prepare, recorded in the manifest, chosen by ``data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from distrec.data.schema import DROPPED, PROFILE, TEST, TRAIN, VAL
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = [
     "SplitSpec",
@@ -78,7 +78,11 @@ def parse_split(text: str, official: tuple[str, ...]) -> SplitSpec:
             )
         if holdout:
             return SplitSpec(
-                kind="official-holdout", name=f"{kind}_holdout", ratios=(fraction,), text=f"{kind}:holdout={fraction:g}", base=kind
+                kind="official-holdout",
+                name=f"{kind}_holdout",
+                ratios=(fraction,),
+                text=f"{kind}:holdout={fraction:g}",
+                base=kind,
             )
         return SplitSpec(kind="official-val", name=f"{kind}_val", ratios=(fraction,), text=f"{kind}:{fraction:g}", base=kind)
     if kind not in COMPUTED:
@@ -181,9 +185,7 @@ def _last_parts(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (count >= 3).astype(np.int64), (count >= 2).astype(np.int64)
 
 
-def _per_user(
-    user: np.ndarray, draw: np.ndarray, parts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-) -> np.ndarray:
+def _per_user(user: np.ndarray, draw: np.ndarray, parts: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Each user's test rows are their ``n_test`` rows of largest ``draw`` (distinct values in
     [0, 2**32), [N]), validation the ``n_val`` below those; ``parts(count)`` gives ``(n_val,
     n_test)`` [U] for the users' row counts [U].

@@ -16,8 +16,8 @@ better in expectation; a model that recovers ``E[rating | score]`` reaches it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch
 from distrec.data.metadata import items_table
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.schema import RatingChunk
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS", "SHAPES", "Planted", "Shape"]
 

@@ -12,17 +12,18 @@ import csv
 import io
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import BinaryIO, Callable, Iterable, Iterator, Literal, TypeVar
+from typing import BinaryIO, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from distrec.data.source import Source
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = [
     "Field",
@@ -73,9 +74,7 @@ def bad_line(label: str, line: int, message: str) -> DataError:
     return DataError(f"{label}, line {line}: {message}")
 
 
-def newline_blocks(
-    f: BinaryIO, label: str, block_size: int = BLOCK_SIZE, *, final_newline: bool = False
-) -> Iterator[bytes]:
+def newline_blocks(f: BinaryIO, label: str, block_size: int = BLOCK_SIZE, *, final_newline: bool = False) -> Iterator[bytes]:
     """Yield blocks of about ``block_size`` bytes, each ending with a newline after a non-blank line.
 
     Blank lines at a block's end are held back for the next block, so only those at the end of

@@ -26,7 +26,7 @@ from distrec.data.movielens import RATINGS_CSV, read_rating_file
 from distrec.data.registry import DatasetSpec, Parsed, ReadOptions
 from distrec.data.source import Source
 from distrec.data.textparse import bad_line, csv_rows
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["SPECS"]
 

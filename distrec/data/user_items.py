@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")  # stable for what is used here
 
@@ -32,7 +32,7 @@ class UserItems:
     num_items: int
 
     @classmethod
-    def from_pairs(cls, user: np.ndarray, item: np.ndarray, *, num_users: int, num_items: int) -> "UserItems":
+    def from_pairs(cls, user: np.ndarray, item: np.ndarray, *, num_users: int, num_items: int) -> UserItems:
         """From (user, item) pairs [N] in any order; repeated pairs count once."""
         user, item = np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64)
         if len(user) and (user.min() < 0 or user.max() >= num_users or item.min() < 0 or item.max() >= num_items):
@@ -41,7 +41,9 @@ class UserItems:
                 f"{num_users:,} users × {num_items:,} items; the dataset's counts do not match its rows"
             )
         key = np.sort(user * num_items + item)  # by user, then item
-        key = key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key  # not np.unique: numpy ≥ 2.3 hashes, far slower at 10⁸
+        key = (
+            key[np.concatenate(([True], key[1:] != key[:-1]))] if len(key) else key
+        )  # not np.unique: numpy ≥ 2.3 hashes, far slower at 10⁸
         counts = np.bincount(key // num_items, minlength=num_users)
         indptr = np.zeros(num_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
@@ -66,14 +68,16 @@ class UserItems:
     def items_of(self, user: int) -> np.ndarray:
         return self.indices[self.indptr[user] : self.indptr[user + 1]]
 
-    def union(self, other: "UserItems") -> "UserItems":
+    def union(self, other: UserItems) -> UserItems:
         """Pairs in either (the same users and items)."""
         if other.num_users != self.num_users or other.num_items != self.num_items:
             raise ValueError("union of UserItems with different shapes")
         u1, u2 = self._row_of_each(), other._row_of_each()
         return UserItems.from_pairs(
-            np.concatenate([u1, u2]), np.concatenate([self.indices, other.indices]),
-            num_users=self.num_users, num_items=self.num_items,
+            np.concatenate([u1, u2]),
+            np.concatenate([self.indices, other.indices]),
+            num_users=self.num_users,
+            num_items=self.num_items,
         )
 
     def block(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,10 +91,12 @@ class UserItems:
         items = self.indices[np.repeat(starts, lengths) + np.arange(len(rows), dtype=np.int64) - offsets]
         return rows, items
 
-    def only(self, users: np.ndarray) -> "UserItems":
+    def only(self, users: np.ndarray) -> UserItems:
         """The pairs of ``users`` alone: the same shape, every other user's row empty."""
         rows, items = self.block(users)
-        return UserItems.from_pairs(np.asarray(users, dtype=np.int64)[rows], items, num_users=self.num_users, num_items=self.num_items)
+        return UserItems.from_pairs(
+            np.asarray(users, dtype=np.int64)[rows], items, num_users=self.num_users, num_items=self.num_items
+        )
 
     def dense(self, users: np.ndarray, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
         """Rows of ``users`` as a dense 0/1 matrix [B, I]."""
@@ -106,8 +112,11 @@ class UserItems:
         indptr = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(self.counts()[users], out=indptr[1:])
         return torch.sparse_csr_tensor(
-            torch.from_numpy(indptr), torch.from_numpy(items), torch.ones(len(items), dtype=dtype),
-            size=(len(users), self.num_items), check_invariants=False,  # built sorted and in range here
+            torch.from_numpy(indptr),
+            torch.from_numpy(items),
+            torch.ones(len(items), dtype=dtype),
+            size=(len(users), self.num_items),
+            check_invariants=False,  # built sorted and in range here
         )
 
     def _row_of_each(self) -> np.ndarray:

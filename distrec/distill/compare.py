@@ -27,19 +27,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from distrec.compare.table import header, scale
+from distrec.compare.report import header, scale
 from distrec.config import to_yaml
 from distrec.device import resolve_device
 from distrec.distill.config import DistillConfig
-from distrec.distill.launch import run_distill
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import SYNTHETIC_DIR, sampled_holdout
+from distrec.distill.run import run_distill
+from distrec.distill.worker import SYNTHETIC_DIR, sampled_holdout
 from distrec.eval.holdout import Holdout
 from distrec.fit.search import search_and_test
+from distrec.jobs import get_job
 from distrec.models.closed_form import EASE, ClosedForm, InfiniteAE
 from distrec.report import Report, line_figure
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import absolute, join, write_text
+from distrec.storage import join, write_text
 
 __all__ = ["compare_budgets", "SAMPLERS", "METRICS"]
 
@@ -64,7 +65,10 @@ def _rows(sampler: str, budget: int, holdout: Holdout, *, distilled_uri: str, se
 def _models(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: torch.device) -> dict[str, ClosedForm]:
     """∞-AE and EASE on rows ``x``, or on every training user when ``x`` is None, on ``device``."""
     if x is None:
-        return {"infae": InfiniteAE(cfg.model, holdout.train, device=device), "ease": EASE(cfg.compare.ease, holdout.train, device=device)}
+        return {
+            "infae": InfiniteAE(cfg.model, holdout.train, device=device),
+            "ease": EASE(cfg.compare.ease, holdout.train, device=device),
+        }
     x = x.to(device)
     return {"infae": InfiniteAE.on_support(cfg.model, x), "ease": EASE.on_rows(cfg.compare.ease, x)}
 
@@ -75,7 +79,15 @@ def _fit(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: t
         clock = Stopwatch()
         metrics, _ = search_and_test(model, holdout, eval_cfg=cfg.eval, select=cfg.select)
         prefix = f"test_{cfg.eval.label}"
-        out.append({**row, "model": name, "lambda": metrics["lambda"], **{m: metrics[prefix + m] for m in METRICS}, "fit_s": clock.seconds()})
+        out.append(
+            {
+                **row,
+                "model": name,
+                "lambda": metrics["lambda"],
+                **{m: metrics[prefix + m] for m in METRICS},
+                "fit_s": clock.seconds(),
+            }
+        )
         log.info("%s, %s users, %s: test nDCG@10 %.4f", row["sampler"], row["budget"], name, out[-1]["ndcg@10"])
     return out
 
@@ -83,11 +95,15 @@ def _fit(cfg: DistillConfig, x: torch.Tensor | None, holdout: Holdout, device: t
 def compare_budgets(cfg: DistillConfig) -> dict[str, Any]:
     """Every budget's distillation and fits; returns the flat metrics (also written)."""
     clock = Stopwatch()
-    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
+    get_job("distill").absolute(cfg)
     dataset = cfg.data.open()
     holdout = sampled_holdout(cfg, Holdout.read(dataset, dataset.resolve_split(cfg.data.split)))
-    device = resolve_device(cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu)  # the distillation's device serves both
-    rows = _fit(cfg, None, holdout, device, budget=holdout.train.num_users, sampler="full")  # first: the reference of every budget
+    device = resolve_device(
+        cfg.model.device, allow_gpu=cfg.ray is None or cfg.ray.use_gpu
+    )  # the distillation's device serves both
+    rows = _fit(
+        cfg, None, holdout, device, budget=holdout.train.num_users, sampler="full"
+    )  # first: the reference of every budget
     for budget in cfg.compare.budgets:
         run = replace(cfg, budget=budget, output_dir=join(cfg.output_dir, f"budget-{budget}"))
         distilled = run_distill(run)
@@ -118,16 +134,20 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         for budget in sorted({r["budget"] for r in rows if r["sampler"] != "full"}):
             found = {r["sampler"]: r for r in rows if r["model"] == model and r["budget"] == budget} | {"full": full.get(model)}
             cells = [model, str(budget)] + [
-                "–" if found.get(s) is None else f"{found[s][m] * scale(m):.2f}" for s in samplers for m in METRICS]
+                "–" if found.get(s) is None else f"{found[s][m] * scale(m):.2f}" for s in samplers for m in METRICS
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _report(cfg: DistillConfig, rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
     report = Report(f"Distill-CF: ∞-AE and EASE on a budget of users of {cfg.data.path}")
-    report.add("Test metrics (×100) by budget and sampler", markdown_table(rows) + f"\n\nfull: all {rows[0]['budget']} users. "
-               f"Distillation: {cfg.steps} steps, {cfg.samples_per_user} draws per user, batch {cfg.batch_users or 'all'} users; "
-               f"wall {metrics['wall_s']:.0f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB.")
+    report.add(
+        "Test metrics (×100) by budget and sampler",
+        markdown_table(rows) + f"\n\nfull: all {rows[0]['budget']} users. "
+        f"Distillation: {cfg.steps} steps, {cfg.samples_per_user} draws per user, batch {cfg.batch_users or 'all'} users; "
+        f"wall {metrics['wall_s']:.0f} s, peak RSS {metrics['peak_rss_mb']:.0f} MiB.",
+    )
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         full = next(r for r in mine if r["sampler"] == "full")
@@ -138,8 +158,9 @@ def _report(cfg: DistillConfig, rows: list[dict[str, Any]], metrics: dict[str, A
                 points = sorted((r["budget"], r[m] * scale(m)) for r in mine if r["sampler"] == s)
                 lines[s] = ([p[0] for p in points], [p[1] for p in points])
             panels[f"test {header(m)}"] = lines
-        figure = line_figure(panels, xlabel="users trained on (log scale)", title=f"{model}: test metrics (×100) by users trained on",
-                             references={"full data": {f"test {header(m)}": full[m] * scale(m) for m in METRICS}}, log2_x=True)  # fmt: skip
+        references = {"full data": {f"test {header(m)}": full[m] * scale(m) for m in METRICS}}
+        title = f"{model}: test metrics (×100) by users trained on"
+        figure = line_figure(panels, xlabel="users trained on (log scale)", title=title, references=references, log2_x=True)
         report.add_figure(f"compare-{model}.png", figure)
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     return report.write(cfg.output_dir)

@@ -26,7 +26,7 @@ from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
 from distrec.fit.config import check_select
 from distrec.models.closed_form import EASEConfig, InfAEConfig
-from distrec.train.config import RayConfig
+from distrec.runtime.config import RayConfig
 
 __all__ = ["DistillConfig", "BudgetComparison"]
 
@@ -68,7 +68,9 @@ class DistillConfig:
     eval: RankingConfig = field(default_factory=RankingConfig)
     select: str = "hr@100"  # the validation metric that picks λ and the best synthetic set (the paper's)
     compare: BudgetComparison = field(default_factory=BudgetComparison)  # used by jobs/distill.py --compare only
-    min_weight: Annotated[float, Bound(ge=0, lt=1)] = 0.0  # synthetic interactions at or below this are not written (0: every non-zero)
+    min_weight: Annotated[float, Bound(ge=0, lt=1)] = (
+        0.0  # synthetic interactions at or below this are not written (0: every non-zero)
+    )
     ray: RayConfig | None = None  # None: run in this process; else on ray.num_workers Ray Train workers
     seed: NonNegative[int] = 0
 

@@ -33,7 +33,13 @@ def kernel_predictions(support: torch.Tensor, targets: torch.Tensor, *, model: I
 
 
 def distill_loss(
-    support: torch.Tensor, targets: torch.Tensor, *, model: InfAEConfig, lam: float, real_cardinality: float, cardinality_reg: float
+    support: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    model: InfAEConfig,
+    lam: float,
+    real_cardinality: float,
+    cardinality_reg: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss and its parts (``ce``, ``cardinality``: mean synthetic row mass over
     ``real_cardinality``, the mean real user's interactions), detached scalars left on the

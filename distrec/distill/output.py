@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from distrec.storage import DataError, DirectoryWriter, StoredDirectory
+from distrec.errors import DataError
+from distrec.storage import DirectoryWriter, StoredDirectory
 from distrec.storage.reader import Verify
 
 __all__ = ["KIND", "write_synthetic", "read_synthetic"]
@@ -28,14 +29,18 @@ def write_synthetic(uri: str, x: torch.Tensor, *, min_weight: float = 0.0, meta:
     """Write ``x`` [n, I] (values in [0, 1]); returns the number of entries written."""
     values = x.detach().float().cpu().numpy()
     user, item = np.nonzero(values > min_weight)
-    table = pa.table({
-        "user": pa.array(user.astype(np.int64)),
-        "item": pa.array(item.astype(np.int64)),
-        "weight": pa.array(values[user, item].astype(np.float32)),
-    })
+    table = pa.table(
+        {
+            "user": pa.array(user.astype(np.int64)),
+            "item": pa.array(item.astype(np.int64)),
+            "weight": pa.array(values[user, item].astype(np.float32)),
+        }
+    )
     with DirectoryWriter(uri, kind=KIND, schema_version=SCHEMA_VERSION) as writer:
         writer.write_table(TABLE, table)
-        writer.commit({"users": int(x.shape[0]), "items": int(x.shape[1]), "entries": len(user), "min_weight": min_weight, **(meta or {})})
+        writer.commit(
+            {"users": int(x.shape[0]), "items": int(x.shape[1]), "entries": len(user), "min_weight": min_weight, **(meta or {})}
+        )
     return len(user)
 
 

@@ -20,7 +20,11 @@ def write_distill_report(cfg: DistillConfig, metrics: dict[str, Any], curve: lis
     report.add("Metrics", metrics_table(metrics))
     report.add("Config", "```\n" + to_yaml(cfg) + "```")
     panels = {key: {"synthetic users": ([r["step"] for r in validated], [r[key] for r in validated])}}
-    figure = line_figure(panels, xlabel="step", title=f"Distill-CF: {key} per validated step",
-                         references={"initial real users": metrics[f"initial_{key}"]})
+    figure = line_figure(
+        panels,
+        xlabel="step",
+        title=f"Distill-CF: {key} per validated step",
+        references={"initial real users": metrics[f"initial_{key}"]},
+    )
     report.add_figure("validation.png", figure)
     return report.write(cfg.output_dir)

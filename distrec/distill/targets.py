@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from distrec.data.partition import strided
 from distrec.data.user_items import UserItems
 
 __all__ = ["TargetBatches"]
@@ -27,7 +28,7 @@ class TargetBatches:
     def users(self, step: int) -> np.ndarray:
         """This worker's real users for ``step`` (sorted)."""
         if self.batch_users is None or self.batch_users >= len(self.active):
-            return self.active[self.rank :: self.world]
+            return strided(self.active, rank=self.rank, world=self.world)
         rng = np.random.default_rng([self.seed, step, self.rank])
         return np.sort(rng.choice(self.active, size=self.batch_users, replace=False))
 

@@ -29,4 +29,6 @@ def factor_scorer(user: EmbeddingTable, item: EmbeddingTable) -> Scorer:
 
 def exported_scorer(output_dir: str) -> Scorer:
     """The scorer of the ``user`` and ``item`` tables a training run exported."""
-    return factor_scorer(read_embeddings(join(output_dir, "embeddings", "user")), read_embeddings(join(output_dir, "embeddings", "item")))
+    return factor_scorer(
+        read_embeddings(join(output_dir, "embeddings", "user")), read_embeddings(join(output_dir, "embeddings", "item"))
+    )

@@ -31,7 +31,7 @@ class Holdout:
     train_val: UserItems  # train ∪ val: the context and mask when scoring test
 
     @classmethod
-    def read(cls, dataset: InteractionDataset, split: str | None = None, *, rank: int = 0, world: int = 1) -> "Holdout":
+    def read(cls, dataset: InteractionDataset, split: str | None = None, *, rank: int = 0, world: int = 1) -> Holdout:
         """The split's train/val/test pairs (``rank``/``world``: only that worker's row groups)."""
         split = dataset.resolve_split(split)
         shape = {"num_users": dataset.num_users, "num_items": dataset.num_items}

@@ -25,24 +25,26 @@ full-ranking ones. Negatives exclude ``seen`` and ``target``.
 the evaluated users are cut into blocks in one global order and block j goes to worker j mod
 world; a worker holding only its own users' rows passes them as ``users``. Per-metric sums and
 counts (and the coverage sets) are all-reduced, so the result does not depend on the number of
-workers (tested). Without an initialised process group it runs on one process. ``score`` may be a collective (a sharded TorchRec lookup): every worker
-calls it the same number of times (a worker out of blocks scores a one-user padding block).
+workers (tested). Without an initialised process group it runs on one process. ``score`` may be
+a collective (a sharded TorchRec lookup): every worker calls it the same number of times (a
+worker out of blocks scores a one-user padding block).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from distrec.config import NonNegative, Positive
+from distrec.console import progress_bar
 from distrec.data.user_items import UserItems
 from distrec.eval.ranking_metrics import full_ranking_metrics, sample_negatives, sampled_ranking_metrics
-from distrec.progress import progress
 
 __all__ = ["RankingConfig", "Scorer", "evaluate_ranking", "metric_names", "PAPER_SCALE"]
 
@@ -123,7 +125,7 @@ def evaluate_ranking(
     sums = torch.zeros(2, len(names) + 1, dtype=torch.float64)  # per metric: sum over users, users counted; last: users
     covered = torch.zeros(len(cfg.ks), target.num_items, dtype=torch.int32)
     weights = torch.as_tensor(propensity, dtype=torch.float64, device=device) if propensity is not None else None
-    with progress(total=rounds, desc=f"{prefix} ranking", unit="block") if rank == 0 else nullcontext() as bar:
+    with progress_bar(total=rounds, desc=f"{prefix} ranking", unit="block") if rank == 0 else nullcontext() as bar:
         for j in range(rounds):
             block = mine[j] if j < len(mine) else np.zeros(1, np.int64)  # out of blocks: a padding block
             with torch.no_grad():
@@ -150,7 +152,13 @@ def evaluate_ranking(
 
 
 def _block_metrics(
-    scores: torch.Tensor, block: np.ndarray, *, target: UserItems, seen: UserItems, cfg: RankingConfig, weights: torch.Tensor | None
+    scores: torch.Tensor,
+    block: np.ndarray,
+    *,
+    target: UserItems,
+    seen: UserItems,
+    cfg: RankingConfig,
+    weights: torch.Tensor | None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     device = scores.device
     positives = tuple(torch.from_numpy(a).to(device) for a in target.block(block))

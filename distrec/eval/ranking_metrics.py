@@ -138,7 +138,9 @@ def full_ranking_metrics(
     return out, top.masked_fill(~ranked, -1)
 
 
-def sampled_ranking_metrics(scores: torch.Tensor, *, positives: Pairs, negatives: Pairs, ks: list[int]) -> dict[str, torch.Tensor]:
+def sampled_ranking_metrics(
+    scores: torch.Tensor, *, positives: Pairs, negatives: Pairs, ks: list[int]
+) -> dict[str, torch.Tensor]:
     """Metrics of the sampled protocol (NCF, He et al. 2017): each positive is ranked against
     the user's sampled negatives only, its rank being the number of negatives scoring at least
     as high (ties count against it); a user's value is the mean over its positives.

@@ -19,15 +19,15 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from distrec.cli import UserError
 from distrec.config import Positive
-from distrec.progress import progress
+from distrec.console import progress_bar
+from distrec.errors import UserError
 from distrec.storage import filesystem, join
 
 __all__ = ["TextEncoderConfig", "encode_texts", "cached_text_embeddings", "cache_key"]
@@ -66,10 +66,14 @@ def encode_texts(texts: Sequence[str], cfg: TextEncoderConfig) -> np.ndarray:
         raise ValueError("encode_texts needs text.model")
     tokenizer, model = _load(cfg)
     out = []
-    with torch.no_grad(), progress(total=len(texts), desc="text encoder", unit="texts") as bar:
+    with torch.no_grad(), progress_bar(total=len(texts), desc="text encoder", unit="texts") as bar:
         for start in range(0, len(texts), cfg.batch_size):
             batch = tokenizer(
-                list(texts[start : start + cfg.batch_size]), padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt"
+                list(texts[start : start + cfg.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=cfg.max_length,
+                return_tensors="pt",
             )
             hidden = model(**batch).last_hidden_state  # [B, T, H]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
@@ -87,7 +91,11 @@ def _model_identity(name: str) -> str:
     if not os.path.isdir(name):
         return name
     files = sorted(
-        (os.path.relpath(os.path.join(d, f), name), os.path.getsize(os.path.join(d, f)), int(os.path.getmtime(os.path.join(d, f))))
+        (
+            os.path.relpath(os.path.join(d, f), name),
+            os.path.getsize(os.path.join(d, f)),
+            int(os.path.getmtime(os.path.join(d, f))),
+        )
         for d, _, fs in os.walk(name)
         for f in fs
     )
@@ -124,4 +132,3 @@ def cached_text_embeddings(texts: Sequence[str], cfg: TextEncoderConfig) -> np.n
         f.write(save({"vectors": vectors}, metadata={"model": str(cfg.model)}))
     fs.mv(tmp, path)
     return vectors
-

@@ -1,11 +1,11 @@
 """The fit job's config (``jobs/fit.py``): a closed-form model, the λ search and the evaluation.
 
-    data:   {path: URI, split: official}
-    model:  {name: ease | infae | poprec, lambdas: [...], ...}   # distrec/models/closed_form.py
-    eval:   {ks: [10, 100], protocol: full, ...}                 # distrec/eval/ranking.py
-    select: hr@100                                               # validation metric that picks λ
-    export_weights: true                                         # <output_dir>/weights, for jobs/serve.py
-    output_dir: URI
+data:   {path: URI, split: official}
+model:  {name: ease | infae | poprec, lambdas: [...], ...}   # distrec/models/closed_form.py
+eval:   {ks: [10, 100], protocol: full, ...}                 # distrec/eval/ranking.py
+select: hr@100                                               # validation metric that picks λ
+export_weights: true                                         # <output_dir>/weights, for jobs/serve.py
+output_dir: URI
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig, metric_names
-from distrec.models.closed_form import ClosedFormConfig
+from distrec.models.registry import CLOSED_FORMS, config_union
 
-__all__ = ["FitConfig", "check_select"]
+__all__ = ["FitConfig", "ClosedFormConfig", "check_select"]
+
+ClosedFormConfig = config_union(CLOSED_FORMS)  # EASE, ∞-AE, PopRec: picked by ``model.name``
 
 
 def check_select(select: str, eval_cfg: RankingConfig) -> None:

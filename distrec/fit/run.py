@@ -21,7 +21,8 @@ from distrec.fit.config import FitConfig
 from distrec.fit.export import export_weights
 from distrec.fit.report import write_fit_report
 from distrec.fit.search import search_and_test
-from distrec.models.closed_form import build_closed_form, check_memory
+from distrec.models.closed_form import check_memory
+from distrec.models.registry import build_closed_form
 from distrec.resources import Stopwatch, peak_rss_mb
 from distrec.storage import join, write_text
 
@@ -37,8 +38,16 @@ def fit_closed_form(cfg: FitConfig) -> dict[str, Any]:
     device = resolve_device(cfg.model.device)
     check_memory(cfg.model, num_items=dataset.num_items, device=device)  # before anything is read or allocated
     holdout = Holdout.read(dataset, split)
-    log.info("%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
-             cfg.data.path, split, dataset.num_users, dataset.num_items, holdout.train.nnz, holdout.val.nnz, holdout.test.nnz)
+    log.info(
+        "%s (split %s): %d users, %d items; train %d, val %d, test %d pairs",
+        cfg.data.path,
+        split,
+        dataset.num_users,
+        dataset.num_items,
+        holdout.train.nnz,
+        holdout.val.nnz,
+        holdout.test.nnz,
+    )
     build = Stopwatch()
     model = build_closed_form(cfg.model, holdout.train, device=device)
     build_s = build.seconds()

@@ -9,23 +9,25 @@ in the configured precision (λ = 0 with a singular kernel) is skipped and recor
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from distrec.cli import UserError
+from distrec.errors import DataError, UserError
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.models.closed_form import ClosedForm, NotPositiveDefinite
 from distrec.resources import Stopwatch
-from distrec.storage import DataError
 
 __all__ = ["search_and_test", "search_lambda"]
 
 log = logging.getLogger(__name__)
 
 
-def _evaluate(model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg: RankingConfig, propensity: np.ndarray) -> dict[str, float]:
+def _evaluate(
+    model: ClosedForm, fitted: Any, holdout: Holdout, part: Part, cfg: RankingConfig, propensity: np.ndarray
+) -> dict[str, float]:
     return evaluate_ranking(
         model.scorer(fitted, holdout.context(part)),
         target=holdout.target(part),
@@ -69,7 +71,11 @@ def search_lambda(
 
 
 def search_and_test(
-    model: ClosedForm, holdout: Holdout, *, eval_cfg: RankingConfig, select: str,
+    model: ClosedForm,
+    holdout: Holdout,
+    *,
+    eval_cfg: RankingConfig,
+    select: str,
     keep: Callable[[float | None, Any], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Returns the metrics (``lambda``: the chosen λ, None for a model without one; its

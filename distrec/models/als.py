@@ -58,10 +58,11 @@ import numpy as np
 import torch
 
 from distrec.config import NonNegative, Positive
+from distrec.models.spec import ModelSpec
 
 __all__ = [
     "ALSConfig",
-    "ALS",
+    "SPECS",
     "Rows",
     "row_batches",
     "solve_rows",
@@ -101,9 +102,13 @@ class ALSConfig:
             if self.objective != "explicit":
                 raise ValueError("model.bayesian=true samples the explicit-rating model; set model.objective=explicit")
             if self.solver == "cg":
-                raise ValueError("model.bayesian=true draws rows through their Cholesky factor; leave model.solver unset or cholesky")
+                raise ValueError(
+                    "model.bayesian=true draws rows through their Cholesky factor; leave model.solver unset or cholesky"
+                )
         elif self.l2 <= 0:
-            raise ValueError("model.l2 must be positive: a row with fewer ratings than dimensions has no unique solution without it")
+            raise ValueError(
+                "model.l2 must be positive: a row with fewer ratings than dimensions has no unique solution without it"
+            )
 
     @property
     def with_biases(self) -> bool:
@@ -130,12 +135,9 @@ class ALSConfig:
         return lam
 
 
-class ALS:
-    """The registry's entry for ``model.name: als``: trained by its own loop (distrec/train/als_loop.py),
-    no embedding tables. Its task is "rating" for objective explicit, "ranking" for implicit."""
-
-    loop = "als"
-    task = "rating"
+# Trained by its own loop (distrec/train/als_worker.py), no embedding tables and nothing to build:
+# the loop makes the factor rows. It scores held-out ratings (explicit) or top-k (implicit) itself.
+SPECS = (ModelSpec(name="als", config=ALSConfig, build=None, task="rating", loop="als"),)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class Rows:
     values: torch.Tensor  # float32 [nnz]
 
     @classmethod
-    def from_pairs(cls, row: np.ndarray, col: np.ndarray, value: np.ndarray, *, rows: int) -> "Rows":
+    def from_pairs(cls, row: np.ndarray, col: np.ndarray, value: np.ndarray, *, rows: int) -> Rows:
         """From pairs in any order (``row`` in [0, rows)); each row's entries sorted by ``col``."""
         order = np.lexsort((col, row))
         counts = np.bincount(row, minlength=rows)
@@ -295,7 +297,9 @@ def wishart(scale: np.ndarray, df: float, rng: np.random.Generator) -> np.ndarra
     return la @ la.T
 
 
-def draw_hyper(count: float, total: np.ndarray, outer: np.ndarray, *, beta0: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_hyper(
+    count: float, total: np.ndarray, outer: np.ndarray, *, beta0: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(μ [k], Λ [k, k]) from the Normal–Wishart posterior given a side's rows through their
     sums: ``count`` rows, ``total`` = Σ x [k], ``outer`` = Σ x xᵀ [k, k] (float64); μ₀ = 0,
     W₀ = I, ν₀ = k (Salakhutdinov & Mnih 2008, eq. 14)."""

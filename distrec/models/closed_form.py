@@ -1,7 +1,8 @@
 """Top-k models with a closed-form fit: EASE, ∞-AE and the popularity baseline.
 
 Each is built from the training interactions (``X``, users × items, 0/1) and then solved once
-per regularisation strength λ; the λ search on validation is in ``distrec/fit/search.py``.
+per regularisation strength λ; the λ search on validation is in ``distrec/fit/search.py``. Each
+is declared in ``SPECS`` (models/registry.py collects them with the trained models).
 
 - **EASE** (Steck, "Embarrassingly Shallow Autoencoders", WWW 2019): item-item weights
   ``B = I − P·diag(1/diag(P))`` with ``P = (XᵀX + λI)⁻¹``, i.e. ``B_ij = −P_ij / P_jj`` and a
@@ -33,24 +34,24 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from distrec.cli import UserError
 from distrec.config import NonNegative, Positive
 from distrec.data.user_items import UserItems
 from distrec.device import Device, device_memory_bytes
+from distrec.errors import UserError
 from distrec.eval.ranking import Scorer
 from distrec.models.ntk import ntk
+from distrec.models.spec import ModelSpec
 
 __all__ = [
     "EASEConfig",
     "InfAEConfig",
     "PopRecConfig",
-    "ClosedFormConfig",
     "ClosedForm",
     "NotPositiveDefinite",
     "EASE",
     "InfiniteAE",
     "PopRec",
-    "build_closed_form",
+    "SPECS",
     "check_memory",
     "ease_bytes",
     "infae_bytes",
@@ -97,9 +98,6 @@ class InfAEConfig:
 class PopRecConfig:
     name: Literal["poprec"] = "poprec"
     device: Device = "auto"
-
-
-ClosedFormConfig = EASEConfig | InfAEConfig | PopRecConfig
 
 
 def _check_lambdas(lambdas: list[float]) -> None:
@@ -169,7 +167,9 @@ def _factor(a: torch.Tensor, ridge: float, what: str) -> torch.Tensor:
     return factor
 
 
-def check_memory(cfg: ClosedFormConfig, *, num_items: int, device: torch.device = torch.device("cpu")) -> None:
+def check_memory(
+    cfg: EASEConfig | InfAEConfig | PopRecConfig, *, num_items: int, device: torch.device = torch.device("cpu")
+) -> None:
     """The memory plan, before anything is read or allocated: EASE's solve must fit the budget,
     and ∞-AE's must hold at least one support user (it samples the largest support that fits)."""
     if isinstance(cfg, EASEConfig):
@@ -198,7 +198,7 @@ class EASE:
             self.gram += gram_block(x, dense=device.type == "cuda").to(self.dtype)
 
     @classmethod
-    def on_rows(cls, cfg: EASEConfig, x: torch.Tensor) -> "EASE":
+    def on_rows(cls, cfg: EASEConfig, x: torch.Tensor) -> EASE:
         """EASE whose Gram matrix is XᵀX of the given rows ``x`` [n, I] (values in [0, 1];
         Distill-CF's synthetic users) instead of a training set's users."""
         model = cls.__new__(cls)
@@ -254,7 +254,7 @@ class InfiniteAE:
         self._build(train.dense(self.support, dtype=self.dtype, device=device), sparse_rows=True)
 
     @classmethod
-    def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> "InfiniteAE":
+    def on_support(cls, cfg: InfAEConfig, x: torch.Tensor) -> InfiniteAE:
         """∞-AE whose support is the given rows ``x`` [n, I] (values in [0, 1]; Distill-CF's
         synthetic users) instead of users of a training set."""
         model = cls.__new__(cls)
@@ -322,13 +322,9 @@ class PopRec:
         return {"items": len(self.counts)}
 
 
-def build_closed_form(cfg: ClosedFormConfig, train: UserItems, *, device: torch.device = torch.device("cpu")) -> ClosedForm:
-    """Build (Gram matrix, kernel, counts) from the training interactions on ``device`` (the
-    job's resolved ``model.device``); ``solve`` per λ."""
-    if isinstance(cfg, EASEConfig):
-        return EASE(cfg, train, device=device)
-    if isinstance(cfg, InfAEConfig):
-        return InfiniteAE(cfg, train, device=device)
-    if isinstance(cfg, PopRecConfig):
-        return PopRec(cfg, train, device=device)
-    raise ValueError(f"no closed form named {cfg.name!r}")
+# fitted once per λ by distrec/fit (jobs/fit.py, compare); build(cfg, train: UserItems, *, device)
+SPECS = (
+    ModelSpec(name="ease", config=EASEConfig, build=EASE, task="ranking", loop="closed_form"),
+    ModelSpec(name="infae", config=InfAEConfig, build=InfiniteAE, task="ranking", loop="closed_form"),
+    ModelSpec(name="poprec", config=PopRecConfig, build=PopRec, task="ranking", loop="closed_form"),
+)

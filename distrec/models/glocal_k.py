@@ -43,8 +43,9 @@ from torch import nn
 
 from distrec.config import NonNegative, Positive
 from distrec.device import Device
+from distrec.models.spec import ModelContext, ModelSpec
 
-__all__ = ["GLocalKConfig", "GLocalK", "LocalKernelLayer", "local_kernel"]
+__all__ = ["GLocalKConfig", "GLocalK", "LocalKernelLayer", "local_kernel", "SPECS"]
 
 
 @dataclass
@@ -114,9 +115,6 @@ class LocalKernelLayer(nn.Module):
 class GLocalK(nn.Module):
     """The autoencoder over item rows; ``forward(rows, stage=...)`` predicts the same rows."""
 
-    task = "rating"
-    loop = "dense"  # no embedding tables: trained by distrec.train.dense_loop, rows under DDP
-
     def __init__(self, cfg: GLocalKConfig, *, num_users: int, num_items: int, seed: int) -> None:
         super().__init__()
         self.cfg = cfg
@@ -145,7 +143,9 @@ class GLocalK(nn.Module):
         pooled = self.encode(rows) @ w.mean(1) + dec.b.mean()  # [N]: item-characteristic pooling
         part = pooled @ self.conv_kernel[first_item : first_item + rows.shape[0]]  # [gk²]
         if dist.is_initialized() and dist.get_world_size() > 1:
-            part = dist.nn.functional.all_reduce(part, group=group or dist.group.WORLD)  # backward: the sum of every worker's gradient
+            part = dist.nn.functional.all_reduce(
+                part, group=group or dist.group.WORLD
+            )  # backward: the sum of every worker's gradient
         k = self.cfg.gk_size
         return (part * self.cfg.dot_scale).view(1, 1, k, k)
 
@@ -183,3 +183,12 @@ class GLocalK(nn.Module):
         """Per layer, the fraction of weights the local kernel switches off exactly."""
         with torch.no_grad():
             return {f"layer{k}": float((layer.kernel() == 0).float().mean()) for k, layer in enumerate(self.layers())}
+
+
+def build(cfg: GLocalKConfig, ctx: ModelContext, device: torch.device) -> GLocalK:
+    """Initialised on the CPU from the run's seed (the same weights on any device), then moved."""
+    return GLocalK(cfg, num_users=ctx.num_users, num_items=ctx.num_items, seed=ctx.seed).to(device)
+
+
+# no embedding tables: trained by distrec/train/dense_worker.py, item rows under DDP
+SPECS = (ModelSpec(name="glocal_k", config=GLocalKConfig, build=build, task="rating", loop="dense"),)

@@ -40,9 +40,10 @@ from torchrec import EmbeddingBagCollection
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.bipartite import Graph, build_graph, propagate
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
-__all__ = ["LightGCNConfig", "LightGCN"]
+__all__ = ["LightGCNConfig", "LightGCN", "SPECS"]
 
 
 @dataclass
@@ -55,8 +56,6 @@ class LightGCNConfig:
 
 
 class LightGCN(nn.Module):
-    task = "ranking"
-
     def __init__(
         self, cfg: LightGCNConfig, *, num_users: int, num_items: int, pairs: tuple[np.ndarray, np.ndarray], device: torch.device
     ) -> None:
@@ -117,3 +116,11 @@ class LightGCN(nn.Module):
     def export_meta(self) -> dict[str, float]:
         return {"layers": float(self.cfg.layers)}
 
+
+def build(cfg: LightGCNConfig, ctx: ModelContext, device: torch.device) -> LightGCN:
+    if ctx.train is None:
+        raise ValueError("model lightgcn needs the training pairs (ModelContext.train) to build its graph")
+    return LightGCN(cfg, num_users=ctx.num_users, num_items=ctx.num_items, pairs=(ctx.train.user, ctx.train.item), device=device)
+
+
+SPECS = (ModelSpec(name="lightgcn", config=LightGCNConfig, build=build, task="ranking"),)

@@ -24,9 +24,10 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import NonNegative, Positive
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.models.tables import TableSpec, ids_to_kjt, padded_width, table_config
 
-__all__ = ["MFConfig", "BiasedMF"]
+__all__ = ["MFConfig", "BiasedMF", "SPECS"]
 
 
 def _split(values: torch.Tensor, ou: int, oi: int, obu: int, obi: int, d: int):
@@ -83,8 +84,6 @@ class MFConfig:
 
 
 class BiasedMF(nn.Module):
-    task = "rating"
-
     def __init__(self, cfg: MFConfig, *, num_users: int, num_items: int, global_mean: float, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
@@ -139,3 +138,10 @@ class BiasedMF(nn.Module):
     def export_meta(self) -> dict[str, float]:
         """μ, and the L2 strengths that folding in a new user (distrec/models/foldin.py) needs."""
         return {"global_mean": float(self.mean.detach().cpu()[0]), "l2": self.cfg.l2, "bias_l2": self.cfg.bias_l2}
+
+
+def build(cfg: MFConfig, ctx: ModelContext, device: torch.device) -> BiasedMF:
+    return BiasedMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, global_mean=ctx.global_mean, device=device)
+
+
+SPECS = (ModelSpec(name="mf", config=MFConfig, build=build, task="rating"),)

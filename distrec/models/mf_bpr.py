@@ -26,9 +26,10 @@ from torchrec import EmbeddingBagCollection
 
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
-__all__ = ["MFBPRConfig", "MFBPR"]
+__all__ = ["MFBPRConfig", "MFBPR", "SPECS"]
 
 
 @dataclass
@@ -41,8 +42,6 @@ class MFBPRConfig:
 
 
 class MFBPR(nn.Module):
-    task = "ranking"
-
     def __init__(self, cfg: MFBPRConfig, *, num_users: int, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
@@ -86,3 +85,10 @@ class MFBPR(nn.Module):
 
     def export_meta(self) -> dict[str, float]:
         return {"l2": self.cfg.l2}  # for folding in new users (distrec/serve)
+
+
+def build(cfg: MFBPRConfig, ctx: ModelContext, device: torch.device) -> MFBPR:
+    return MFBPR(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+
+
+SPECS = (ModelSpec(name="mf_bpr", config=MFBPRConfig, build=build, task="ranking"),)

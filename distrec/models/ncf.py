@@ -47,9 +47,10 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.data.histories import RatingHistories
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.models.tables import TableSpec, padded_width, table_config
 
-__all__ = ["NCFConfig", "NCF"]
+__all__ = ["NCFConfig", "NCF", "SPECS"]
 
 _PAD = -1.0e4  # attention score of padded history entries: exp() of it is 0
 
@@ -80,9 +81,6 @@ class NCFConfig:
 
 
 class NCF(nn.Module):
-    task = "rating"
-    needs = ("histories", "item_features")  # what the task must put into the ModelContext
-
     def __init__(
         self,
         cfg: NCFConfig,
@@ -135,7 +133,11 @@ class NCF(nn.Module):
         if cfg.profiles:
             self.rating_dir = nn.Parameter(torch.randn(d, device=dense) * cfg.init_std)
         if cfg.profiles and cfg.aggregate == "attention":
-            self.attention = nn.Sequential(nn.Linear(d, cfg.attention_dim, device=dense), nn.ReLU(), nn.Linear(cfg.attention_dim, 1, bias=False, device=dense))
+            self.attention = nn.Sequential(
+                nn.Linear(d, cfg.attention_dim, device=dense),
+                nn.ReLU(),
+                nn.Linear(cfg.attention_dim, 1, bias=False, device=dense),
+            )
         self.gmf = nn.Linear(d, 1, bias=False, device=dense)
         layers: list[nn.Module] = []
         for a, b in zip([2 * d] + cfg.hidden[:-1], cfg.hidden):
@@ -170,7 +172,9 @@ class NCF(nn.Module):
         for t in self.tables:
             keys = user if t.name.startswith("user") else distinct
             ids.append(keys)
-            lengths.append(torch.cat([torch.ones(len(keys), dtype=torch.int32), torch.zeros(stride - len(keys), dtype=torch.int32)]))
+            lengths.append(
+                torch.cat([torch.ones(len(keys), dtype=torch.int32), torch.zeros(stride - len(keys), dtype=torch.int32)])
+            )
         kjt = KeyedJaggedTensor(keys=[t.name for t in self.tables], values=torch.cat(ids), lengths=torch.cat(lengths))
         return kjt, inputs
 
@@ -254,4 +258,25 @@ class NCF(nn.Module):
         return {"vector": blocks[name][:, : self.dim].numpy(), "bias": blocks[f"{name}_bias"][:, 0].numpy()}
 
     def export_meta(self) -> dict[str, float | str]:
-        return {"global_mean": float(self.mean.detach().cpu()[0]), "user_input": self.cfg.user_input, "item_input": self.cfg.item_input}
+        return {
+            "global_mean": float(self.mean.detach().cpu()[0]),
+            "user_input": self.cfg.user_input,
+            "item_input": self.cfg.item_input,
+        }
+
+
+def build(cfg: NCFConfig, ctx: ModelContext, device: torch.device) -> NCF:
+    assert ctx.rating_range is not None, "NCF needs the rating scale"
+    return NCF(
+        cfg,
+        num_users=ctx.num_users,
+        num_items=ctx.num_items,
+        global_mean=ctx.global_mean,
+        rating_range=ctx.rating_range,
+        histories=ctx.histories,
+        item_features=ctx.item_features.dense() if ctx.item_features else None,
+        device=device,
+    )
+
+
+SPECS = (ModelSpec(name="ncf", config=NCFConfig, build=build, task="rating", needs=("histories", "item_features")),)

@@ -31,9 +31,10 @@ from torchrec import EmbeddingBagCollection
 
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
 
-__all__ = ["NeuMFConfig", "NeuMF", "PAIR_BUDGET"]
+__all__ = ["NeuMFConfig", "NeuMF", "PAIR_BUDGET", "SPECS"]
 
 PAIR_BUDGET = 1 << 24  # floats of [users, items, width] activations while scoring (64 MiB)
 
@@ -53,13 +54,14 @@ class NeuMFConfig:
 
 
 class NeuMF(nn.Module):
-    task = "ranking"
-
     def __init__(self, cfg: NeuMFConfig, *, num_users: int, num_items: int, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        gmf, mlp = (padded_width(cfg.gmf_dim), gaussian_rows(cfg.gmf_dim, cfg.init_std)), (padded_width(cfg.mlp_dim), gaussian_rows(cfg.mlp_dim, cfg.init_std))
+        gmf, mlp = (
+            (padded_width(cfg.gmf_dim), gaussian_rows(cfg.gmf_dim, cfg.init_std)),
+            (padded_width(cfg.mlp_dim), gaussian_rows(cfg.mlp_dim, cfg.init_std)),
+        )
         self.tables = [
             TableSpec("gmf_user", num_users, *gmf),
             TableSpec("gmf_item", num_items, *gmf),
@@ -76,7 +78,10 @@ class NeuMF(nn.Module):
 
     def _rows(self, user: torch.Tensor | None, item: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Embedding rows (padding columns cut) of ``user`` [B] and ``item`` [N], either may be None."""
-        ids = {**({"gmf_user": user, "mlp_user": user} if user is not None else {}), **({"gmf_item": item, "mlp_item": item} if item is not None else {})}
+        ids = {
+            **({"gmf_user": user, "mlp_user": user} if user is not None else {}),
+            **({"gmf_item": item, "mlp_item": item} if item is not None else {}),
+        }
         rows = lookup(self.sparse, self.keys, ids)
         return {k: v[:, : self.cfg.gmf_dim if k.startswith("gmf") else self.cfg.mlp_dim] for k, v in rows.items()}
 
@@ -129,3 +134,10 @@ class NeuMF(nn.Module):
 
     def export_meta(self) -> dict[str, float]:
         return {"gmf_dim": self.cfg.gmf_dim, "mlp_dim": self.cfg.mlp_dim}
+
+
+def build(cfg: NeuMFConfig, ctx: ModelContext, device: torch.device) -> NeuMF:
+    return NeuMF(cfg, num_users=ctx.num_users, num_items=ctx.num_items, device=device)
+
+
+SPECS = (ModelSpec(name="neumf", config=NeuMFConfig, build=build, task="ranking"),)

@@ -51,7 +51,9 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     """|x_i|² per row [n] of a dense or sparse CSR ``x`` [n, d]."""
     if x.layout != torch.sparse_csr:
         return (x * x).sum(1)
-    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), x.crow_indices().diff(), output_size=x.values().numel())
+    rows = torch.repeat_interleave(
+        torch.arange(x.shape[0], device=x.device), x.crow_indices().diff(), output_size=x.values().numel()
+    )
     return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add_(0, rows, x.values().square())
 
 

@@ -8,8 +8,8 @@ a test can compare a sharded model with its unsharded twin row for row.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor

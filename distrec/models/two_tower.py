@@ -32,9 +32,10 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.features.text import TextEncoderConfig
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.models.tables import TableSpec, padded_width, table_config
 
-__all__ = ["TwoTowerConfig", "TwoTower", "in_batch_softmax_loss", "RATING_BUCKETS"]
+__all__ = ["TwoTowerConfig", "TwoTower", "in_batch_softmax_loss", "RATING_BUCKETS", "SPECS"]
 
 RATING_BUCKETS = 10  # a history rating r on a scale up to r_max becomes round(10 r / r_max) + 1; 0 = padding
 
@@ -61,8 +62,13 @@ class TwoTowerConfig:
 
 
 def in_batch_softmax_loss(
-    user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor, *, temperature: float,
-    log_q: torch.Tensor | None, weight: torch.Tensor,
+    user: torch.Tensor,
+    item: torch.Tensor,
+    item_ids: torch.Tensor,
+    *,
+    temperature: float,
+    log_q: torch.Tensor | None,
+    weight: torch.Tensor,
 ) -> torch.Tensor:
     """Mean over real rows of −log softmax(row i)[i] over the batch's items.
 
@@ -81,8 +87,6 @@ def in_batch_softmax_loss(
 
 
 class TwoTower(nn.Module):
-    task = "retrieval"
-
     def __init__(self, cfg: TwoTowerConfig, *, num_items: int, item_features: np.ndarray, device: torch.device) -> None:
         super().__init__()
         self.cfg = cfg
@@ -139,8 +143,14 @@ class TwoTower(nn.Module):
         return F.normalize(self.user_head(out[:, 0]), dim=-1)  # [B, dim]: the CLS token
 
     def forward(
-        self, kjt: KeyedJaggedTensor, item: torch.Tensor, history: torch.Tensor, hist_rating: torch.Tensor,
-        towers: Literal["both", "user", "item"] = "both", log_q: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+        self,
+        kjt: KeyedJaggedTensor,
+        item: torch.Tensor,
+        history: torch.Tensor,
+        hist_rating: torch.Tensor,
+        towers: Literal["both", "user", "item"] = "both",
+        log_q: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """With ``weight`` [B]: the in-batch softmax loss. Otherwise (user [B, dim], item
         [B, dim]) vectors; ``towers`` says which are computed (the other is empty)."""
@@ -151,7 +161,17 @@ class TwoTower(nn.Module):
         users = self.user_vectors(history, hist_rating, values[:, w:].reshape(b, -1, w)) if towers != "item" else empty
         if weight is None:
             return users, items
-        return in_batch_softmax_loss(users, items, item, temperature=self.cfg.temperature, log_q=log_q if self.cfg.logq else None, weight=weight)
+        return in_batch_softmax_loss(
+            users, items, item, temperature=self.cfg.temperature, log_q=log_q if self.cfg.logq else None, weight=weight
+        )
 
     def export_meta(self) -> dict[str, float]:
         return {"temperature": self.cfg.temperature}
+
+
+def build(cfg: TwoTowerConfig, ctx: ModelContext, device: torch.device) -> TwoTower:
+    features = ctx.item_vectors if ctx.item_vectors is not None else np.zeros((ctx.num_items, 0), np.float32)
+    return TwoTower(cfg, num_items=ctx.num_items, item_features=features, device=device)
+
+
+SPECS = (ModelSpec(name="two_tower", config=TwoTowerConfig, build=build, task="retrieval"),)

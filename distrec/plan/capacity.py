@@ -32,12 +32,13 @@ import torch
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner.types import PlannerError, ShardingOption, Stats
 
-from distrec.cli import UserError
 from distrec.data.prepare import PrepareConfig
+from distrec.errors import UserError
 from distrec.models.mf import MFConfig
 from distrec.models.mf_bpr import MFBPRConfig
 from distrec.models.neumf import NeuMFConfig
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.two_tower import TwoTowerConfig
 from distrec.plan.cluster import GB, Cluster, larger_clusters
 from distrec.storage import write_text
@@ -90,8 +91,11 @@ def resolve_shape(cfg: TrainConfig, *, users: int | None, items: int | None, rat
         return Shape(users=users, items=items, ratings=ratings)
     dataset = cfg.data.open()
     return Shape(
-        users=dataset.num_users, items=dataset.num_items, ratings=ratings or int(dataset.meta["ratings"]),
-        source=cfg.data.path, shards=len(dataset.parts),
+        users=dataset.num_users,
+        items=dataset.num_items,
+        ratings=ratings or int(dataset.meta["ratings"]),
+        source=cfg.data.path,
+        shards=len(dataset.parts),
     )
 
 
@@ -104,14 +108,29 @@ class _Chosen(Stats):
 
     options: list[ShardingOption] | None = None
 
-    def log(self, sharding_plan, topology, batch_size, storage_reservation, num_proposals, num_plans, run_time, best_plan, *args, **kwargs) -> None:  # type: ignore[override]
+    def log(
+        self,
+        sharding_plan,
+        topology,
+        batch_size,
+        storage_reservation,
+        num_proposals,
+        num_plans,
+        run_time,
+        best_plan,
+        *args,
+        **kwargs,
+    ) -> None:  # type: ignore[override]
         self.options = list(best_plan) if sharding_plan.plan else None  # a failed plan is logged with an empty plan
 
 
 def _model(cfg: TrainConfig, shape: Shape) -> torch.nn.Module:
     if not isinstance(cfg.model, PLANNABLE):
         names = sorted(c.name for c in (c() for c in PLANNABLE))
-        raise UserError(f"model.name={cfg.model.name}: jobs/plan.py plans models whose tables depend only on the users and items ({', '.join(names)})")
+        raise UserError(
+            f"model.name={cfg.model.name}: jobs/plan.py plans models whose tables depend only on the users and items "
+            f"({', '.join(names)})"
+        )
     ctx = ModelContext(num_users=shape.users, num_items=shape.items, global_mean=0.0)
     model = build_model(cfg.model, ctx, torch.device("meta"))
     attach_fused_optimizer(model, cfg.optim, torch.device("cuda"))  # a device type only: nothing is allocated
@@ -130,7 +149,9 @@ def table_bytes(cfg: TrainConfig, shape: Shape) -> dict[str, int]:
 def _plan_options(cfg: TrainConfig, cluster: Cluster, shape: Shape, per_gpu_batch: int) -> list[ShardingOption] | None:
     model = _model(cfg, shape)
     chosen = _Chosen()
-    planner = make_planner(model.tables, sharding=cfg.sharding, topology=cluster.topology(), batch_size=per_gpu_batch, stats=[chosen])
+    planner = make_planner(
+        model.tables, sharding=cfg.sharding, topology=cluster.topology(), batch_size=per_gpu_batch, stats=[chosen]
+    )
     try:
         planner.plan(model, [EmbeddingBagCollectionSharder()])
     except PlannerError as e:
@@ -143,7 +164,9 @@ def _per_gpu_batch(cfg: TrainConfig, cluster: Cluster, global_batch: int | None)
     return cfg.train.batch_size if global_batch is None else max(1, math.ceil(global_batch / cluster.world))
 
 
-def _summary(options: list[ShardingOption], cfg: TrainConfig, cluster: Cluster, shape: Shape, per_gpu_batch: int) -> dict[str, Any]:
+def _summary(
+    options: list[ShardingOption], cfg: TrainConfig, cluster: Cluster, shape: Shape, per_gpu_batch: int
+) -> dict[str, Any]:
     ranks = [{"rank": r, "hbm_bytes": 0, "ddr_bytes": 0, "step_ms": 0.0} for r in range(cluster.world)]
     breakdown = [dict.fromkeys(("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "prefetch_compute"), 0.0) for _ in ranks]
     tables = []
@@ -156,12 +179,20 @@ def _summary(options: list[ShardingOption], cfg: TrainConfig, cluster: Cluster, 
             for k in breakdown[shard.rank]:
                 breakdown[shard.rank][k] += getattr(shard.perf, k)
         rows, width = so.tensor.shape
-        tables.append({
-            "name": so.name, "rows": int(rows), "width": int(width), "sharding_type": so.sharding_type, "compute_kernel": so.compute_kernel,
-            "shards": len(so.shards), "ranks": sorted({s.rank for s in so.shards}),
-            "hbm_bytes": sum(s.storage.hbm for s in so.shards), "ddr_bytes": sum(s.storage.ddr for s in so.shards),
-            "step_ms": max(s.perf.total for s in so.shards),  # its shards run side by side
-        })
+        tables.append(
+            {
+                "name": so.name,
+                "rows": int(rows),
+                "width": int(width),
+                "sharding_type": so.sharding_type,
+                "compute_kernel": so.compute_kernel,
+                "shards": len(so.shards),
+                "ranks": sorted({s.rank for s in so.shards}),
+                "hbm_bytes": sum(s.storage.hbm for s in so.shards),
+                "ddr_bytes": sum(s.storage.ddr for s in so.shards),
+                "step_ms": max(s.perf.total for s in so.shards),  # its shards run side by side
+            }
+        )
     busiest = max(range(len(ranks)), key=lambda r: ranks[r]["step_ms"])
     step_ms = ranks[busiest]["step_ms"]
     global_batch = per_gpu_batch * cluster.world
@@ -182,8 +213,12 @@ def _summary(options: list[ShardingOption], cfg: TrainConfig, cluster: Cluster, 
         "shape": {"users": shape.users, "items": shape.items, "ratings": shape.ratings, "source": shape.source},
         "model": {"name": cfg.model.name, "dim": getattr(cfg.model, "dim", None), "sparse_optimizer": cfg.optim.sparse},
         "batch": {"per_gpu": per_gpu_batch, "global": global_batch},
-        "caps": {"hbm_bytes_per_gpu": cluster.hbm_bytes, "hbm_bytes_for_tables": int(cluster.hbm_bytes * (1 - RESERVED_FRACTION)),
-                 "ddr_bytes_per_gpu": cluster.ddr_bytes_per_rank, "reserved_fraction": RESERVED_FRACTION},
+        "caps": {
+            "hbm_bytes_per_gpu": cluster.hbm_bytes,
+            "hbm_bytes_for_tables": int(cluster.hbm_bytes * (1 - RESERVED_FRACTION)),
+            "ddr_bytes_per_gpu": cluster.ddr_bytes_per_rank,
+            "reserved_fraction": RESERVED_FRACTION,
+        },
         "tables": tables,
         "ranks": ranks,
         "estimate": estimate,
@@ -210,7 +245,13 @@ def smallest_cluster(
 
 
 def plan_cluster(
-    cfg: TrainConfig, cluster: Cluster, shape: Shape, *, global_batch: int | None = None, smallest: bool = False, max_nodes: int = 1024
+    cfg: TrainConfig,
+    cluster: Cluster,
+    shape: Shape,
+    *,
+    global_batch: int | None = None,
+    smallest: bool = False,
+    max_nodes: int = 1024,
 ) -> dict[str, Any]:
     """The planner's plan for ``cluster`` (``smallest``: for the smallest cluster of its GPUs that
     fits). ``global_batch``: rows per step over all GPUs (None: ``train.batch_size`` per GPU).
@@ -232,8 +273,15 @@ def plan_cluster(
 
 
 def plan_and_write(
-    cfg: TrainConfig, cluster: Cluster, *, users: int | None = None, items: int | None = None, ratings: int | None = None,
-    global_batch: int | None = None, smallest: bool = False, out: str | None = None,
+    cfg: TrainConfig,
+    cluster: Cluster,
+    *,
+    users: int | None = None,
+    items: int | None = None,
+    ratings: int | None = None,
+    global_batch: int | None = None,
+    smallest: bool = False,
+    out: str | None = None,
 ) -> dict[str, Any]:
     """``jobs/plan.py``'s body: the shape, the plan, and the plan as JSON at ``out`` (any URI;
     nothing is written when the plan does not fit)."""
@@ -248,12 +296,14 @@ def _refusal(cfg: TrainConfig, cluster: Cluster, shape: Shape, found: tuple[Clus
     sizes = table_bytes(cfg, shape)
     tables = ", ".join(f"{name} {b / GB:,.1f}" for name, b in sizes.items())
     has = (
-        f"{cluster.describe()} with {cluster.hbm_gb:g} GiB HBM per GPU ({(1 - RESERVED_FRACTION) * cluster.hbm_gb:,.1f} GiB for tables "
+        f"{cluster.describe()} with {cluster.hbm_gb:g} GiB HBM per GPU "
+        f"({(1 - RESERVED_FRACTION) * cluster.hbm_gb:,.1f} GiB for tables "
         f"after the {RESERVED_FRACTION:.0%} reserve) and {cluster.ddr_bytes_per_rank / GB:,.1f} GiB host memory per GPU "
         f"({cluster.world * ((1 - RESERVED_FRACTION) * cluster.hbm_gb + cluster.ddr_bytes_per_rank / GB):,.1f} GiB in all)"
     )
     text = (
-        f"the embedding tables of {cfg.model.name} for {shape.users:,} users × {shape.items:,} items do not fit: they need at least "
+        f"the embedding tables of {cfg.model.name} for {shape.users:,} users × {shape.items:,} items do not fit: "
+        "they need at least "
         f"{sum(sizes.values()) / GB:,.1f} GiB of weights and {cfg.optim.sparse} state (GiB per table: {tables}), and the planner "
         f"found no placement on {has}. "
     )

@@ -12,12 +12,12 @@ Units: GB = 2^30 bytes and GB/s = 2^30 bytes per second, as TorchRec's own const
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from torchrec.distributed.planner.types import HardwareConfig, KernelConfig, Topology, TopologyFactory, TrainerConfig
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 
 __all__ = ["Cluster", "GB", "larger_clusters"]
 
@@ -36,7 +36,12 @@ class Cluster:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 1:
             raise UserError(f"--nodes and --gpus-per-node must be at least 1, got {self.nodes} and {self.gpus_per_node}")
-        for flag, value in (("--hbm-gb", self.hbm_gb), ("--ddr-gb", self.ddr_gb), ("--intra-gbps", self.intra_gbps), ("--inter-gbps", self.inter_gbps)):
+        for flag, value in (
+            ("--hbm-gb", self.hbm_gb),
+            ("--ddr-gb", self.ddr_gb),
+            ("--intra-gbps", self.intra_gbps),
+            ("--inter-gbps", self.inter_gbps),
+        ):
             if not value > 0:
                 raise UserError(f"{flag} must be positive, got {value}")
 
@@ -59,24 +64,39 @@ class Cluster:
 
     def as_dict(self) -> dict:
         return {
-            "nodes": self.nodes, "gpus_per_node": self.gpus_per_node, "gpus": self.world, "hbm_gb_per_gpu": self.hbm_gb,
-            "ddr_gb_per_node": self.ddr_gb, "ddr_gb_per_gpu": self.ddr_gb / self.gpus_per_node,
-            "intra_gbps": self.intra_gbps, "inter_gbps": self.inter_gbps, "compute_device": "cuda",
+            "nodes": self.nodes,
+            "gpus_per_node": self.gpus_per_node,
+            "gpus": self.world,
+            "hbm_gb_per_gpu": self.hbm_gb,
+            "ddr_gb_per_node": self.ddr_gb,
+            "ddr_gb_per_gpu": self.ddr_gb / self.gpus_per_node,
+            "intra_gbps": self.intra_gbps,
+            "inter_gbps": self.inter_gbps,
+            "compute_device": "cuda",
         }
 
     def topology(self) -> Topology:
         per_ms = GB / 1000  # bytes per ms in one GB/s
         return TopologyFactory.create_topology(
             trainer_config=TrainerConfig(
-                world_size=self.world, local_world_size=self.gpus_per_node, hbm_cap_bytes=self.hbm_bytes, ddr_cap_bytes=self.ddr_bytes_per_rank
+                world_size=self.world,
+                local_world_size=self.gpus_per_node,
+                hbm_cap_bytes=self.hbm_bytes,
+                ddr_cap_bytes=self.ddr_bytes_per_rank,
             ),
             hardware_config=HardwareConfig(intra_host_bw=self.intra_gbps * per_ms, inter_host_bw=self.inter_gbps * per_ms),
             kernel_config=KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True),
         )
 
-    def with_shape(self, nodes: int, gpus_per_node: int) -> "Cluster":
-        return Cluster(nodes=nodes, gpus_per_node=gpus_per_node, hbm_gb=self.hbm_gb, ddr_gb=self.ddr_gb,
-                       intra_gbps=self.intra_gbps, inter_gbps=self.inter_gbps)
+    def with_shape(self, nodes: int, gpus_per_node: int) -> Cluster:
+        return Cluster(
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            hbm_gb=self.hbm_gb,
+            ddr_gb=self.ddr_gb,
+            intra_gbps=self.intra_gbps,
+            inter_gbps=self.inter_gbps,
+        )
 
 
 def larger_clusters(like: Cluster, *, max_nodes: int) -> Iterator[Cluster]:

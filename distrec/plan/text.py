@@ -34,17 +34,24 @@ def plan_text(plan: dict[str, Any]) -> str:
         f"plan for {c['nodes']} node(s) × {c['gpus_per_node']} GPU(s) = {c['gpus']} GPU(s), compute device cuda: "
         f"{c['hbm_gb_per_gpu']:g} GiB HBM and {c['ddr_gb_per_gpu']:g} GiB host memory per GPU, "
         f"{c['intra_gbps']:g} GB/s within a node, {c['inter_gbps']:g} GB/s between nodes",
-        f"shape: {s['users']:,} users × {s['items']:,} items" + (f", {s['ratings']:,} ratings" if s["ratings"] else "") + f" ({s['source']}); "
+        f"shape: {s['users']:,} users × {s['items']:,} items"
+        + (f", {s['ratings']:,} ratings" if s["ratings"] else "")
+        + f" ({s['source']}); "
         f"{m['name']} dim {m['dim']}, fused {m['sparse_optimizer']}; batch {b['per_gpu']:,} per GPU, {b['global']:,} global",
         "",
-        f"{'table':<12} {'rows':>15} {'width':>5}  {'sharding':<15} {'kernel':<18} {'GPUs':>10} {'HBM GiB':>9} {'DDR GiB':>9} {'est ms':>8}",
+        f"{'table':<12} {'rows':>15} {'width':>5}  {'sharding':<15} {'kernel':<18} {'GPUs':>10} "
+        f"{'HBM GiB':>9} {'DDR GiB':>9} {'est ms':>8}",
     ]
     for t in plan["tables"]:
         lines.append(
             f"{t['name']:<12} {t['rows']:>15,} {t['width']:>5}  {t['sharding_type']:<15} {t['compute_kernel']:<18} "
             f"{_ranges(t['ranks']):>10} {t['hbm_bytes'] / GB:>9.2f} {t['ddr_bytes'] / GB:>9.2f} {t['step_ms']:>8.3f}"
         )
-    lines += ["", f"per GPU (of {caps['hbm_bytes_for_tables'] / GB:.1f} GiB HBM for tables and {caps['ddr_bytes_per_gpu'] / GB:.1f} GiB host memory):"]
+    lines += [
+        "",
+        f"per GPU (of {caps['hbm_bytes_for_tables'] / GB:.1f} GiB HBM for tables and "
+        f"{caps['ddr_bytes_per_gpu'] / GB:.1f} GiB host memory):",
+    ]
     groups: list[tuple[tuple, list[int]]] = []
     for r in plan["ranks"]:
         key = (round(r["hbm_bytes"] / GB, 2), round(r["ddr_bytes"] / GB, 2), round(r["step_ms"], 3))
@@ -56,7 +63,10 @@ def plan_text(plan: dict[str, Any]) -> str:
         lines.append(f"  GPU {_ranges(ranks):<10} HBM {hbm:>8.2f} GiB   DDR {ddr:>8.2f} GiB   est {ms:>8.3f} ms")
     e = plan["estimate"]
     parts = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in e["busiest_rank_ms"].items() if v)
-    line = f"estimate (TorchRec's planner model, not a measurement): embedding step {e['step_ms']:.3f} ms on GPU {e['busiest_rank']} ({parts})"
+    line = (
+        f"estimate (TorchRec's planner model, not a measurement): embedding step {e['step_ms']:.3f} ms "
+        f"on GPU {e['busiest_rank']} ({parts})"
+    )
     if "epoch_s" in e:
         line += f"; {e['steps_per_epoch']:,} steps an epoch at {b['global']:,} a step ≈ {duration(e['epoch_s'])}"
     lines += ["", line]

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.recommend import Index, load_recommender
 from distrec.serve.artefacts import RunSpec
 from distrec.serve.errors import http_status

@@ -21,21 +21,24 @@ users come from a history encoder that lives only in the checkpoint: not folded 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load
 
 from distrec.data.dataset import InteractionDataset, Interactions
-from distrec.fit.export import SCHEMA_VERSION as WEIGHTS_VERSION, WEIGHTS, WEIGHTS_FILE
+from distrec.errors import DataError
+from distrec.fit.export import SCHEMA_VERSION as WEIGHTS_VERSION
+from distrec.fit.export import WEIGHTS, WEIGHTS_FILE
 from distrec.models.foldin import fold_in_users
 from distrec.models.ntk import ntk
 from distrec.serve.catalogue import Catalogue
 from distrec.serve.errors import NotServable
 from distrec.serve.topk import matmul_blocks
-from distrec.storage import DataError, StoredDirectory, absolute, filesystem, join, read_text
+from distrec.storage import StoredDirectory, absolute, filesystem, join, read_text
 from distrec.storage.embeddings import EMBEDDINGS, read_embeddings
 from distrec.storage.failures import storage_errors
 
@@ -234,14 +237,24 @@ def load_model(spec: RunSpec, catalogue: Catalogue) -> FactorModel | RowModel:
         mu = float(item.meta.get("global_mean", 0.0))
         offset = mu + user.columns.get("bias", offset).astype(np.float32)
         if "l2" in item.meta:
-            params = {"global_mean": mu, "l2": float(item.meta["l2"]), "bias_l2": float(item.meta["bias_l2"]), "rating": catalogue.rating_max}
+            params = {
+                "global_mean": mu,
+                "l2": float(item.meta["l2"]),
+                "bias_l2": float(item.meta["bias_l2"]),
+                "rating": catalogue.rating_max,
+            }
     elif spec.model == "mf_bpr":
         params = {"global_mean": 0.0, "l2": max(float(item.meta.get("l2", 0.0)), MIN_L2), "bias_l2": PINNED,
                   "rating": _mean_rated_score(user.vector, q, b, catalogue), "implicit": 1.0}  # fmt: skip
     refusal = None
     if params is None:
-        refusal = TWO_TOWER_FOLD_IN if spec.model == "two_tower" else (
-            f"{spec.model}: this run's export predates the L2 strengths that folding in needs; re-run training to export them")
+        refusal = (
+            TWO_TOWER_FOLD_IN
+            if spec.model == "two_tower"
+            else (
+                f"{spec.model}: this run's export predates the L2 strengths that folding in needs; re-run training to export them"
+            )
+        )
     unit = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     return FactorModel(name=spec.model, users=user.vector.astype(np.float32), user_offset=offset.astype(np.float32),
                        items=torch.from_numpy(np.hstack([q, b[:, None]])), unit=torch.from_numpy(unit.astype(np.float32)),

@@ -7,8 +7,9 @@ built here rather than scans per request. Memory: 12 bytes per rating (ML-25M: a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Catalogue:
         self._items = {str(raw): n for n, raw in enumerate(self.item_ids)}
 
     @classmethod
-    def read(cls, dataset: InteractionDataset) -> "Catalogue":
+    def read(cls, dataset: InteractionDataset) -> Catalogue:
         rated = dataset.read(split=None, parts=list(PART_NAMES))
         order = np.lexsort((-rated.rating, rated.user))  # by user, best rated first (lexsort is stable)
         indptr = np.zeros(dataset.num_users + 1, np.int64)

@@ -6,7 +6,7 @@ mistake a user can fix; the service answers them as JSON ``{"detail": message}``
 
 from __future__ import annotations
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 
 __all__ = ["UnknownId", "BadRequest", "NotServable", "http_status"]
 

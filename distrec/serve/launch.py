@@ -15,15 +15,16 @@ import os
 import signal
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray import serve
 
 from distrec.recommend import Index
+from distrec.runtime.ray import connect_ray
 from distrec.serve.artefacts import FACTOR_MODELS, RunSpec, inspect_run
 from distrec.serve.errors import NotServable
-from distrec.train.launch import connect_ray
 
 __all__ = ["check_run", "check_port", "start_service", "serve_until_stopped", "stop_service"]
 
@@ -49,8 +50,16 @@ def check_port(host: str, port: int) -> None:
 
 
 def start_service(
-    run: str, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, index: Index = "exact",
-    address: str | None = None, cpus_per_replica: float = 1.0, name: str = "distrec", route_prefix: str = "/",
+    run: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    replicas: int = 1,
+    index: Index = "exact",
+    address: str | None = None,
+    cpus_per_replica: float = 1.0,
+    name: str = "distrec",
+    route_prefix: str = "/",
 ) -> dict[str, Any]:
     """Deploy the app for ``run`` and return once every replica is up: {url, model, ...}."""
     from distrec.serve.app import RecommendationService

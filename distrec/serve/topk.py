@@ -21,7 +21,7 @@ not excluded), so every answer holds exactly k finite scores.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ def matmul_blocks(queries: torch.Tensor, items: torch.Tensor, *, block: int = BL
         yield start, queries @ items[start : start + block].T  # [B, b]
 
 
-def top_k(blocks: Iterable[tuple[int, torch.Tensor]], *, k: int, exclude: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(
+    blocks: Iterable[tuple[int, torch.Tensor]], *, k: int, exclude: Sequence[np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best (scores [B, k], items [B, k]) over score blocks ``(start, scores [B, b])``
     covering the catalogue, the items ``exclude[row]`` left out of row ``row``. The caller has
     checked ``k`` against the candidates (``check_k``)."""

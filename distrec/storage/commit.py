@@ -36,14 +36,16 @@ import os
 import posixpath
 import re
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distrec.errors import DataError
 from distrec.storage.failures import storage_errors
 from distrec.storage.lock import WriterLock
-from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest, check_relative_path
+from distrec.storage.manifest import MANIFEST, FileEntry, Manifest, check_relative_path
 from distrec.storage.uri import filesystem, join
 
 __all__ = ["DirectoryWriter", "LOCK", "check_target", "table_to_parquet_bytes", "write_shard"]
@@ -53,9 +55,7 @@ COMMIT_FOLDER = re.compile(r"commit-\d{8}T\d{6}Z-[0-9a-f]{12}")  # the only fold
 log = logging.getLogger(__name__)
 
 
-def table_to_parquet_bytes(
-    table: pa.Table, *, row_group_size: int | None = None, dictionary: bool | list[str] = True
-) -> bytes:
+def table_to_parquet_bytes(table: pa.Table, *, row_group_size: int | None = None, dictionary: bool | list[str] = True) -> bytes:
     """Parquet with a CRC per page, so readers of single row groups (ranged reads, no whole-file
     sha256) still detect corrupt bytes. ``dictionary``: the columns to dictionary-encode (all by
     default); leaving out columns with many distinct values per row group (user ids, times) saves
@@ -125,7 +125,7 @@ def _previous(fs, root: str, uri: str) -> Manifest | None:
 
 
 def _new_folder() -> str:
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"commit-{now}-{uuid.uuid4().hex[:12]}"
 
 
@@ -158,7 +158,7 @@ class DirectoryWriter:
         return join(self.uri, self.folder)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def __enter__(self) -> "DirectoryWriter":
+    def __enter__(self) -> DirectoryWriter:
         self.begin()
         return self
 
@@ -190,7 +190,7 @@ class DirectoryWriter:
             files=sorted(self.entries.values(), key=lambda e: e.path),
             folder=self.folder,
             meta=meta or {},
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             writer=f"distrec {__version__}",
         )
         self.lock.check()
@@ -239,9 +239,13 @@ class DirectoryWriter:
                 try:
                     size = self.fs.size(f"{self.root}/{self.folder}/{entry.path}")
                 except FileNotFoundError:
-                    raise DataError(f"{join(self.files_uri, entry.path)}: a worker reported writing it, but it is missing") from None
+                    raise DataError(
+                        f"{join(self.files_uri, entry.path)}: a worker reported writing it, but it is missing"
+                    ) from None
             if size != entry.bytes:
-                raise DataError(f"{join(self.files_uri, entry.path)}: {size} bytes, the worker that wrote it reported {entry.bytes}")
+                raise DataError(
+                    f"{join(self.files_uri, entry.path)}: {size} bytes, the worker that wrote it reported {entry.bytes}"
+                )
             self.entries[entry.path] = entry
 
     def write_table(
@@ -281,7 +285,9 @@ class DirectoryWriter:
                 if COMMIT_FOLDER.fullmatch(name) and name != self.folder:
                     self._remove_tree(name)
         except Exception as e:
-            log.warning("%s: committed, but could not remove the previous version's files (%s); the next commit will", self.uri, e)
+            log.warning(
+                "%s: committed, but could not remove the previous version's files (%s); the next commit will", self.uri, e
+            )
 
     def _remove_file(self, path: str) -> None:
         """Remove one file and, on local disk, the folders it leaves empty (``ids/``)."""
@@ -308,4 +314,4 @@ class DirectoryWriter:
         except FileNotFoundError:
             return set()
         prefix = self.root.rstrip("/") + "/"
-        return {p[len(prefix):] for p in found if p.startswith(prefix)}
+        return {p[len(prefix) :] for p in found if p.startswith(prefix)}

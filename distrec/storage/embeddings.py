@@ -9,16 +9,15 @@ a table of a few thousand rows splits across workers and no worker fetches anoth
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 import pyarrow as pa
 
+from distrec.errors import DataError
 from distrec.storage.commit import DirectoryWriter
-from distrec.storage.manifest import DataError
 from distrec.storage.reader import StoredDirectory, Verify
 
 __all__ = [
@@ -66,7 +65,9 @@ def write_embeddings(uri: str, table: EmbeddingTable, *, rows_per_part: int = 1 
             raw = table.raw[sl] if table.raw is not None else None
             part = embedding_part(table.index[sl], table.vector[sl], raw=raw, **{n: c[sl] for n, c in table.columns.items()})
             w.write_table(f"part-{k:05d}.parquet", part, row_group_size=ROW_GROUP_ROWS)
-        w.commit({**table.meta, "rows": int(len(table.index)), "dim": int(table.vector.shape[1]), "row_group_rows": ROW_GROUP_ROWS})
+        w.commit(
+            {**table.meta, "rows": int(len(table.index)), "dim": int(table.vector.shape[1]), "row_group_rows": ROW_GROUP_ROWS}
+        )
 
 
 def read_embeddings(uri: str, *, verify: Verify = "size") -> EmbeddingTable:
@@ -109,7 +110,9 @@ class EmbeddingShards:
         return _from_arrow(pa.concat_tables(tables), self.meta)
 
 
-def sorted_rows(table: pa.Table, *, column: str, width: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+def sorted_rows(
+    table: pa.Table, *, column: str, width: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
     """A shard table's rows in index order: ``index`` [N], the fixed-size list ``column`` as
     [N, width], the other per-row columns (``bias``, ...), and the ``raw`` ids if present."""
     flat = table.column(column).combine_chunks().flatten().to_numpy()

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from distrec.storage.manifest import DataError
+from distrec.errors import DataError
 
 __all__ = ["STORAGE_ERRORS", "storage_errors", "storage_error", "redact"]
 

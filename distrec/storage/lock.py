@@ -21,8 +21,8 @@ import time
 import uuid
 from typing import Any
 
+from distrec.errors import DataError
 from distrec.storage.failures import storage_errors
-from distrec.storage.manifest import DataError
 from distrec.storage.uri import filesystem
 
 __all__ = ["WriterLock", "LEASE_S"]
@@ -42,7 +42,7 @@ class WriterLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         self.acquire()
         return self
 
@@ -62,7 +62,13 @@ class WriterLock:
             if holder.get("token") == self.token:  # our create, retried by the client after it landed
                 break
             if _is_stale(holder):
-                log.warning("%s: taking over the stale lock of %s (pid %s on %s)", self.uri, holder.get("what", "a writer"), holder.get("pid"), holder.get("host"))
+                log.warning(
+                    "%s: taking over the stale lock of %s (pid %s on %s)",
+                    self.uri,
+                    holder.get("what", "a writer"),
+                    holder.get("pid"),
+                    holder.get("host"),
+                )
                 with storage_errors(self.uri, "remove a stale lock"):
                     try:
                         self.fs.rm(self.path)
@@ -102,7 +108,7 @@ class WriterLock:
                 "what": self.what,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
-                "started": started or _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+                "started": started or _dt.datetime.fromtimestamp(now, _dt.UTC).isoformat(timespec="seconds"),
                 "heartbeat": now,
             }
         ).encode()

@@ -15,13 +15,11 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["MANIFEST", "FileEntry", "Manifest", "DataError", "check_relative_path"]
+from distrec.errors import DataError
+
+__all__ = ["MANIFEST", "FileEntry", "Manifest", "check_relative_path"]
 
 MANIFEST = "_manifest.json"
-
-
-class DataError(ValueError):
-    """Stored data is missing, incomplete, corrupt or of the wrong kind; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=1, sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str, *, where: str) -> "Manifest":
+    def from_json(cls, text: str, *, where: str) -> Manifest:
         try:
             raw = json.loads(text)
             files = [FileEntry(**f) for f in raw["files"]]

@@ -14,15 +14,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distrec.errors import DataError
 from distrec.storage.commit import LOCK
 from distrec.storage.failures import storage_errors
-from distrec.storage.manifest import MANIFEST, DataError, FileEntry, Manifest
+from distrec.storage.manifest import MANIFEST, FileEntry, Manifest
 from distrec.storage.uri import filesystem, join
 
 __all__ = ["StoredDirectory", "Verify"]

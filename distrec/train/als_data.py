@@ -3,7 +3,7 @@
 **Partition.** Users and items are each split by id: worker ``rank`` owns rows ``rank, rank +
 world, ...`` of both (``id % world``, as the top-k task partitions users), at local index
 ``id // world``. Each worker reads its row groups of the split once, then every training rating
-moves twice (``by_owner``, one all-to-all each): to its user's owner, which solves that user,
+moves twice (``by_owner`` of distrec/data/partition.py, one all-to-all each): to its user's owner, which solves that user,
 and to its item's owner, which solves that item. Validation and test ratings go to their user's
 owner, which scores them.
 
@@ -28,11 +28,11 @@ import torch
 import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.partition import Partition, by_owner
 from distrec.data.user_items import UserItems
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking_metrics import item_propensity
 from distrec.models.als import ALSConfig, Rows, row_batches
-from distrec.train.ranking_task import by_owner
 
 __all__ = ["Exchange", "Side", "HeldOut", "ALSData", "read_als_data", "gather_all", "exchange_mode"]
 
@@ -147,9 +147,10 @@ def _row_of(rows: Rows) -> torch.Tensor:
 
 def read_als_data(dataset: InteractionDataset, split: str, cfg: ALSConfig) -> ALSData:
     """Read this worker's row groups, move the ratings to their owners, plan the exchanges. Collective."""
-    rank, world = dist.get_rank(), dist.get_world_size()
+    partition = Partition.of("row_groups")
+    rank, world = partition.rank, partition.world
     users, items = dataset.num_users, dataset.num_items
-    parts = {p: dataset.read(split=split, parts=[p], rank=rank, world=world) for p in ("train", "val", "test")}
+    parts = {p: partition.read(dataset, split=split, parts=[p]) for p in ("train", "val", "test")}
     rating = parts["train"].rating.astype(np.float64)
     sums = torch.tensor([len(rating), rating.sum(), np.square(rating).sum()], dtype=torch.float64)
     dist.all_reduce(sums)
@@ -159,8 +160,20 @@ def read_als_data(dataset: InteractionDataset, split: str, cfg: ALSConfig) -> AL
     held = {p: by_owner(parts[p], "user") for p in ("val", "test")}
     user_ids, item_ids = np.arange(rank, users, world), np.arange(rank, items, world)
     scored = np.concatenate([held["val"].item, held["test"].item])
-    u = _side("user", user_ids, by_user.user, by_user.item, by_user.rating, cfg=cfg, total=users, other_total=items, extra_need=scored)
-    i = _side("item", item_ids, by_item.item, by_item.user, by_item.rating, cfg=cfg, total=items, other_total=users, extra_need=np.zeros(0, np.int64))
+    u = _side(
+        "user", user_ids, by_user.user, by_user.item, by_user.rating, cfg=cfg, total=users, other_total=items, extra_need=scored
+    )
+    i = _side(
+        "item",
+        item_ids,
+        by_item.item,
+        by_item.user,
+        by_item.rating,
+        cfg=cfg,
+        total=items,
+        other_total=users,
+        extra_need=np.zeros(0, np.int64),
+    )
     out = ALSData(
         users=u,
         items=i,

@@ -2,15 +2,15 @@
 
 Every sharded forward is a collective (TorchRec all-to-alls the lookups), so all workers must
 run the same number of steps even when their slices differ in size. Each epoch the workers
-agree on the largest step count; a worker whose rows run out pads its last batches with rows
-of weight 0, which add nothing to the loss, the gradients or the metrics.
+agree on the largest step count (distrec/data/partition.py: ``agreed_steps``); a worker whose
+rows run out pads its last batches with rows of weight 0, which add nothing to the loss, the
+gradients or the metrics.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.distributed as dist
 from distrec.data.dataset import Interactions
 from distrec.resources import Stopwatch
 
-__all__ = ["Batch", "agreed_steps", "rating_batches", "EpochTotals"]
+__all__ = ["Batch", "rating_batches", "EpochTotals"]
 
 
 @dataclass
@@ -33,22 +33,14 @@ class Batch:
     def real_rows(self) -> int:
         return int(self.weight.sum())
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """The batch on the model's device (the same batch on the CPU)."""
-        return Batch(user=self.user.to(device), item=self.item.to(device), rating=self.rating.to(device), weight=self.weight.to(device))
+        return Batch(
+            user=self.user.to(device), item=self.item.to(device), rating=self.rating.to(device), weight=self.weight.to(device)
+        )
 
 
-def agreed_steps(local_rows: int, batch_size: int) -> int:
-    """The number of steps every worker runs: enough for the largest slice."""
-    steps = torch.tensor([math.ceil(local_rows / batch_size)], dtype=torch.int64)
-    if dist.is_initialized():
-        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
-    return int(steps)
-
-
-def rating_batches(
-    data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None
-) -> Iterator[Batch]:
+def rating_batches(data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None) -> Iterator[Batch]:
     """``steps`` batches of exactly ``batch_size`` rows; shuffled when ``rng`` is given."""
     n = len(data)
     order = rng.permutation(n) if rng is not None else np.arange(n)

@@ -1,25 +1,26 @@
 """The training job's config (``jobs/train.py``), one dataclass per YAML section.
 
-    data:     {path: URI, split: u1}
-    model:    {name: mf, dim: 64, ...}          # chosen by name from distrec.models
-    train:    {epochs: 20, batch_size: 8192, ...}
-    optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
-    sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
-    ranking:  {loss: bpr, negatives: 1, sampler: uniform, eval: {ks: [10, 100]}}   # top-k models only
-    ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
-    tracking: {tensorboard: false, mlflow_uri: null, ...}   # see distrec/tracking.py; off by default
-    output_dir: URI
+data:     {path: URI, split: u1}
+model:    {name: mf, dim: 64, ...}          # chosen by name from distrec.models
+train:    {epochs: 20, batch_size: 8192, ...}
+optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
+sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
+ranking:  {loss: bpr, negatives: 1, sampler: uniform, eval: {ks: [10, 100]}}   # top-k models only
+ray:      {num_workers: 2, use_gpu: false, storage_path: runs/ray, ...}
+tracking: {tensorboard: false, mlflow_uri: null, ...}   # see distrec/tracking.py; off by default
+output_dir: URI
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Literal
 
-from distrec.config import Bound, NonNegative, Positive
+from distrec.config import NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.eval.ranking import RankingConfig
-from distrec.models.registry import ModelConfig
+from distrec.models.registry import TRAINED, config_union
+from distrec.runtime.config import RayConfig
 from distrec.tracking import TrackingConfig
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "TrainLoopConfig",
     "OptimConfig",
     "ShardingConfig",
-    "RayConfig",
     "RankingTaskConfig",
     "TrainConfig",
     "SHARDING_TYPES",
@@ -39,6 +39,7 @@ __all__ = [
 SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel")
 CPU_SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+ModelConfig = config_union(TRAINED)  # every trained model's config, picked by ``model.name``
 ADAM_ON_CPU = (
     "optim.sparse=adam: TorchRec's fused Adam runs only on GPUs. On CPU use optim.sparse=rowwise_adagrad "
     "(the default), adagrad or sgd, or train on GPU workers with ray.use_gpu=true"
@@ -90,21 +91,6 @@ class RankingTaskConfig:
 
 
 @dataclass
-class RayConfig:
-    address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
-    num_workers: Positive[int] = 2
-    use_gpu: bool = False
-    cpus_per_worker: Positive[float] = 1.0
-    # worker failures survived by restoring the last checkpoint (-1: any number, as Ray's FailureConfig);
-    # a UserError or DataError in a worker (bad input, a corrupt shard) ends the run at once
-    max_failures: Annotated[int, Bound(ge=-1)] = 1
-    storage_path: str = "runs/ray"  # where Ray Train keeps checkpoints (any URI)
-    name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
-    checkpoints_to_keep: Positive[int] = 2
-    collective_timeout_s: Positive[int] = 600  # a worker stuck this long in a collective fails the attempt (then retried)
-
-
-@dataclass
 class TrainConfig:
     data: DataConfig
     model: ModelConfig
@@ -118,7 +104,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         watch = self.train.early_stopping_metric or ""
-        if watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc")) and self.train.early_stopping_mode != "max":
+        if (
+            watch.startswith(("val_hr", "val_ndcg", "val_recall", "val_precision", "val_psp", "val_mrr", "val_auc"))
+            and self.train.early_stopping_mode != "max"
+        ):
             raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")
         if getattr(self.model, "device", None) == "cuda" and not self.ray.use_gpu:
             raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")

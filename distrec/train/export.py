@@ -8,7 +8,7 @@ that writer for any partition of the rows (TorchRec's shards here, ALS's ``id % 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,7 +16,14 @@ import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset
 from distrec.storage import DirectoryWriter, join
-from distrec.storage.embeddings import EMBEDDINGS, ROW_GROUP_ROWS, SCHEMA_VERSION, EmbeddingTable, embedding_part, write_embeddings
+from distrec.storage.embeddings import (
+    EMBEDDINGS,
+    ROW_GROUP_ROWS,
+    SCHEMA_VERSION,
+    EmbeddingTable,
+    embedding_part,
+    write_embeddings,
+)
 from distrec.train.sharding import local_table_pieces
 
 __all__ = ["export_tables", "export_rows", "export_vectors"]

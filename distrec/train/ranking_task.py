@@ -1,9 +1,9 @@
 """Top-k training: (user, positive, sampled negatives) batches, BPR or sampled-softmax loss,
 full-ranking evaluation over every item.
 
-Data. Each worker reads its row-group slice of train/val/test, then the pairs move to the worker
-owning their user (``user % world``, one all-to-all): a worker then holds every training
-positive of its users, so negatives are rejected against a user's full history without any
+Data: a ``by_user`` partition (distrec/data/partition.py): each worker reads its row groups of
+train/val/test, then the pairs move to the worker owning their user (one all-to-all): a worker
+then holds every training positive of its users, so negatives are rejected against a user's full history without any
 further communication, and it evaluates exactly its users (``evaluate_ranking(users=...)``).
 Item counts (for the popularity sampler and PSP@k) are all-reduced once.
 
@@ -26,43 +26,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.console import progress_bar
+from distrec.data.dataset import InteractionDataset
+from distrec.data.partition import Partition, agreed_steps
 from distrec.data.user_items import UserItems
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
-from distrec.models.registry import ModelContext
-from distrec.progress import progress
-from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
+from distrec.models.spec import ModelContext
+from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights
 from distrec.train.ranking_losses import LOSSES
 
-__all__ = ["RankingTask", "by_owner", "by_user"]
-
-
-def by_owner(rows: Interactions, side: str = "user") -> Interactions:
-    """This worker's pairs by owner: every pair of ``rows`` goes to worker ``row % world`` of
-    its ``side`` ("user" or "item"), with its rating (one all-to-all per column). Top-k
-    training reads the user-owned pairs as positives; ALS holds its ratings both ways."""
-    world = dist.get_world_size()
-    owner = getattr(rows, side) % world
-    order = np.argsort(owner, kind="stable")
-    send = torch.bincount(torch.from_numpy(owner), minlength=world)  # pairs to each worker
-    recv = torch.empty_like(send)
-    dist.all_to_all_single(recv, send)
-    out = {}
-    for name in ("user", "item", "rating"):
-        values = torch.from_numpy(np.ascontiguousarray(getattr(rows, name)[order]))
-        got = torch.empty(int(recv.sum()), dtype=values.dtype)
-        dist.all_to_all_single(got, values, recv.tolist(), send.tolist())
-        out[name] = got.numpy()
-    return Interactions(out["user"], out["item"], out["rating"])
-
-
-def by_user(rows: Interactions) -> Interactions:
-    """This worker's user-owned pairs (``user % world``): ``by_owner(rows, "user")``."""
-    return by_owner(rows, "user")
+__all__ = ["RankingTask"]
 
 
 class RankingTask:
@@ -72,13 +49,13 @@ class RankingTask:
         self.cfg = cfg.train
         self.rcfg = cfg.ranking
         self.dataset = dataset
-        rank, world = dist.get_rank(), dist.get_world_size()
+        partition = Partition.of("by_user")
         shape = {"num_users": dataset.num_users, "num_items": dataset.num_items}
-        rows = {p: by_user(dataset.read(split=split, parts=[p], rank=rank, world=world)) for p in ("train", "val", "test")}
+        rows = {p: partition.read(dataset, split=split, parts=[p]) for p in ("train", "val", "test")}
         self.train = rows["train"]
         pairs = {p: UserItems.from_pairs(r.user, r.item, **shape) for p, r in rows.items()}
         self.holdout = Holdout(**pairs, train_val=pairs["train"].union(pairs["val"]))
-        self.users = np.arange(rank, dataset.num_users, world, dtype=np.int64)  # the users this worker owns
+        self.users = partition.users(dataset.num_users)  # the users this worker owns
         counts = torch.from_numpy(pairs["train"].item_counts())
         dist.all_reduce(counts)
         counts = counts.numpy()
@@ -96,7 +73,7 @@ class RankingTask:
         steps = agreed_steps(len(self.train), batch_size)
         rng = np.random.default_rng([self.cfg.seed, epoch, dist.get_rank()])  # reproducible on resume
         totals = EpochTotals()
-        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(self.train, batch_size=batch_size, steps=steps, rng=rng):
                 neg = self.sampler.sample(batch.user.numpy(), n, rng)  # [B, n]
                 items = torch.cat([batch.item[:, None], torch.from_numpy(neg)], 1)  # [B, 1 + n], positive first

@@ -40,7 +40,10 @@ def _add_attention(report: Report, attention: dict[str, Any], shown: int = 25) -
     """The weights one user's rated items get when the model scores one of their test items."""
     target, history = attention["target"], attention["history"][:shown]
     who = f"user {attention['user']}" + (" (held out of training)" if attention["held_out"] else "")
-    title = f"{who}: attention over rated items for “{target['title']}” (rated {target['rating']:g}, predicted {target['predicted']:.2f})"
+    rated = f"rated {target['rating']:g}, predicted {target['predicted']:.2f}"
+    title = f"{who}: attention over rated items for “{target['title']}” ({rated})"
     labels = [f"{h['title'][:40]} ({h['rating']:g}★)" for h in history]
     report.add("Attention", f"{title}; the {len(history)} of {len(attention['history'])} rated items with the largest weights.")
-    report.add_figure("attention.png", barh_figure(labels, [h["weight"] for h in history], xlabel="attention weight", title=title))
+    report.add_figure(
+        "attention.png", barh_figure(labels, [h["weight"] for h in history], xlabel="attention weight", title=title)
+    )

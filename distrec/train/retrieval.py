@@ -8,10 +8,11 @@ user rated). Items already in the history's part are masked, and every item is r
 (``distrec.eval.ranking.evaluate_ranking``); the popularity ranking of the training counts is
 scored beside it (``{part}_pop_*``), the baseline the model has to beat.
 
-Histories need a user's whole sequence, so every worker reads all the interactions (8 bytes a
-pair per array; ML-25M: about 0.5 GB per worker) and takes every world-th example of one
-global shuffle per epoch. The log-Q correction's q_j is item j's share of the training
-interactions: the probability that it is a batch's positive.
+Histories need a user's whole sequence, so every worker reads all the interactions (an
+``everything`` partition, distrec/data/partition.py; 8 bytes a pair per array; ML-25M: about
+0.5 GB per worker) and takes every world-th example of one global shuffle per epoch. The log-Q
+correction's q_j is item j's share of the training interactions: the probability that it is a
+batch's positive.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
-from distrec.data.user_items import UserItems
-from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.data.item_features import item_features
+from distrec.data.partition import Partition, agreed_steps, strided
+from distrec.data.user_items import UserItems
+from distrec.errors import DataError
+from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.features.text import cached_text_embeddings
-from distrec.models.registry import ModelContext
+from distrec.models.spec import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
-from distrec.progress import progress
 from distrec.resources import Stopwatch
-from distrec.storage import DataError
-from distrec.train.batches import agreed_steps
 from distrec.train.config import TrainConfig
 from distrec.train.export import export_vectors
 
@@ -82,7 +83,8 @@ class RetrievalTask:
         self.model_cfg = cfg.model
         self.dataset = dataset
         users, items = dataset.num_users, dataset.num_items
-        parts = {p: dataset.read(split=split, parts=[p], with_ts=True) for p in ("train", "val", "test")}
+        everything = Partition.of("everything")
+        parts = {p: everything.read(dataset, split=split, parts=[p], with_ts=True) for p in ("train", "val", "test")}
         if not len(parts["train"]):
             raise DataError(f"{dataset.uri}: split {split!r} has no training interactions")
         r_max = float(dataset.meta["rating"]["max"])
@@ -91,8 +93,13 @@ class RetrievalTask:
             "val": self.train,
             "test": sequences(Interactions.concat([parts["train"], parts["val"]]), num_users=users, rating_max=r_max),
         }
-        self.target = {p: UserItems.from_pairs(parts[p].user, parts[p].item, num_users=users, num_items=items) for p in ("val", "test")}
-        self.seen = {p: UserItems.from_pairs(np.repeat(np.arange(users), np.diff(s.indptr)), s.item, num_users=users, num_items=items) for p, s in self.history.items()}
+        self.target = {
+            p: UserItems.from_pairs(parts[p].user, parts[p].item, num_users=users, num_items=items) for p in ("val", "test")
+        }
+        self.seen = {
+            p: UserItems.from_pairs(np.repeat(np.arange(users), np.diff(s.indptr)), s.item, num_users=users, num_items=items)
+            for p, s in self.history.items()
+        }
         self.counts = np.bincount(self.train.item, minlength=items).astype(np.float64)  # [I]
         self.log_q = torch.from_numpy(np.log(np.maximum(self.counts, 1.0) / max(len(self.train), 1))).float()  # [I]
         self.ranking = RankingConfig(ks=list(cfg.model.eval_ks))
@@ -121,13 +128,13 @@ class RetrievalTask:
         rank, world = dist.get_rank(), dist.get_world_size()
         batch_size, length = self.cfg.train.batch_size, self.model_cfg.history
         rng = np.random.default_rng([self.cfg.train.seed, epoch])  # one global order, the same on every worker
-        mine = rng.permutation(len(self.train))[rank::world]
+        mine = strided(rng.permutation(len(self.train)), rank=rank, world=world)
         steps = agreed_steps(len(mine), batch_size)
         row_user = np.repeat(np.arange(len(self.train.indptr) - 1), np.diff(self.train.indptr))  # [N]
         total = torch.zeros(2, dtype=torch.float64)  # loss sum, rows
         clock = Stopwatch()
         dmp.train()
-        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=rank == 0) as bar:
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=rank == 0) as bar:
             for step in range(steps):
                 rows = mine[step * batch_size : (step + 1) * batch_size]
                 real = len(rows)
@@ -144,7 +151,11 @@ class RetrievalTask:
                 bar.update(1)
         seconds = clock.seconds()
         dist.all_reduce(total)
-        return {"train_loss": float(total[0] / max(total[1], 1)), "train_samples_per_s": float(total[1]) / max(seconds, 1e-9), "epoch_s": seconds}
+        return {
+            "train_loss": float(total[0] / max(total[1], 1)),
+            "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
+            "epoch_s": seconds,
+        }
 
     def item_matrix(self, dmp, model) -> torch.Tensor:
         """Every item's vector [I, dim] (collective: every worker computes all of them)."""
@@ -172,13 +183,20 @@ class RetrievalTask:
             items = self.item_matrix(dmp, model)  # [I, dim]
             metrics = evaluate_ranking(
                 lambda users: self.user_vectors(dmp, model, users, part) @ items.T,
-                target=self.target[part], seen=self.seen[part], cfg=self.ranking, prefix=part,
+                target=self.target[part],
+                seen=self.seen[part],
+                cfg=self.ranking,
+                prefix=part,
             )
         dmp.train()
         if part not in self.popularity:
             scores = torch.from_numpy(self.counts).float()
             self.popularity[part] = evaluate_ranking(
-                lambda users: scores.expand(len(users), -1), target=self.target[part], seen=self.seen[part], cfg=self.ranking, prefix=f"{part}_pop"
+                lambda users: scores.expand(len(users), -1),
+                target=self.target[part],
+                seen=self.seen[part],
+                cfg=self.ranking,
+                prefix=f"{part}_pop",
             )
         return {**metrics, **self.popularity[part]}
 
@@ -190,7 +208,9 @@ class RetrievalTask:
             items = self.item_matrix(dmp, model).numpy()
             chunk = self.cfg.train.eval_batch_size
             users = torch.arange(self.dataset.num_users)
-            vectors = torch.cat([self.user_vectors(dmp, model, users[s : s + chunk], "test") for s in range(0, len(users), chunk)]).numpy()
+            vectors = torch.cat(
+                [self.user_vectors(dmp, model, users[s : s + chunk], "test") for s in range(0, len(users), chunk)]
+            ).numpy()
         dmp.train()
         meta = {**meta, "history": "train+val"}
         return {

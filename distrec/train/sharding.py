@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,7 @@ from torchrec.distributed.planner.types import KernelConfig, PlannerError, Topol
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.models.tables import TableSpec, init_rows
 from distrec.train.config import ADAM_ON_CPU, CPU_SHARDING_TYPES, SHARDING_TYPES, OptimConfig, ShardingConfig
 
@@ -73,7 +73,12 @@ def attach_fused_optimizer(model: nn.Module, optim: OptimConfig, device: torch.d
 
 
 def make_planner(
-    tables: list[TableSpec], *, sharding: ShardingConfig, topology: Topology, batch_size: int | None = None, stats: list | None = None
+    tables: list[TableSpec],
+    *,
+    sharding: ShardingConfig,
+    topology: Topology,
+    batch_size: int | None = None,
+    stats: list | None = None,
 ) -> EmbeddingShardingPlanner:
     """TorchRec's planner for ``tables`` on ``topology`` with the config's per-table constraints and
     ``RESERVED_FRACTION`` of each device's memory held back. ``batch_size``: rows per worker per

@@ -1,18 +1,18 @@
 """What a model learns from, and how it is scored: the part of training that differs by task.
 
-The loop (loop.py) owns everything else: sharding, resume, epochs, checkpoints, early stopping,
+The loop (worker.py) owns everything else: sharding, resume, epochs, checkpoints, early stopping,
 export. A task reads this worker's slices of the data, tells the model builder what it needs to
 know (``context``), runs one epoch and scores a split part. ``RatingTask`` serves rating
 regression (biased MF, NCF, ...); ``RankingTask`` (ranking_task.py) serves top-k models,
 ``RetrievalTask`` (retrieval.py) the two-tower model.
 
-Content models (NCF with profiles) describe a user by all of their rated items, so for them each
-worker keeps the rows of its own users (``user % world == rank``) instead of its row groups:
-every worker then holds the complete histories of the users it trains and scores. (It reads
-every row group to find them, once, at start.) When the
-split holds users out of training (``u1:holdout=0.1``), their profile rows join the histories,
-and each scored part also reports the held-out ("cold") and the other ("warm") users apart,
-beside the global-mean-plus-item-bias baseline on the same rows.
+A task asks distrec/data/partition.py for its share of the data. Content models (NCF with
+profiles) describe a user by all of their rated items, so for them each worker keeps the rows of
+its own users (a ``by_user`` partition) instead of its row groups: every worker then holds the
+complete histories of the users it trains and scores. When the split holds users out of
+training (``u1:holdout=0.1``), their profile rows join the histories, and each scored part also
+reports the held-out ("cold") and the other ("warm") users apart, beside the
+global-mean-plus-item-bias baseline on the same rows.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.histories import RatingHistories
 from distrec.data.item_features import item_features
+from distrec.data.partition import Partition, agreed_steps
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
-from distrec.models.registry import ModelContext, model_needs
-from distrec.progress import progress
+from distrec.models.spec import ModelContext, ModelSpec
 from distrec.storage import join, write_text
-from distrec.train.batches import EpochTotals, agreed_steps, rating_batches
+from distrec.train.batches import EpochTotals, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.ranking_task import RankingTask
 
@@ -53,16 +54,13 @@ class Task(Protocol):
 class RatingTask:
     """Explicit ratings: MSE-type objectives, RMSE/MAE on held-out ratings (clipped to the scale)."""
 
-    def __init__(self, cfg: TrainConfig, dataset: InteractionDataset, split: str) -> None:
+    def __init__(self, cfg: TrainConfig, dataset: InteractionDataset, split: str, *, needs: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.dataset = dataset
-        self.needs = model_needs(cfg.model)
-        rank, world = dist.get_rank(), dist.get_world_size()
+        self.needs = needs  # the model spec's: "histories", "item_features"
         names = ("train", "val", "test") + (("profile",) if dataset.split_counts(split).get("profile") else ())
-        if "histories" in self.needs:
-            self.parts = {p: _own_users(dataset.read(split=split, parts=[p]), rank, world) for p in names}
-        else:
-            self.parts = {p: dataset.read(split=split, parts=[p], rank=rank, world=world) for p in names}
+        partition = Partition.of("by_user" if "histories" in self.needs else "row_groups")
+        self.parts = {p: partition.read(dataset, split=split, parts=[p]) for p in names}
         rating = dataset.meta["rating"]
         self.clip = (float(rating["min"]), float(rating["max"]))
         self.cold = self._held_out_users()  # bool [U] or None
@@ -87,7 +85,9 @@ class RatingTask:
             global_mean=mean,
             rating_range=self.clip,
             histories=(
-                RatingHistories.from_interactions(Interactions.concat(known), num_users=self.dataset.num_users, seed=self.cfg.train.seed)
+                RatingHistories.from_interactions(
+                    Interactions.concat(known), num_users=self.dataset.num_users, seed=self.cfg.train.seed
+                )
                 if "histories" in self.needs
                 else None
             ),
@@ -100,7 +100,7 @@ class RatingTask:
         steps = agreed_steps(len(data), batch_size)
         rng = np.random.default_rng([self.cfg.train.seed, epoch, dist.get_rank()])  # reproducible on resume
         totals = EpochTotals()
-        with progress(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
             for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
                 on = batch.to(dmp.device)  # the model's device (a GPU with ray.use_gpu)
                 loss = dmp(*_inputs(model, on), on.rating, on.weight)
@@ -138,7 +138,13 @@ class RatingTask:
             if results and all(results.values()):
                 best = min(results, key=lambda k: results[k]["b_rmse"])
                 prefix = f"{part}_baseline" if g == "all" else f"{part}_cold_baseline"
-                out.update({f"{prefix}_rmse": results[best]["b_rmse"], f"{prefix}_mae": results[best]["b_mae"], f"{prefix}_damping": best})
+                out.update(
+                    {
+                        f"{prefix}_rmse": results[best]["b_rmse"],
+                        f"{prefix}_mae": results[best]["b_mae"],
+                        f"{prefix}_damping": best,
+                    }
+                )
         return out
 
     def explain(self, dmp, model, output_dir: str) -> None:
@@ -177,7 +183,12 @@ class RatingTask:
                 {
                     "user": int(ids.column("raw")[user].as_py()) if ids is not None else user,
                     "held_out": bool(self.cold is not None and self.cold[user]),
-                    "target": {"item": int(pick), "title": titles[int(pick)], "rating": float(test.rating[rows[0]]), "predicted": float(pred)},
+                    "target": {
+                        "item": int(pick),
+                        "title": titles[int(pick)],
+                        "rating": float(test.rating[rows[0]]),
+                        "predicted": float(pred),
+                    },
                     "history": sorted(history, key=lambda h: -h["weight"]),
                 },
                 indent=1,
@@ -187,13 +198,9 @@ class RatingTask:
     def _baselines(self) -> dict[float, tuple[float, torch.Tensor]]:
         """The global-mean-plus-item-bias predictor fitted on the training rows, per damping."""
         train = self.parts["train"]
-        return {k: item_bias_baseline(train.item, train.rating, num_items=self.dataset.num_items, damping=k) for k in BASELINE_DAMPING}
-
-
-def _own_users(data: Interactions, rank: int, world: int) -> Interactions:
-    """The rows of users ``user % world == rank``: every rating of the users this worker owns."""
-    keep = data.user % world == rank
-    return Interactions(data.user[keep], data.item[keep], data.rating[keep], None if data.ts is None else data.ts[keep])
+        return {
+            k: item_bias_baseline(train.item, train.rating, num_items=self.dataset.num_items, damping=k) for k in BASELINE_DAMPING
+        }
 
 
 def _inputs(model, batch) -> tuple:
@@ -202,17 +209,14 @@ def _inputs(model, batch) -> tuple:
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
-def make_task(cfg: TrainConfig, dataset: InteractionDataset, split: str) -> Any:
-    """The task the configured model trains on (models declare it as ``task``)."""
-    from distrec.models.registry import model_task
-
-    kind = model_task(cfg.model)
-    if kind == "rating":
-        return RatingTask(cfg, dataset, split)
-    if kind == "ranking":
+def make_task(cfg: TrainConfig, spec: ModelSpec, dataset: InteractionDataset, split: str) -> Any:
+    """The task the model trains on (its spec's ``task``), given what the model ``needs``."""
+    if spec.task == "rating":
+        return RatingTask(cfg, dataset, split, needs=spec.needs)
+    if spec.task == "ranking":
         return RankingTask(cfg, dataset, split)
-    if kind == "retrieval":
-        from distrec.train.retrieval import RetrievalTask
+    if spec.task == "retrieval":
+        from distrec.train.retrieval import RetrievalTask  # the text encoder's libraries: only for this task
 
         return RetrievalTask(cfg, dataset, split)
-    raise ValueError(f"no task {kind!r}")
+    raise ValueError(f"no task {spec.task!r}")

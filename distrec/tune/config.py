@@ -21,9 +21,12 @@ from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal
 
 from distrec.config import Bound, NonNegative, Positive
+from distrec.jobs import JOBS
 from distrec.tracking import TrackingConfig
 
 __all__ = ["SpaceConfig", "SchedulerConfig", "SweepConfig", "SPACE_KINDS"]
+
+JobName = Literal[tuple(JOBS)]  # the jobs of distrec/jobs.py: train, compress, fit, distill
 
 SPACE_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 
@@ -74,7 +77,7 @@ class SweepConfig:
     search: dict[str, SpaceConfig]
     metric: str  # a per-epoch metric the job reports, e.g. val_rmse, val_ndcg@10
     output_dir: str
-    job: Literal["train", "compress", "fit", "distill"] = "train"  # the job of the base config
+    job: JobName = "train"  # the job of the base config (distrec/jobs.py)
     mode: Literal["min", "max"] = "min"
     overrides: list[str] = field(default_factory=list)  # dotted key=value for the base
     also_report: list[str] = field(default_factory=list)  # final metrics shown per trial, e.g. test_ndcg@10

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from distrec.config import ConfigError, from_dict, load_config, merge, to_dict
+from distrec.jobs import get_job
 from distrec.tune.config import SweepConfig
 
 __all__ = ["load_sweep", "config_keys"]
@@ -25,8 +27,6 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepCo
     """The sweep at ``path`` with ``overrides`` applied; returns it and the overrides that went
     to its base config (now at the end of ``cfg.overrides``). Raises ConfigError for a key that
     is neither the sweep's nor its base config's."""
-    from distrec.tune.trials import JOBS  # the job configs; imports the jobs' libraries
-
     sweep_keys = {f.name for f in dataclasses.fields(SweepConfig)}
     own = [o for o in overrides if o.partition("=")[0].split(".")[0] in sweep_keys or "=" not in o]
     others = [o for o in overrides if o not in own]
@@ -34,7 +34,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepCo
     if not others:
         return cfg, []
     try:
-        base = load_config(JOBS[cfg.job].config, cfg.base, cfg.overrides)
+        base = get_job(cfg.job).load(cfg.base, cfg.overrides)
     except ConfigError as e:
         raise ConfigError(f"base {e}") from None
     keys, mappings = config_keys(base)

@@ -11,24 +11,23 @@ file as Tune writes it, and ``--resume`` refuses any it did not record before Tu
 
 from __future__ import annotations
 
-import functools
 import math
 import posixpath
 from typing import Any
 
 import ray
-import yaml
 from ray import tune
 
-from distrec.cli import UserError
-from distrec.config import ConfigError, from_dict, load_config, nest, to_dict, to_yaml
-from distrec.storage import absolute, filesystem, join, read_text, write_text
+from distrec.config import ConfigError, load_config, nest, to_dict, to_yaml
+from distrec.errors import UserError
+from distrec.jobs import get_job
+from distrec.runtime.ray import connect_ray
+from distrec.storage import absolute, filesystem, join, write_text
 from distrec.tracking import allow_file_store, check_tracking, mlflow_key
-from distrec.train.launch import connect_ray
 from distrec.tune.config import SpaceConfig, SweepConfig
-from distrec.tune.results import trial_rows, write_results
+from distrec.tune.report import trial_rows, write_results
 from distrec.tune.signing import StateSigner, check_experiment, record_tuner
-from distrec.tune.trials import JOBS, on_ray_train, trainable_for
+from distrec.tune.trials import on_ray_train, trainable_for
 
 __all__ = ["sweep", "resume", "base_config"]
 
@@ -39,7 +38,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Validate the base config, run every trial, write the results; returns the summary."""
     cfg.output_dir = absolute(cfg.output_dir)
     base = base_config(cfg)
-    JOBS[cfg.job].check(base)
+    get_job(cfg.job).check(base)
     check_tracking(cfg.tracking, output_dir=cfg.output_dir)
     fs, root = filesystem(cfg.output_dir)
     if fs.exists(f"{root}/{EXPERIMENT}"):
@@ -61,7 +60,10 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             search_alg=_search_alg(cfg, cfg.max_concurrent_trials or _concurrency(base)),
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT, storage_path=cfg.output_dir, verbose=1, callbacks=[StateSigner(output_dir=cfg.output_dir), *_callbacks(cfg)]
+            name=EXPERIMENT,
+            storage_path=cfg.output_dir,
+            verbose=1,
+            callbacks=[StateSigner(output_dir=cfg.output_dir), *_callbacks(cfg)],
         ),
     )
     record_tuner(cfg.output_dir, EXPERIMENT)  # written by tune.Tuner() just now
@@ -73,10 +75,10 @@ def resume(path: str) -> dict[str, Any]:
     path = absolute(path.rstrip("/"))
     out = posixpath.dirname(path) if posixpath.basename(path) == EXPERIMENT else path
     try:
-        cfg = load_config(SweepConfig, None, flags=_yaml(join(out, "sweep.yaml")))
-        base = from_dict(JOBS[cfg.job].config, _yaml(join(out, "base.yaml")), source=join(out, "base.yaml"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no sweep here (expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py)") from None
+        cfg = load_config(SweepConfig, join(out, "sweep.yaml"))
+    except ConfigError as e:
+        raise UserError(f"{path}: no sweep here ({e}); expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py") from None
+    base = get_job(cfg.job).load(join(out, "base.yaml"))
     check_experiment(out, EXPERIMENT)  # before Tune unpickles anything (the restored Tuner keeps recording)
     connect_ray(cfg.ray_address)
     tuner = tune.Tuner.restore(
@@ -89,20 +91,17 @@ def base_config(cfg: SweepConfig) -> Any:
     """The job config every trial starts from, validated here (not in N trials) with every
     searched value, and made location-independent: trials run in other processes with other
     working directories."""
-    job = JOBS[cfg.job]
+    job = get_job(cfg.job)
     if not job.per_epoch and cfg.scheduler.name != "fifo":
         raise ConfigError(f"scheduler.name: job {cfg.job!r} reports its metrics once, at the end; use scheduler.name=fifo")
     try:
-        base = load_config(job.config, cfg.base, cfg.overrides)
+        base = job.load(cfg.base, cfg.overrides)
     except ConfigError as e:
         raise ConfigError(f"base {e}") from None
     for key, space in cfg.search.items():  # every searched value, or both ends of a range, must make a valid config
         for value in _values_to_check(space):
             load_config(job.config, cfg.base, cfg.overrides, flags=nest({key: value}))
-    for key in job.paths:
-        *parents, leaf = key.split(".")
-        section = functools.reduce(getattr, parents, base)
-        setattr(section, leaf, absolute(getattr(section, leaf)))
+    job.absolute(base)
     base.output_dir = cfg.output_dir
     if on_ray_train(base):
         base.ray.storage_path = join(cfg.output_dir, "ray")
@@ -181,7 +180,7 @@ def _callbacks(cfg: SweepConfig) -> list:
 
 
 def _finish(results, cfg: SweepConfig, base: Any) -> dict[str, Any]:
-    max_epochs = (cfg.scheduler.max_t or base.train.epochs) if JOBS[cfg.job].per_epoch else None
+    max_epochs = (cfg.scheduler.max_t or base.train.epochs) if get_job(cfg.job).per_epoch else None
     rows = trial_rows(results, cfg, max_epochs=max_epochs)
     summary = write_results(rows, cfg, to_dict(base))
     summary["leaderboard"] = join(cfg.output_dir, "leaderboard.md")
@@ -189,7 +188,3 @@ def _finish(results, cfg: SweepConfig, base: Any) -> dict[str, Any]:
         errors = [r.error for r in results if r.error]
         raise UserError(f"no trial reported {cfg.metric}; first error: {errors[0] if errors else 'none'}")
     return summary
-
-
-def _yaml(uri: str) -> dict[str, Any]:
-    return yaml.safe_load(read_text(uri))

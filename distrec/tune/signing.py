@@ -45,7 +45,7 @@ from typing import Any
 
 from ray import tune
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.storage import filesystem, is_local, join, read_text, write_text
 
 __all__ = ["RECORD", "TUNER_PKL", "StateSigner", "check_experiment", "key_path", "record_tuner"]
@@ -123,7 +123,8 @@ def check_experiment(output_dir: str, experiment: str) -> None:
             raise UserError(f"{uri}: not written by this sweep (no HMAC recorded in {record_uri}); refusing to unpickle it")
         if not any(hmac.compare_digest(_mac(key, name, fs.cat_file(f"{root}/{name}")), v) for v in versions):
             raise UserError(
-                f"{uri}: changed since this sweep wrote it (its HMAC is not one {record_uri} records, with the key {key_path()}); "
+                f"{uri}: changed since this sweep wrote it "
+                f"(its HMAC is not one {record_uri} records, with the key {key_path()}); "
                 "refusing to unpickle it"
             )
 
@@ -204,7 +205,9 @@ def _key(*, create: bool) -> bytes:
             "set DISTREC_HOME to the folder holding its tune-hmac.key)"
         ) from None
     if mode & 0o077:
-        raise UserError(f"{path}: readable or writable by others (mode {mode:o}), so anyone could forge Tune state: chmod 600 {path}")
+        raise UserError(
+            f"{path}: readable or writable by others (mode {mode:o}), so anyone could forge Tune state: chmod 600 {path}"
+        )
     try:
         key = bytes.fromhex(text)
     except ValueError:

@@ -41,7 +41,9 @@ def test_quick_train_suite_with_ray(tmp_path):
 
 
 def test_quick_closed_form_and_eval_suites(tmp_path, monkeypatch):
-    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, closed_form_like="ml-100k", eval_like="ml-100k", eval_users=300)
+    tiny = suites.Shapes(
+        20_000, 30_000, "ml-100k", None, 2, 1, 1, closed_form_like="ml-100k", eval_like="ml-100k", eval_users=300
+    )
     monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
     out = tmp_path / "bench.json"
     argv = ["--quick", "--suite", "closed-form", "--suite", "eval", "--work", str(tmp_path / "w"), "--out", str(out)]
@@ -66,7 +68,8 @@ def test_a_case_peak_rss_is_its_own_not_the_driver_s():
 
     driver = np.ones(600 * 2**20 // 8)  # the driver's high-water mark is now above 600 MiB
     small, big = run_cases([Case("rss", "small", _allocate, (10,), unit="x", repeats=1, warmup=False),
-                            Case("rss", "big", _allocate, (300,), unit="x", repeats=1, warmup=False)], log=lambda _: None)  # fmt: skip
+                            Case("rss", "big", _allocate, (300,), unit="x", repeats=1, warmup=False)],
+                           log=lambda _: None)  # fmt: skip
     assert driver.sum() > 0
     assert small.peak_rss_mb < 300 < big.peak_rss_mb < 600, (small.peak_rss_mb, big.peak_rss_mb)
 
@@ -84,7 +87,9 @@ def test_quick_serve_suite(tmp_path, monkeypatch):
     assert set(names) == {"ml-100k/in-process", "ml-100k/http", "netflix-items/in-process", "netflix-items/http"}
     for data in ("ml-100k", "netflix-items"):
         http, local = names[f"{data}/http"], names[f"{data}/in-process"]
-        assert set(http["extra"]["latency"]) == {f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)}
+        assert set(http["extra"]["latency"]) == {
+            f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)
+        }
         assert set(local["extra"]["latency"]) == {"in-process exact", "in-process hnsw", "in-process fold-in"}
         for stats in [*http["extra"]["latency"].values(), *local["extra"]["latency"].values()]:
             assert stats["requests"] == 24 and stats["rps"] > 0 and 0 < stats["p50_ms"] <= stats["p99_ms"]

@@ -44,13 +44,34 @@ def test_the_suite_runs_what_it_has_and_says_why_it_skips_the_rest(shared, monke
 
 
 def test_the_table_shows_quality_times_and_fixed_costs():
-    ours = Result("peers", "ml-100k-u1/als-bayesian", "ratings", "ml-100k-u1/myfm-bayesian", [2.0], 40_000.0, 900.0, ratio=4.0,
-                  extra={"test_rmse": 0.9031, "process_s": 30.0, "ray_start_s": 3.0, "job_start_s": 9.5, "read_s": 0.4})  # fmt: skip
-    theirs = Result("peers", "ml-100k-u1/myfm-bayesian", "ratings", None, [8.0], 10_000.0, 300.0, extra={"test_rmse": 0.9076, "process_s": 11.0})
+    ours = Result(
+        "peers",
+        "ml-100k-u1/als-bayesian",
+        "ratings",
+        "ml-100k-u1/myfm-bayesian",
+        [2.0],
+        40_000.0,
+        900.0,
+        ratio=4.0,
+        extra={"test_rmse": 0.9031, "process_s": 30.0, "ray_start_s": 3.0, "job_start_s": 9.5, "read_s": 0.4},
+    )
+    theirs = Result(
+        "peers",
+        "ml-100k-u1/myfm-bayesian",
+        "ratings",
+        None,
+        [8.0],
+        10_000.0,
+        300.0,
+        extra={"test_rmse": 0.9076, "process_s": 11.0},
+    )
     table = peers.peers_table([theirs, ours])
     assert "| ml-100k-u1 | myfm-bayesian | – | 0.9076 | 8.00 | 11.0 | 300 |  |" in table
     assert "| ml-100k-u1 | als-bayesian | – | 0.9031 | 2.00 | 30.0 | 900 | 4.00× faster |" in table
-    assert "als-bayesian fixed costs (not in fit s): Ray start 3.0 s, job start-up (Ray Train, workers) 9.5 s, data read 0.4 s" in table
+    assert (
+        "als-bayesian fixed costs (not in fit s): Ray start 3.0 s, job start-up (Ray Train, workers) 9.5 s, data read 0.4 s"
+        in table
+    )
     assert peers.peers_table([]) == ""
 
 
@@ -62,7 +83,9 @@ def test_each_peer_fits_a_tiny_split_and_is_scored(shared, monkeypatch):
     monkeypatch.setattr(peers, "IMPLICIT_GRID", [{"factors": 4, "regularization": 0.1, "alpha": 2.0, "iterations": 2}])
     results = {"myfm": peers.rating_peer("myfm", data, {"rank": 4, "n_iter": 5})}
     if shutil.which("java"):
-        results["spark"] = peers.rating_peer("spark", data, {"rank": 4, "maxIter": 2, "regParam": 0.1, "cores": 1, "driver_memory": "1g"})
+        results["spark"] = peers.rating_peer(
+            "spark", data, {"rank": 4, "maxIter": 2, "regParam": 0.1, "cores": 1, "driver_memory": "1g"}
+        )
     for peer, row in results.items():
         assert 0.5 < row["test_rmse"] < 2.5 and row["seconds"] > 0 and row["process_s"] >= row["seconds"], (peer, row)
         assert row["units"] == len(np.load(data + ".npz")["train_rating"]) and row["peak_rss_mb"] > 0

@@ -23,7 +23,9 @@ def test_token_auth_private_dashboard_and_no_secrets(path):
     text = path.read_text()
     yaml.safe_load_all(text)  # well-formed
     assert "RAY_AUTH_MODE" in text and re.search(r"RAY_AUTH_MODE\W+(value:\s*)?\"?token", text), f"{path.name}: no token auth"
-    assert not re.search(r"AWS_(SECRET_ACCESS_KEY|ACCESS_KEY_ID|SESSION_TOKEN)\s*[:=]", text), f"{path.name}: S3 credentials in a config"
+    assert not re.search(r"AWS_(SECRET_ACCESS_KEY|ACCESS_KEY_ID|SESSION_TOKEN)\s*[:=]", text), (
+        f"{path.name}: S3 credentials in a config"
+    )
     assert not re.search(r"RAY_AUTH_TOKEN\s*[:=]\s*[\"']?[0-9a-f]{16,}", text), f"{path.name}: a literal token"
     for host in re.findall(r"dashboard[-_]host[\"']?\s*[:=]\s*[\"']?([\d.]+)", text):
         # 0.0.0.0 only inside a pod, where a ClusterIP service (never a LoadBalancer) is the way in

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _head(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "jobs/ray_head.py", *args], cwd=REPO, env=env or os.environ, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "jobs/ray_head.py", *args],
+        cwd=REPO,
+        env=env or os.environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -72,9 +76,8 @@ def _train_config(path: Path, data: str, out: Path, **extra) -> Path:
 
 
 def _head_processes(temp_dir: str) -> list[int]:
-    import ray  # noqa: F401  (puts its vendored packages, psutil among them, on sys.path)
-
     import psutil
+    import ray  # noqa: F401  (puts its vendored packages, psutil among them, on sys.path)
 
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
@@ -95,7 +98,8 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
     embedded_cfg = _train_config(
         tmp_path / "embedded.yaml", data, tmp_path / "embedded-out",
         train={"epochs": 500},
-        ray={"num_workers": 1, "storage_path": str(tmp_path / "ray"), "name": "embedded", "checkpoints_to_keep": 500},  # one per epoch
+        # checkpoints_to_keep: one per epoch
+        ray={"num_workers": 1, "storage_path": str(tmp_path / "ray"), "name": "embedded", "checkpoints_to_keep": 500},
     )  # fmt: skip
     embedded = subprocess.Popen(
         [sys.executable, "jobs/train.py", "--config", str(embedded_cfg), "--quiet"], cwd=REPO, env=env,
@@ -104,13 +108,28 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
     record = tmp_path / "ray-head.json"
     try:
         checkpoints = tmp_path / "ray" / "embedded"
-        wait_for(lambda: registered_checkpoints(checkpoints), timeout=300, what="the embedded job's first epoch", process=embedded)
+        wait_for(
+            lambda: registered_checkpoints(checkpoints), timeout=300, what="the embedded job's first epoch", process=embedded
+        )
 
         dashboard_port = free_port()
-        up = _head("--record", str(record), "up", "--port", str(free_port()), "--dashboard-port", str(dashboard_port), "--num-cpus", "2", env=env)
+        up = _head(
+            "--record",
+            str(record),
+            "up",
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            str(dashboard_port),
+            "--num-cpus",
+            "2",
+            env=env,
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         head = json.loads(record.read_text())
-        assert head["dashboard"] == f"http://127.0.0.1:{dashboard_port}" and head == json.loads(up.stdout.strip().splitlines()[-1])
+        assert head["dashboard"] == f"http://127.0.0.1:{dashboard_port}" and head == json.loads(
+            up.stdout.strip().splitlines()[-1]
+        )
         again = _head("--record", str(record), "up", "--port", str(free_port()), "--dashboard-port", str(free_port()), env=env)
         assert again.returncode == 2 and "already running" in again.stderr
 
@@ -118,12 +137,14 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
             tmp_path / "submitted.yaml", data, tmp_path / "submitted-out",
             train={"epochs": 1}, ray={"num_workers": 1, "storage_path": str(tmp_path / "ray")},
         )  # fmt: skip
-        submit = _head("--record", str(record), "submit", "--", "python", "jobs/train.py", "--config", str(submitted_cfg), "--quiet", env=env)
+        submit = _head(
+            "--record", str(record), "submit", "--", "python", "jobs/train.py", "--config", str(submitted_cfg), "--quiet", env=env
+        )
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert json.loads((tmp_path / "submitted-out" / "metrics.json").read_text())["epochs"] == 1
         jobs = subprocess.run(
-            [str(Path(sys.executable).parent / "ray"), "job", "list", "--address", head["dashboard"]], env={**env, "RAY_AUTH_MODE": "token"},
-            capture_output=True, text=True, timeout=120,
+            [str(Path(sys.executable).parent / "ray"), "job", "list", "--address", head["dashboard"]],
+            env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert "submitted.yaml" in jobs.stdout and "SUCCEEDED" in jobs.stdout, jobs.stdout + jobs.stderr  # on this head
 
@@ -133,7 +154,12 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
         assert down.returncode == 0 and f"stopped the Ray head pid {head['pid']}" in down.stdout, down.stdout + down.stderr
         assert not record.exists() and not _head_processes(head["temp_dir"])
         assert embedded.poll() is None  # the other job and its Ray still run ...
-        wait_for(lambda: len(registered_checkpoints(checkpoints)) > done_before, timeout=300, what="the embedded job's next epoch", process=embedded)
+        wait_for(
+            lambda: len(registered_checkpoints(checkpoints)) > done_before,
+            timeout=300,
+            what="the embedded job's next epoch",
+            process=embedded,
+        )
     finally:
         if record.exists():
             _head("--record", str(record), "down", env=env)

@@ -64,8 +64,14 @@ def test_unknown_column_is_a_config_error(dataset, tmp_path, capsys):
 
 def test_exported_factors_rank_by_dot_product_plus_item_bias(tmp_path):
     rng = np.random.default_rng(0)
-    p, q, b = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(7, 3)).astype(np.float32), rng.normal(size=7).astype(np.float32)
-    write_embeddings(str(tmp_path / "embeddings" / "user"), EmbeddingTable(np.arange(5), p, {"bias": np.ones(5, np.float32)}, None, {}))
+    p, q, b = (
+        rng.normal(size=(5, 3)).astype(np.float32),
+        rng.normal(size=(7, 3)).astype(np.float32),
+        rng.normal(size=7).astype(np.float32),
+    )
+    write_embeddings(
+        str(tmp_path / "embeddings" / "user"), EmbeddingTable(np.arange(5), p, {"bias": np.ones(5, np.float32)}, None, {})
+    )
     write_embeddings(str(tmp_path / "embeddings" / "item"), EmbeddingTable(np.arange(7), q, {"bias": b}, None, {}))
     score = exported_scorer(str(tmp_path))
     assert torch.allclose(score(torch.tensor([4, 0])), torch.from_numpy(p[[4, 0]] @ q.T + b), atol=1e-6)

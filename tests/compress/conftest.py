@@ -31,11 +31,19 @@ def write_run(run: str, dataset: str, *, rows_per_part: int = 100) -> None:
     meta = {"model": "mf", "dataset": dataset, "split": data.resolve_split(None), "global_mean": float(train.rating.mean())}
     rng = np.random.default_rng(0)
     for table, rows in (("user", data.num_users), ("item", data.num_items)):
-        vector = (rng.normal(size=(rows, 3)) @ rng.normal(size=(3, DIM)) * 0.3 + rng.normal(size=(rows, DIM)) * 0.02).astype(np.float32)
+        vector = (rng.normal(size=(rows, 3)) @ rng.normal(size=(3, DIM)) * 0.3 + rng.normal(size=(rows, DIM)) * 0.02).astype(
+            np.float32
+        )
         bias = (rng.normal(size=rows) * 0.2).astype(np.float32)
         write_embeddings(
             join(run, "embeddings", table),
-            EmbeddingTable(index=np.arange(rows), vector=vector, columns={"bias": bias}, raw=np.arange(rows) + 1, meta={**meta, "table": table}),
+            EmbeddingTable(
+                index=np.arange(rows),
+                vector=vector,
+                columns={"bias": bias},
+                raw=np.arange(rows) + 1,
+                meta={**meta, "table": table},
+            ),
             rows_per_part=rows_per_part,
         )
     cfg = from_dict(TrainConfig, {"data": {"path": dataset}, "model": {"name": "mf", "dim": DIM}, "output_dir": run})

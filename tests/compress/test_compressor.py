@@ -77,11 +77,25 @@ def test_fold_in_recovers_a_users_factors_from_exact_ratings():
     item = np.arange(items)
     rating = mu + b_i + b_u[0] + q @ p[0]
     ratings = Interactions(np.full(items, 7), item, rating.astype(np.float32))
-    vec, bias = fold_in_users(ratings, np.array([7]), item_vector=q.astype(np.float32), item_bias=b_i.astype(np.float32),
-                              global_mean=mu, l2=1e-6, bias_l2=1e-6)
+    vec, bias = fold_in_users(
+        ratings,
+        np.array([7]),
+        item_vector=q.astype(np.float32),
+        item_bias=b_i.astype(np.float32),
+        global_mean=mu,
+        l2=1e-6,
+        bias_l2=1e-6,
+    )
     assert np.allclose(vec[0], p[0], atol=1e-3) and abs(bias[0] - b_u[0]) < 1e-3
-    none, _ = fold_in_users(ratings, np.array([9]), item_vector=q.astype(np.float32), item_bias=b_i.astype(np.float32),
-                            global_mean=mu, l2=0.05, bias_l2=0.05)
+    none, _ = fold_in_users(
+        ratings,
+        np.array([9]),
+        item_vector=q.astype(np.float32),
+        item_bias=b_i.astype(np.float32),
+        global_mean=mu,
+        l2=0.05,
+        bias_l2=0.05,
+    )
     assert not none.any()  # a user without ratings gets the prior
 
 

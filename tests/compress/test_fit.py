@@ -11,9 +11,10 @@ import pytest
 
 from distrec.compress.codes import read_codes
 from distrec.compress.config import CompressConfig
-from distrec.compress.fit import compressed_uri, fit_worker
+from distrec.compress.worker import compress_worker as fit_worker
+from distrec.compress.worker import compressed_uri
 from distrec.config import from_dict
-from distrec.train.session import LocalSession
+from distrec.runtime.session import LocalSession
 from tests.compress.conftest import write_run
 from tests.helpers import run_ranks, stored_file, training_seed
 
@@ -50,4 +51,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_dataset, tmp_path):
     a, b = read_codes(compressed_uri(full, "user", 8)), read_codes(compressed_uri(resumed, "user", 8))
     assert np.array_equal(a.codes, b.codes)
     for name in ("encoder.safetensors", "decoder.safetensors"):
-        assert Path(stored_file(compressed_uri(full, "user", 8), name)).read_bytes() == Path(stored_file(compressed_uri(resumed, "user", 8), name)).read_bytes()
+        assert (
+            Path(stored_file(compressed_uri(full, "user", 8), name)).read_bytes()
+            == Path(stored_file(compressed_uri(resumed, "user", 8), name)).read_bytes()
+        )

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from distrec.compress.codes import compress, decompress, load_decoder, load_encoder, read_codes
-from distrec.compress.data import holdout_mask
 from distrec.compress.config import HoldoutConfig
+from distrec.compress.data import holdout_mask
 from distrec.storage import StoredDirectory, join, read_text
 from distrec.storage.embeddings import EmbeddingShards, read_embeddings
 from tests.compress.conftest import write_run
@@ -27,11 +27,20 @@ CONFIG = str(ROOT / "configs" / "compress" / "ml-100k.yaml")
 
 def _args(run: str, out: str, tmp_path, *extra: str) -> list[str]:
     return [
-        "--config", CONFIG, "--quiet",
-        f"source.run={run}", f"output_dir={out}", f"ray.storage_path={tmp_path / 'ray'}",
-        "model.hidden=[16]", "model.token_dim=8", "fit.epochs=3", "fit.batch_size=32", "fit.checkpoint_every=2", f"fit.seed={training_seed()}",
+        "--config",
+        CONFIG,
+        "--quiet",
+        f"source.run={run}",
+        f"output_dir={out}",
+        f"ray.storage_path={tmp_path / 'ray'}",
+        "model.hidden=[16]",
+        "model.token_dim=8",
+        "fit.epochs=3",
+        "fit.batch_size=32",
+        "fit.checkpoint_every=2",
+        f"fit.seed={training_seed()}",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def test_corrupted_shard_stops_the_job_before_training(tiny_dataset, tmp_path, capsys):

@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Union
+from typing import Annotated, Any, Union
 
 import pytest
 
@@ -52,7 +53,9 @@ def test_every_numeric_field_declares_its_range():
     fields = [(name, tp) for root in ROOTS for name, tp in _numeric_fields(root, root.__name__, seen)]
     assert len(fields) > 100  # the walk reaches the models, eval, ray and tune sections
     bare = sorted({name for name, tp in fields if typing.get_origin(tp) is not Annotated} - UNBOUNDED)
-    assert not bare, f"numeric config fields without a Bound (Positive[...], NonNegative[...], Annotated[..., Bound(...)]): {bare}"
+    assert not bare, (
+        f"numeric config fields without a Bound (Positive[...], NonNegative[...], Annotated[..., Bound(...)]): {bare}"
+    )
 
 
 def _numeric_leaves(tp: Any, value: Any, key: str) -> Iterator[tuple[str, Any]]:
@@ -67,7 +70,9 @@ def _numeric_leaves(tp: Any, value: Any, key: str) -> Iterator[tuple[str, Any]]:
     elif origin in (Union, typing.get_origin(int | None)):
         if value is not None:
             options = [a for a in typing.get_args(tp) if a is not type(None)]
-            yield from _numeric_leaves(next((a for a in options if dataclasses.is_dataclass(a) and isinstance(value, a)), options[0]), value, key)
+            yield from _numeric_leaves(
+                next((a for a in options if dataclasses.is_dataclass(a) and isinstance(value, a)), options[0]), value, key
+            )
     elif origin in (list, tuple):
         for i, v in enumerate(value):
             yield from _numeric_leaves(typing.get_args(tp)[0], v, f"{key}[{i}]")
@@ -83,7 +88,7 @@ def _set(raw: Any, key: str, value: Any) -> None:
     node, rest = raw, key
     while True:
         head = next(k for k in sorted(node, key=len, reverse=True) if rest == k or rest.startswith((k + ".", k + "[")))
-        rest = rest[len(head):]
+        rest = rest[len(head) :]
         while rest.startswith("["):
             index, rest = int(rest[1 : rest.index("]")]), rest[rest.index("]") + 1 :]
             if not rest:
@@ -160,8 +165,18 @@ def test_an_out_of_range_value_is_refused_naming_key_value_and_range(tmp_path, o
 # The two values the hostile pass found checked only inside a worker, and one per other job.
 BAD_VALUES = [
     ("train", "configs/mf/demo.yaml", "optim.sparse_lr=nan", "key 'optim.sparse_lr': expected a finite number, got 'nan'"),
-    ("train", "configs/mf/demo.yaml", "sharding.memory_budget_gb=-1", "key 'sharding.memory_budget_gb': expected a number > 0, got -1"),
-    ("train", "configs/mf/demo.yaml", "ray.collective_timeout_s=0", "key 'ray.collective_timeout_s': expected an integer > 0, got 0"),
+    (
+        "train",
+        "configs/mf/demo.yaml",
+        "sharding.memory_budget_gb=-1",
+        "key 'sharding.memory_budget_gb': expected a number > 0, got -1",
+    ),
+    (
+        "train",
+        "configs/mf/demo.yaml",
+        "ray.collective_timeout_s=0",
+        "key 'ray.collective_timeout_s': expected an integer > 0, got 0",
+    ),
     ("fit", "configs/ease/ml-1m.yaml", "model.memory_gb=0", "key 'model.memory_gb': expected a number > 0, got 0"),
     ("distill", "configs/distill/ml-1m.yaml", "tau=inf", "key 'tau': expected a finite number, got 'inf'"),
     ("compress", "configs/compress/ml-100k.yaml", "fit.lr=-0.1", "key 'fit.lr': expected a number > 0, got -0.1"),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -56,12 +57,14 @@ def prepare(tmp_path: Path) -> Callable[..., Prepared]:
 def fails(tmp_path: Path) -> Callable[..., str]:
     """``fails(dataset, source, **config)`` → the DataError message (counts unchecked unless
     ``verify_counts=True``); checks nothing was left behind."""
-    from distrec.storage import DataError
+    from distrec.errors import DataError
 
     def run(dataset: str, source: Path | str, **config: Any) -> str:
         out = tmp_path / f"failed-{dataset}"
         with pytest.raises(DataError) as info:
-            prepare_dataset(PrepareConfig(dataset=dataset, out=str(out), source=str(source), **{"verify_counts": False, **config}))
+            prepare_dataset(
+                PrepareConfig(dataset=dataset, out=str(out), source=str(source), **{"verify_counts": False, **config})
+            )
         assert not (out / MANIFEST).exists()
         assert not out.exists() or not os.listdir(out), f"left behind: {os.listdir(out)}"
         return str(info.value)

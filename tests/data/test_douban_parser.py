@@ -37,7 +37,13 @@ def check(got) -> None:
     assert (got.summary["users"], got.summary["items"], got.summary["ratings"]) == (4, 3, 5)
     assert got.users == [0, 1, 2, 3]
     assert got.items == [0, 2, 1]  # in order of first appearance: row by row, items ascending
-    assert [(got.users[u], got.items[i]) for u, i in zip(got.column("user"), got.column("item"))] == [(0, 0), (0, 2), (1, 1), (2, 0), (3, 2)]
+    assert [(got.users[u], got.items[i]) for u, i in zip(got.column("user"), got.column("item"))] == [
+        (0, 0),
+        (0, 2),
+        (1, 1),
+        (2, 0),
+        (3, 2),
+    ]
     assert got.column("rating") == [5.0, 3.0, 4.0, 1.0, 2.0]
     assert got.column("ts") == [None] * 5
     assert got.column("split_official") == [TRAIN, TEST, TRAIN, DROPPED, TRAIN]
@@ -78,7 +84,10 @@ def test_rating_outside_the_scale(tmp_path, fails):
     ratings[1, 1] = 6
     path = write_mat(tmp_path / FILE, M=ratings, Otraining=TRAIN_MASK, Otest=TEST_MASK)
     message = fails("douban", path)
-    assert message == f"{path}: M[1, 1] (0-based user row, item column): rating 6 is outside Douban (Monti et al. split)'s scale (1 to 5)"
+    assert (
+        message
+        == f"{path}: M[1, 1] (0-based user row, item column): rating 6 is outside Douban (Monti et al. split)'s scale (1 to 5)"
+    )
 
 
 def test_missing_variable_and_wrong_shape(tmp_path, fails):

@@ -7,7 +7,7 @@ import pytest
 
 from distrec.data.duplicates import PairCheck
 from distrec.data.idmap import IdMap
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 
 def _ids(n: int) -> IdMap:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from distrec.data.prepare import PrepareConfig, prepare_dataset
-from distrec.storage import DataError
-from tests.data.test_infae_parser import ITEM, PART, RATING, USER, write_infae
+from distrec.errors import DataError
+from tests.data.test_infae_parser import write_infae
 
 
 def _prepare(source, out, *, verify: bool = True) -> dict:
@@ -39,7 +39,9 @@ def test_data_stats_that_agree_are_checked(tmp_path):
     root = write_infae(tmp_path / "infae")
     (root / "data_stats.json").write_text(json.dumps(_stats()))
     summary = _prepare(root, tmp_path / "out")
-    assert f"{root}/data_stats.json: users, items and train/validation/test counts agree with the rows kept" in summary["verified"]
+    assert (
+        f"{root}/data_stats.json: users, items and train/validation/test counts agree with the rows kept" in summary["verified"]
+    )
 
 
 @pytest.mark.parametrize("key, said, holds", [("num_items", 5, 4), ("num_test", 2, 1), ("num_users", 4, 3)])
@@ -47,7 +49,10 @@ def test_data_stats_that_disagree_are_refused(tmp_path, fails, key, said, holds)
     root = write_infae(tmp_path / "infae")
     (root / "data_stats.json").write_text(json.dumps(_stats(**{key: said})))
     message = fails("infae", root)
-    assert message == f"{root}/data_stats.json: counts disagree with total_data.hdf5 and index.npz after removal: {key} {said} (the rows hold {holds})"
+    assert (
+        message == f"{root}/data_stats.json: counts disagree with total_data.hdf5 and index.npz after removal: "
+        f"{key} {said} (the rows hold {holds})"
+    )
 
 
 def test_data_stats_that_are_not_the_authors_json(tmp_path, fails):
@@ -61,7 +66,10 @@ def test_user_ids_with_a_gap_are_refused(tmp_path, fails):
     with h5py.File(root / "total_data.hdf5", "r+") as f:
         f["user"][4] = 3  # user 2's only row now belongs to a user 3: ids 0, 1, 3
     message = fails("infae", root)
-    assert message == f"{root}/total_data.hdf5: user ids are not the authors' dense re-indexing: they run 0..3 over 3 users, and user 2 has no rows"
+    assert (
+        message == f"{root}/total_data.hdf5: user ids are not the authors' dense re-indexing: "
+        "they run 0..3 over 3 users, and user 2 has no rows"
+    )
 
 
 ML_1M_ROWS = 1_000_209
@@ -83,7 +91,9 @@ def test_ml1m_is_recognised_and_its_official_counts_checked(tmp_path):
     bad = _ml1m_shaped(tmp_path / "damaged", users=6040, items=3700)
     with pytest.raises(DataError) as e:
         _prepare(bad, tmp_path / "refused")
-    assert str(e.value).startswith("infae: 1,000,209 ratings as in ML-1M, but 6,040 users and 3,700 items; the release has 6,040 and 3,706")
+    assert str(e.value).startswith(
+        "infae: 1,000,209 ratings as in ML-1M, but 6,040 users and 3,700 items; the release has 6,040 and 3,706"
+    )
     assert not (tmp_path / "refused").exists() or not os.listdir(tmp_path / "refused")
     summary = _prepare(bad, tmp_path / "accepted", verify=False)  # --no-verify skips that comparison only
     assert "ML-1M recognised by its rating count; its official counts not checked (--no-verify)" in summary["verified"]

@@ -9,7 +9,7 @@ import torch
 
 from distrec.data.dataset import InteractionDataset
 from distrec.data.item_features import features_from_table, item_features
-from distrec.storage import DataError
+from distrec.errors import DataError
 from tests.helpers import tiny_synthetic
 
 

@@ -10,7 +10,13 @@ import pytest
 from distrec.data.schema import TEST, TRAIN
 
 # user, item, rating, unix time: u.data's columns. Rows 2 and 4 form the u1 test fold.
-U_DATA = [(196, 242, 3, 881250949), (186, 302, 3, 891717742), (22, 377, 1, 878887116), (196, 377, 5, 881250950), (244, 51, 2, 880606923)]
+U_DATA = [
+    (196, 242, 3, 881250949),
+    (186, 302, 3, 891717742),
+    (22, 377, 1, 878887116),
+    (196, 377, 5, 881250950),
+    (244, 51, 2, 880606923),
+]
 U1_TEST = [2, 4]
 GENRE_FLAGS = {  # unknown Action Adventure Animation Children's Comedy ... (19 flags, u.item's order)
     242: "0|0|0|0|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0",  # Comedy
@@ -122,14 +128,18 @@ def test_ml100k_fold_files_that_share_a_pair(tmp_path, fails):
     (root / "u1.test").write_text(_tab([U_DATA[1], U_DATA[4]]))  # U_DATA[1] is also u1.base's line 2
     (root / "u1.base").write_text(_tab([U_DATA[0], U_DATA[1], U_DATA[3]]))
     assert fails("ml-100k", root, splits=["u1"]) == (
-        f"{root}/u1.test, line 1: user 186, item 302 is also in {root}/u1.base, line 2; u1.base and u1.test must not share a rating"
+        f"{root}/u1.test, line 1: user 186, item 302 is also in {root}/u1.base, line 2; "
+        "u1.base and u1.test must not share a rating"
     )
 
 
 def test_ml100k_fold_file_listing_a_pair_twice(tmp_path, fails):
     root = write_ml100k(tmp_path / "ml-100k")
     (root / "u1.test").write_text(_tab([U_DATA[2], U_DATA[4], U_DATA[2]]))
-    assert fails("ml-100k", root, splits=["u1"]) == f"{root}/u1.test, line 3: user 22, item 377 is listed again (first at {root}/u1.test, line 1)"
+    assert (
+        fails("ml-100k", root, splits=["u1"])
+        == f"{root}/u1.test, line 3: user 22, item 377 is listed again (first at {root}/u1.test, line 1)"
+    )
 
 
 @pytest.mark.parametrize("policy,rating", [("keep-last", 3.0), ("mean", 2.0)])
@@ -141,7 +151,9 @@ def test_ml100k_repeated_pair_resolved_as_asked(tmp_path, prepare, fails, policy
     (root / "u1.base").write_text(_tab([r for i, r in enumerate(U_DATA) if i not in U1_TEST] + [again]))
     assert fails("ml-100k", root, splits=["u1"]).startswith(f"{root}/u1.base, line 4: user 196, item 242 is listed again")
     (root / "u1.base").write_text(_tab(r for i, r in enumerate(U_DATA) if i not in U1_TEST))  # the pair once
-    assert fails("ml-100k", root, splits=["u1"]).startswith(f"{root}/u.data, line 6: user 196, item 242 is rated again (first at {root}/u.data, line 1)")
+    assert fails("ml-100k", root, splits=["u1"]).startswith(
+        f"{root}/u.data, line 6: user 196, item 242 is rated again (first at {root}/u.data, line 1)"
+    )
     (root / "u.data").write_text(_tab([(196, 242, 1, 881250948)] + U_DATA))  # now the first line is the repeat
     got = prepare("ml-100k", root, splits=["u1"], duplicates=policy)
     assert got.summary["ratings"] == 5 and got.summary["duplicates"] == policy and got.summary["duplicate_rows_removed"] == 1
@@ -156,7 +168,8 @@ def test_ml1m_double_colon_format_with_movies_and_users(tmp_path, prepare):
     root.mkdir()
     (root / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")
     (root / "movies.dat").write_bytes(
-        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
         "3000::Crème de la crème (1999)::Comedy\n".encode("latin-1")
     )
     (root / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")

@@ -12,7 +12,7 @@ import pytest
 from distrec.data.netflix import RATING_LINE, read_movie_blocks
 from distrec.data.schema import TEST, TRAIN
 from distrec.data.source import Source
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 # movie → [(customer, rating, date)]
 RATINGS = {
@@ -40,7 +40,7 @@ def write_kaggle(root: Path, newline: str = "\n") -> Path:
 
 
 def unix(day: str) -> int:
-    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())
 
 
 def check(got) -> None:
@@ -111,7 +111,11 @@ def test_line_numbers_across_blocks_match_a_line_by_line_reference(tmp_path):
 
 
 BAD = [
-    ("1:\n10,3,2005-09-06\n2:\n10,5,2004-01-01\n11,5,2004-02-30\n", 5, "field 'date': expected a valid calendar date, got '2004-02-30'"),
+    (
+        "1:\n10,3,2005-09-06\n2:\n10,5,2004-01-01\n11,5,2004-02-30\n",
+        5,
+        "field 'date': expected a valid calendar date, got '2004-02-30'",
+    ),
     ("1:\n10,3,2005-09-06\n2:\n10,5,05/01/2004\n", 4, "field 'date': expected a date YYYY-MM-DD, got '05/01/2004'"),
     ("1:\n10,3,2005-09-06\n2:\n10,5\n", 4, "expected 3 fields (user, rating, date) separated by ',', got 2: '10,5'"),
     ("1:\n10,3,2005-09-06\nx7,3,2005-09-06\n", 3, "field 'user': expected an integer, got 'x7'"),

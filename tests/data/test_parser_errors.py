@@ -15,34 +15,98 @@ CSV_HEAD = "userId,movieId,rating,timestamp\n"
 # dataset, file name, text, line named in the error, what the error says about it
 BAD_TEXT = [
     # wrong number of fields
-    ("ml-100k", "u.data", "1\t2\t3\t881250949\n1\t3\t4\n", 2, "expected 4 fields (user, item, rating, ts) separated by '\\t', got 3"),
-    ("ml-1m", "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109::9\n", 2, "expected 4 fields (user, item, rating, ts) separated by '::'"),
-    ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,5.0,1147880044\n1,306,3.5\n", 3, "expected 4 fields (user, item, rating, ts) separated by ','"),
+    (
+        "ml-100k",
+        "u.data",
+        "1\t2\t3\t881250949\n1\t3\t4\n",
+        2,
+        "expected 4 fields (user, item, rating, ts) separated by '\\t', got 3",
+    ),
+    (
+        "ml-1m",
+        "ratings.dat",
+        "1::1193::5::978300760\n1::661::3::978302109::9\n",
+        2,
+        "expected 4 fields (user, item, rating, ts) separated by '::'",
+    ),
+    (
+        "ml-25m",
+        "ratings.csv",
+        CSV_HEAD + "1,296,5.0,1147880044\n1,306,3.5\n",
+        3,
+        "expected 4 fields (user, item, rating, ts) separated by ','",
+    ),
     ("tmdb-small", "ratings_small.csv", CSV_HEAD + "1,31,2.5\n", 2, "expected 4 fields"),
-    ("netflix", "combined_data_1.txt", "1:\n10,3,2005-09-06,1\n", 2, "expected 3 fields (user, rating, date) separated by ',', got 4"),
+    (
+        "netflix",
+        "combined_data_1.txt",
+        "1:\n10,3,2005-09-06,1\n",
+        2,
+        "expected 3 fields (user, rating, date) separated by ',', got 4",
+    ),
     # ids that are not numbers (an empty field or "NA" is not a missing value here)
     ("ml-100k", "u.data", "1\t2\t3\t881250949\nx1\t3\t4\t881250949\n", 2, "field 'user': expected an integer, got 'x1'"),
     ("ml-100k", "u.data", "1\t2\t3\t881250949\nNA\t3\t4\t881250949\n", 2, "field 'user': expected an integer, got 'NA'"),
     ("ml-100k", "u.data", "1\t2\t3\t881250949\n1\t\t4\t881250949\n", 2, "field 'item': expected an integer, got ''"),
     ("ml-1m", "ratings.dat", "1::1193::5::978300760\n1::66a::3::978302109\n", 2, "field 'item': expected an integer, got '66a'"),
-    ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,5.0,1147880044\n1,306,3.5,11478x\n", 3, "field 'ts': expected an integer, got '11478x'"),
+    (
+        "ml-25m",
+        "ratings.csv",
+        CSV_HEAD + "1,296,5.0,1147880044\n1,306,3.5,11478x\n",
+        3,
+        "field 'ts': expected an integer, got '11478x'",
+    ),
     ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,five,1147880044\n", 2, "field 'rating': expected a number, got 'five'"),
-    ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,4.0,99999999999999999999\n", 2, "field 'ts': expected an integer that fits in 64 bits"),
+    (
+        "ml-25m",
+        "ratings.csv",
+        CSV_HEAD + "1,296,4.0,99999999999999999999\n",
+        2,
+        "field 'ts': expected an integer that fits in 64 bits",
+    ),
     ("netflix", "combined_data_1.txt", "1:\n10,3,2005-09-06\n-,3,2005-09-06\n", 3, "field 'user': expected an integer, got '-'"),
     # ratings outside the dataset's scale
     ("ml-100k", "u.data", "1\t2\t3\t881250949\n1\t3\t0\t881250949\n", 2, "rating 0 is outside MovieLens 100K's scale (1 to 5)"),
-    ("ml-1m", "ratings.dat", "1::1193::5::978300760\n1::661::6::978302109\n", 2, "rating 6 is outside MovieLens 1M's scale (1 to 5)"),
+    (
+        "ml-1m",
+        "ratings.dat",
+        "1::1193::5::978300760\n1::661::6::978302109\n",
+        2,
+        "rating 6 is outside MovieLens 1M's scale (1 to 5)",
+    ),
     ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,nan,1147880044\n", 2, "rating nan is outside MovieLens 25M's scale (0.5 to 5)"),
     ("tmdb-small", "ratings_small.csv", CSV_HEAD + "1,31,2.5,1260759144\n1,32,0,1260759144\n", 3, "rating 0 is outside"),
-    ("netflix", "combined_data_1.txt", "1:\n10,3,2005-09-06\n2:\n10,0,2005-09-06\n", 4, "rating 0 is outside Netflix Prize's scale"),
+    (
+        "netflix",
+        "combined_data_1.txt",
+        "1:\n10,3,2005-09-06\n2:\n10,0,2005-09-06\n",
+        4,
+        "rating 0 is outside Netflix Prize's scale",
+    ),
     # ratings between the scale's steps: whole stars (100K, 1M, Netflix), half stars (10M on, the Movies Dataset)
-    ("ml-100k", "u.data", "1\t2\t3\t881250949\n1\t3\t4.5\t881250949\n", 2,
-     "rating 4.5 is off MovieLens 100K's scale, which goes from 1 to 5 in steps of 1"),
+    (
+        "ml-100k",
+        "u.data",
+        "1\t2\t3\t881250949\n1\t3\t4.5\t881250949\n",
+        2,
+        "rating 4.5 is off MovieLens 100K's scale, which goes from 1 to 5 in steps of 1",
+    ),
     ("ml-1m", "ratings.dat", "1::1193::5::978300760\n1::661::3.5::978302109\n", 2, "rating 3.5 is off MovieLens 1M's scale"),
-    ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,5.0,1147880044\n1,306,3.25,1147880044\n", 3,
-     "rating 3.25 is off MovieLens 25M's scale, which goes from 0.5 to 5 in steps of 0.5"),
+    (
+        "ml-25m",
+        "ratings.csv",
+        CSV_HEAD + "1,296,5.0,1147880044\n1,306,3.25,1147880044\n",
+        3,
+        "rating 3.25 is off MovieLens 25M's scale, which goes from 0.5 to 5 in steps of 0.5",
+    ),
     ("tmdb-small", "ratings_small.csv", CSV_HEAD + "1,31,2.75,1260759144\n", 2, "rating 2.75 is off"),
-    ("netflix", "combined_data_1.txt", "1:\n10,3,2005-09-06\n11,4.5,2005-09-06\n", 3, "field 'rating': expected an integer, got '4.5'"),
+    (
+        "netflix",
+        "combined_data_1.txt",
+        "1:\n10,3,2005-09-06\n11,4.5,2005-09-06\n",
+        3,
+        "field 'rating': expected an integer, got '4.5'",
+    ),
     # blank lines count wherever they are, except at the end of the file
     ("ml-100k", "u.data", "\n1\t2\t3\t881250949", 1, "empty line"),
     ("ml-100k", "u.data", "1\t2\t3\t881250949\n \n1\t3\t3\t881250949\n\n\n", 2, "expected 4 fields"),
@@ -51,12 +115,20 @@ BAD_TEXT = [
     # a carriage return inside a line would make Arrow split it in two
     ("ml-100k", "u.data", "1\t2\t3\t881250949\n1\t3\t3\t881250949\r1\t4\t3\t881250949\n", 2, "a carriage return inside the line"),
     # dates
-    ("netflix", "combined_data_1.txt", "1:\n10,3,2005-09-31\n", 2, "field 'date': expected a valid calendar date, got '2005-09-31'"),
+    (
+        "netflix",
+        "combined_data_1.txt",
+        "1:\n10,3,2005-09-31\n",
+        2,
+        "field 'date': expected a valid calendar date, got '2005-09-31'",
+    ),
     ("netflix", "combined_data_1.txt", "1:\n10,3,2005-9-6\n", 2, "field 'date': expected a date YYYY-MM-DD, got '2005-9-6'"),
 ]
 
 
-@pytest.mark.parametrize("dataset,name,text,line,problem", BAD_TEXT, ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None)
+@pytest.mark.parametrize(
+    "dataset,name,text,line,problem", BAD_TEXT, ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None
+)
 def test_bad_line_is_named(tmp_path, fails, dataset, name, text, line, problem):
     root = tmp_path / "src"
     root.mkdir()
@@ -67,8 +139,13 @@ def test_bad_line_is_named(tmp_path, fails, dataset, name, text, line, problem):
 
 @pytest.mark.parametrize(
     "dataset,name",
-    [("ml-100k", "u.data"), ("ml-1m", "ratings.dat"), ("ml-25m", "ratings.csv"), ("tmdb-small", "ratings_small.csv"),
-     ("netflix", "combined_data_1.txt")],
+    [
+        ("ml-100k", "u.data"),
+        ("ml-1m", "ratings.dat"),
+        ("ml-25m", "ratings.csv"),
+        ("tmdb-small", "ratings_small.csv"),
+        ("netflix", "combined_data_1.txt"),
+    ],
 )
 def test_empty_file(tmp_path, fails, dataset, name):
     root = tmp_path / "src"
@@ -175,7 +252,9 @@ def test_repeated_pair_across_two_netflix_files(tmp_path, fails):
     (root / "combined_data_1.txt").write_text("1:\n10,3,2005-09-06\n11,4,2005-09-06\n")
     (root / "combined_data_2.txt").write_text("2:\n12,3,2005-09-06\n1:\n11,5,2005-10-01\n")
     message = fails("netflix", root, splits=["random"])
-    assert message.startswith(f"{root}/combined_data_2.txt, line 4: user 11, item 1 is rated again (first at {root}/combined_data_1.txt, line 3)")
+    assert message.startswith(
+        f"{root}/combined_data_2.txt, line 4: user 11, item 1 is rated again (first at {root}/combined_data_1.txt, line 3)"
+    )
 
 
 def test_repeated_pair_via_the_job(tmp_path, capsys):
@@ -183,7 +262,9 @@ def test_repeated_pair_via_the_job(tmp_path, capsys):
     (tmp_path / "src" / "u.data").write_text("1\t2\t3\t881250949\n1\t2\t4\t881250950\n")
     argv = ["ml-100k", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--split", "random", "--quiet"]
     assert prepare_main(argv) == 2
-    assert capsys.readouterr().err.startswith(f"error: {tmp_path}/src/u.data, line 2: user 1, item 2 is rated again (first at {tmp_path}/src/u.data, line 1)")
+    assert capsys.readouterr().err.startswith(
+        f"error: {tmp_path}/src/u.data, line 2: user 1, item 2 is rated again (first at {tmp_path}/src/u.data, line 1)"
+    )
     assert not (tmp_path / "out").exists()
     assert prepare_main([*argv, "--duplicates", "keep-last", "--no-verify"]) == 0  # the documented way to resolve them
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())["meta"]
@@ -191,7 +272,10 @@ def test_repeated_pair_via_the_job(tmp_path, capsys):
 
 
 # -- checks made with the counts (--no-verify skips them) ---------------------------------------
-NEWLINE = "the file ends without a newline, so this last line may be cut short (the upstream files end in one); pass --no-verify to read it as it is"
+NEWLINE = (
+    "the file ends without a newline, so this last line may be cut short (the upstream files end in one); "
+    "pass --no-verify to read it as it is"
+)
 # dataset, file, text without its final newline (the last line is well formed), the last line's number
 NO_FINAL_NEWLINE = [
     ("ml-100k", "u.data", "1\t2\t3\t881250949\n12\t203\t3\t879959583", 2),
@@ -224,12 +308,41 @@ def test_truncated_last_line_via_the_job(tmp_path, capsys):
 
 # dataset, file, text with one time outside the release's dates, its line, what the error says
 OUT_OF_DATES = [
-    ("ml-100k", "u.data", "1\t2\t3\t881250949\n12\t203\t3\t87\n", 2,
-     "time 87 (1970-01-01 00:01:27 UTC) is outside MovieLens 100K's dates (1997-09-19 to 1998-04-22)"),
-    ("ml-1m", "ratings.dat", "1::1193::5::978300760\n1::661::3::1600000000\n", 2, "is outside MovieLens 1M's dates (2000-04-25 to 2003-02-28)"),
-    ("ml-25m", "ratings.csv", CSV_HEAD + "1,296,5.0,700000000\n", 2, "time 700000000 (1992-03-07 20:26:40 UTC) is outside MovieLens 25M's dates"),
-    ("tmdb-small", "ratings_small.csv", CSV_HEAD + "1,31,2.5,1260759144\n1,32,2.5,1500000000\n", 3, "is outside The Movies Dataset, ratings_small.csv's dates"),
-    ("netflix", "combined_data_1.txt", "1:\n10,3,2005-09-06\n2:\n11,4,2006-01-15\n", 4, "(2006-01-15 00:00:00 UTC) is outside Netflix Prize's dates (1998-10-01 to 2005-12-31)"),
+    (
+        "ml-100k",
+        "u.data",
+        "1\t2\t3\t881250949\n12\t203\t3\t87\n",
+        2,
+        "time 87 (1970-01-01 00:01:27 UTC) is outside MovieLens 100K's dates (1997-09-19 to 1998-04-22)",
+    ),
+    (
+        "ml-1m",
+        "ratings.dat",
+        "1::1193::5::978300760\n1::661::3::1600000000\n",
+        2,
+        "is outside MovieLens 1M's dates (2000-04-25 to 2003-02-28)",
+    ),
+    (
+        "ml-25m",
+        "ratings.csv",
+        CSV_HEAD + "1,296,5.0,700000000\n",
+        2,
+        "time 700000000 (1992-03-07 20:26:40 UTC) is outside MovieLens 25M's dates",
+    ),
+    (
+        "tmdb-small",
+        "ratings_small.csv",
+        CSV_HEAD + "1,31,2.5,1260759144\n1,32,2.5,1500000000\n",
+        3,
+        "is outside The Movies Dataset, ratings_small.csv's dates",
+    ),
+    (
+        "netflix",
+        "combined_data_1.txt",
+        "1:\n10,3,2005-09-06\n2:\n11,4,2006-01-15\n",
+        4,
+        "(2006-01-15 00:00:00 UTC) is outside Netflix Prize's dates (1998-10-01 to 2005-12-31)",
+    ),
 ]
 
 

@@ -18,12 +18,35 @@ from hypothesis import strategies as st
 from distrec.data.duplicates import DUPLICATES
 from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.data.textparse import newline_blocks
-from distrec.storage import DataError
+from distrec.errors import DataError
 
-ODD_FIELDS = ["", "NA", "nan", "inf", "-", "+5", " 7", "1e3", "3.5", "0", "6", "0x1f", "1_0", "٣", "²",
-              "99999999999999999999", "2005-02-30", "2005-9-6", "1:", "\r", "\x00"]
+ODD_FIELDS = [
+    "",
+    "NA",
+    "nan",
+    "inf",
+    "-",
+    "+5",
+    " 7",
+    "1e3",
+    "3.5",
+    "0",
+    "6",
+    "0x1f",
+    "1_0",
+    "٣",
+    "²",
+    "99999999999999999999",
+    "2005-02-30",
+    "2005-9-6",
+    "1:",
+    "\r",
+    "\x00",
+]
 FIELD = st.one_of(st.integers(-5, 3_000_000).map(str), st.sampled_from(ODD_FIELDS), st.text(max_size=5))
-SETTINGS = settings(max_examples=int(os.environ.get("DISTREC_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("DISTREC_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _lines(valid: st.SearchStrategy[str], delimiter: str) -> st.SearchStrategy[list[bytes]]:
@@ -45,7 +68,11 @@ def _prepare(dataset: str, name: str, data: bytes, duplicates: str) -> dict | No
         try:
             return prepare_dataset(
                 PrepareConfig(
-                    dataset=dataset, out=f"{tmp}/out", source=f"{tmp}/{name}", splits=["random"], verify_counts=False,
+                    dataset=dataset,
+                    out=f"{tmp}/out",
+                    source=f"{tmp}/{name}",
+                    splits=["random"],
+                    verify_counts=False,
                     duplicates=duplicates,  # type: ignore[arg-type]
                 )
             )
@@ -87,7 +114,9 @@ def test_u_data_parses_or_raises_data_error(lines, crlf, final_newline, duplicat
 
 NETFLIX_LINE = st.one_of(
     st.sampled_from([1, 2, 17770]).map(lambda m: f"{m}:"),
-    st.tuples(st.sampled_from([1, 6, 2_649_429]), st.integers(1, 5), st.dates()).map(lambda t: f"{t[0]},{t[1]},{t[2].isoformat()}"),
+    st.tuples(st.sampled_from([1, 6, 2_649_429]), st.integers(1, 5), st.dates()).map(
+        lambda t: f"{t[0]},{t[1]},{t[2].isoformat()}"
+    ),
 )
 HEADER = re.compile(rb"(\d{1,18}):\r?")
 
@@ -109,7 +138,11 @@ def test_netflix_parses_or_raises_data_error(lines, crlf, final_newline, duplica
 
 
 @SETTINGS
-@given(st.lists(st.sampled_from([b"a", b"bc", b" ", b"\t", b"\r", b"\n", b"\n\n", b"xyz\n"]), max_size=40), st.integers(1, 9), st.booleans())
+@given(
+    st.lists(st.sampled_from([b"a", b"bc", b" ", b"\t", b"\r", b"\n", b"\n\n", b"xyz\n"]), max_size=40),
+    st.integers(1, 9),
+    st.booleans(),
+)
 def test_newline_blocks_keep_every_line_but_the_blank_tail(pieces, block_size, final_newline):
     data = b"".join(pieces)
     unterminated = bool(data.rsplit(b"\n", 1)[-1].strip())  # a last line with content and no newline
@@ -117,7 +150,9 @@ def test_newline_blocks_keep_every_line_but_the_blank_tail(pieces, block_size, f
         blocks = list(newline_blocks(io.BytesIO(data), "f", block_size, final_newline=final_newline))
     except DataError as e:
         last_line = data.count(b"\n") + 1
-        assert data == b"" or (final_newline and unterminated and str(e).startswith(f"f, line {last_line}: the file ends without a newline"))
+        assert data == b"" or (
+            final_newline and unterminated and str(e).startswith(f"f, line {last_line}: the file ends without a newline")
+        )
         return
     assert not (final_newline and unterminated)
     for block in blocks:

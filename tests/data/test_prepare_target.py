@@ -18,7 +18,8 @@ import pytest
 
 from distrec.data.dataset import InteractionDataset
 from distrec.data.prepare import PrepareConfig, prepare_dataset
-from distrec.storage import DataError, DirectoryWriter, StoredDirectory
+from distrec.errors import DataError
+from distrec.storage import DirectoryWriter, StoredDirectory
 from distrec.storage.uri import join
 from tests.data.test_movielens_parser import write_ml100k
 from tests.faults import REPO, python_env
@@ -97,7 +98,9 @@ def test_out_and_source_that_overlap_are_refused_before_anything_is_read(tmp_pat
     (tmp_path / "link").symlink_to(tmp_path / "X")
     monkeypatch.chdir(tmp_path)
     before = tree(tmp_path / "X")
-    config = PrepareConfig(dataset="ml-100k", source=source.format(tmp=tmp_path), out=out.format(tmp=tmp_path), overwrite=True, verify_counts=False)
+    config = PrepareConfig(
+        dataset="ml-100k", source=source.format(tmp=tmp_path), out=out.format(tmp=tmp_path), overwrite=True, verify_counts=False
+    )
     with pytest.raises(DataError, match=OVERLAP):
         prepare_dataset(config)
     assert tree(tmp_path / "X") == before
@@ -106,7 +109,9 @@ def test_out_and_source_that_overlap_are_refused_before_anything_is_read(tmp_pat
 @pytest.mark.parametrize("out", ["{s3}/X", "{s3}/X/prepared", "{s3a}"])
 def test_overlapping_s3_uris_are_refused(s3_uri, out):
     source = join(s3_uri, "X")
-    config = PrepareConfig(dataset="ml-100k", source=source, out=out.format(s3=s3_uri, s3a=s3_uri.replace("s3://", "s3a://")), verify_counts=False)
+    config = PrepareConfig(
+        dataset="ml-100k", source=source, out=out.format(s3=s3_uri, s3a=s3_uri.replace("s3://", "s3a://")), verify_counts=False
+    )
     with pytest.raises(DataError, match=OVERLAP):
         prepare_dataset(config)
 

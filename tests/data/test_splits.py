@@ -9,7 +9,7 @@ import pytest
 from distrec.data.dataset import InteractionDataset
 from distrec.data.schema import PROFILE, TEST, TRAIN, VAL
 from distrec.data.splits import compute_split, parse_split, row_wise_split
-from distrec.storage import DataError
+from distrec.errors import DataError
 from tests.data.test_movielens_parser import write_ml100k
 
 FOLDS = ("u1", "u2")

@@ -32,7 +32,7 @@ def test_many_blocks_give_exact_distinct_ratings(tmp_path, monkeypatch):
 def test_same_seed_same_data(tmp_path):
     a = _prepare(tmp_path / "a", users=200, items=100, ratings=5000)
     b = _prepare(tmp_path / "b", users=200, items=100, ratings=5000)
-    sha = lambda s: [f.sha256 for f in InteractionDataset(s).store.manifest.files if f.path.startswith("part-")]
+    sha = lambda s: [f.sha256 for f in InteractionDataset(s).store.manifest.files if f.path.startswith("part-")]  # noqa: E731
     assert sha(str(tmp_path / "a")) == sha(str(tmp_path / "b"))
     assert a["noise_floor_rmse"] == b["noise_floor_rmse"]
 

@@ -35,12 +35,21 @@ def write_movies_dataset(root: Path, ratings_name: str = "ratings_small.csv") ->
     (root / ratings_name).write_text(
         "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n2,31,4.0,835355493\n2,10,0.5,835355681\n"
     )
-    (root / "links_small.csv").write_text("movieId,imdbId,tmdbId\n31,0112792,9909\n1029,0033563,11360\n10,0113189,\n2,0113497,8844\n")
+    (root / "links_small.csv").write_text(
+        "movieId,imdbId,tmdbId\n31,0112792,9909\n1029,0033563,11360\n10,0113189,\n2,0113497,8844\n"
+    )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(METADATA_HEADER)
-    writer.writerow(metadata_row("9909", "Dangerous Minds", "1995-08-11", "[{'id': 18, 'name': 'Drama'}, {'id': 80, 'name': 'Crime'}]",
-                                 'Former Marine Louanne Johnson lands a gig teaching, "with\nnewlines" and, commas.'))
+    writer.writerow(
+        metadata_row(
+            "9909",
+            "Dangerous Minds",
+            "1995-08-11",
+            "[{'id': 18, 'name': 'Drama'}, {'id': 80, 'name': 'Crime'}]",
+            'Former Marine Louanne Johnson lands a gig teaching, "with\nnewlines" and, commas.',
+        )
+    )
     writer.writerow(metadata_row("1997-08-20", "- Written by Ørnås", "1", "[]", ""))  # a broken Kaggle record
     writer.writerow(["- Written by Ørnås", "/ff9qCepilowshEtG2GYWwzt2bs4.jpg", "[]"])  # the other half of one
     writer.writerow(metadata_row("11360", "Dumbo", "", "[]", ""))

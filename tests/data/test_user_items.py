@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distrec.data.user_items import UserItems
-from distrec.storage import DataError
+from distrec.errors import DataError
 
 
 def test_from_pairs_sorts_and_deduplicates():

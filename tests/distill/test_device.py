@@ -21,7 +21,9 @@ def test_a_distill_step_on_cuda_matches_cpu():
     out = []
     for device in ("cpu", "cuda"):
         x = support.clone().to(device).requires_grad_()
-        loss, parts = distill_loss(x, targets.to(device), model=InfAEConfig(), lam=1.0, real_cardinality=6.0, cardinality_reg=1e-3)
+        loss, parts = distill_loss(
+            x, targets.to(device), model=InfAEConfig(), lam=1.0, real_cardinality=6.0, cardinality_reg=1e-3
+        )
         loss.backward()
         assert parts["ce"].device.type == device  # the parts stay on the device until the loop reads them
         out.append((loss.detach().cpu(), x.grad.cpu()))

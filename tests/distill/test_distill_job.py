@@ -9,16 +9,27 @@ import json
 import pytest
 import torch.distributed as dist
 
+from distrec.config import from_dict
 from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import SYNTHETIC_DIR, distill
-from distrec.config import from_dict
+from distrec.distill.worker import SYNTHETIC_DIR, distill
 from distrec.storage import StoredDirectory, join, read_text
 from jobs.distill import main
 from tests.helpers import check_report, run_ranks, tiny_synthetic, training_seed
 
-SHORT = ["budget=12", "samples_per_user=20", "tau=1.0", "lr=0.1", "validate_every=10", "eval.ks=[5,20]",
-         "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]", "batch_users=64", f"seed={training_seed()}"]
+SHORT = [
+    "budget=12",
+    "samples_per_user=20",
+    "tau=1.0",
+    "lr=0.1",
+    "validate_every=10",
+    "eval.ks=[5,20]",
+    "eval.auc_negatives=0",
+    "select=hr@20",
+    "model.lambdas=[0.1,1,5]",
+    "batch_users=64",
+    f"seed={training_seed()}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +63,23 @@ def test_distill_improves_on_its_initial_real_users(dataset, tmp_path, capsys):
 def test_data_and_outputs_on_s3(s3_uri, tmp_path):
     tiny_synthetic(join(s3_uri, "data"), users=80, items=60, ratings=1500, split="user-ratio:0.8/0.1/0.1")
     out = join(s3_uri, "distilled")
-    args = ["--quiet", f"data.path={join(s3_uri, 'data')}", f"output_dir={out}", "steps=2", "validate_every=2", "checkpoint_every=1",
-            "min_weight=0.05", *SHORT]
+    args = [
+        "--quiet",
+        f"data.path={join(s3_uri, 'data')}",
+        f"output_dir={out}",
+        "steps=2",
+        "validate_every=2",
+        "checkpoint_every=1",
+        "min_weight=0.05",
+        *SHORT,
+    ]
     assert main(args) == 0
     first = json.loads(read_text(join(out, "metrics.json")))
     assert main(args) == 0  # again: resumes from the checkpoint on S3 after the last step
     metrics = json.loads(read_text(join(out, "metrics.json")))
-    assert first["resumed_from_step"] == 0 and metrics["resumed_from_step"] == 2 and metrics["test_ndcg@5"] == first["test_ndcg@5"]
+    assert (
+        first["resumed_from_step"] == 0 and metrics["resumed_from_step"] == 2 and metrics["test_ndcg@5"] == first["test_ndcg@5"]
+    )
     x, meta = read_synthetic(join(out, SYNTHETIC_DIR))
     assert StoredDirectory(join(out, SYNTHETIC_DIR)).manifest.kind == "distilled-users"
     assert x.shape == (12, 60) and meta["source"] == join(s3_uri, "data")
@@ -74,9 +95,20 @@ def _distill_rank(cfg: dict) -> dict:
 @pytest.mark.slow
 def test_two_workers_keep_one_synthetic_set(dataset, tmp_path):
     """Each worker draws its own real users; averaged gradients keep the logits identical."""
-    cfg = {"data": {"path": dataset}, "output_dir": str(tmp_path / "out"), "budget": 12, "samples_per_user": 20, "tau": 1.0,
-           "steps": 6, "validate_every": 3, "batch_users": 32, "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [1.0, 5.0]},
-           "seed": training_seed()}
+    cfg = {
+        "data": {"path": dataset},
+        "output_dir": str(tmp_path / "out"),
+        "budget": 12,
+        "samples_per_user": 20,
+        "tau": 1.0,
+        "steps": 6,
+        "validate_every": 3,
+        "batch_users": 32,
+        "eval": {"ks": [5, 20], "auc_negatives": 0},
+        "select": "hr@20",
+        "model": {"lambdas": [1.0, 5.0]},
+        "seed": training_seed(),
+    }
     ranks = run_ranks(_distill_rank, 2, cfg)
     for key in ("val_hr@20", "test_ndcg@5", "best_step", "mean_row_mass", "lambda"):
         assert ranks[0][key] == ranks[1][key], key

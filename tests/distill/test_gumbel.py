@@ -13,8 +13,10 @@ from distrec.distill.gumbel import MultiGumbel, gumbel_noise, multi_gumbel
 def _naive(logits: torch.Tensor, *, seed: int, chunks: list[int], tau: float) -> torch.Tensor:
     """The obviously correct version: every draw kept in the autograd graph."""
     generator = torch.Generator().manual_seed(seed)
-    draws = [torch.softmax((logits + gumbel_noise((c, *logits.shape), generator, dtype=logits.dtype, device=logits.device)) / tau, -1)
-             for c in chunks]
+    draws = [
+        torch.softmax((logits + gumbel_noise((c, *logits.shape), generator, dtype=logits.dtype, device=logits.device)) / tau, -1)
+        for c in chunks
+    ]
     return torch.cat(draws).sum(0).clamp(max=1.0)
 
 

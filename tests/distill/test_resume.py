@@ -14,13 +14,13 @@ import time
 import pytest
 import torch
 
-import distrec.distill.run as run
+import distrec.distill.worker as run
 from distrec.config import from_dict
 from distrec.distill.config import DistillConfig
 from distrec.distill.output import read_synthetic
-from distrec.distill.run import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
-from distrec.storage import DataError
-from distrec.train.session import LocalSession
+from distrec.distill.worker import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
+from distrec.errors import DataError
+from distrec.runtime.session import LocalSession
 from jobs.distill import main
 from tests.helpers import tiny_synthetic, training_seed
 
@@ -39,9 +39,23 @@ def dataset(tmp_path_factory) -> str:
 
 
 def _cfg(dataset: str, out, **changes) -> DistillConfig:
-    cfg = {"data": {"path": dataset}, "output_dir": str(out), "budget": 10, "samples_per_user": 20, "tau": 1.0, "lr": 0.1,
-           "steps": 30, "validate_every": 10, "checkpoint_every": 5, "batch_users": 48, "val_users": 60,
-           "eval": {"ks": [5, 20], "auc_negatives": 0}, "select": "hr@20", "model": {"lambdas": [0.1, 1.0, 5.0]}, "seed": training_seed()}
+    cfg = {
+        "data": {"path": dataset},
+        "output_dir": str(out),
+        "budget": 10,
+        "samples_per_user": 20,
+        "tau": 1.0,
+        "lr": 0.1,
+        "steps": 30,
+        "validate_every": 10,
+        "checkpoint_every": 5,
+        "batch_users": 48,
+        "val_users": 60,
+        "eval": {"ks": [5, 20], "auc_negatives": 0},
+        "select": "hr@20",
+        "model": {"lambdas": [0.1, 1.0, 5.0]},
+        "seed": training_seed(),
+    }
     return from_dict(DistillConfig, {**cfg, **changes})
 
 
@@ -100,13 +114,30 @@ def test_checkpoint_of_another_budget_is_refused(dataset, tmp_path):
 @pytest.mark.slow
 def test_killed_process_resumes_from_its_checkpoint(dataset, tmp_path):
     """A real SIGKILL mid-run: the job started again skips the checkpointed steps."""
-    overrides = [f"data.path={dataset}", "budget=10", "samples_per_user=20", "tau=1.0", "lr=0.1", "steps=300", "validate_every=50",
-                 "checkpoint_every=5", "batch_users=48", "eval.ks=[5,20]", "eval.auc_negatives=0", "select=hr@20", "model.lambdas=[0.1,1,5]",
-                 f"seed={training_seed()}"]
+    overrides = [
+        f"data.path={dataset}",
+        "budget=10",
+        "samples_per_user=20",
+        "tau=1.0",
+        "lr=0.1",
+        "steps=300",
+        "validate_every=50",
+        "checkpoint_every=5",
+        "batch_users=48",
+        "eval.ks=[5,20]",
+        "eval.auc_negatives=0",
+        "select=hr@20",
+        "model.lambdas=[0.1,1,5]",
+        f"seed={training_seed()}",
+    ]
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, "jobs/distill.py", "--quiet", f"output_dir={out}", *overrides], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [sys.executable, "jobs/distill.py", "--quiet", f"output_dir={out}", *overrides],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list((out / CHECKPOINT_DIR).glob("checkpoint_*/progress.json")) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -41,16 +41,26 @@ def test_full_ranking_metrics_by_hand():
     cfg = RankingConfig(ks=[1, 3, 5], auc_negatives=100)  # more negatives than items: all of them
     m = evaluate_ranking(_table(HAND_SCORES), target=HAND_TARGET, seen=HAND_SEEN, cfg=cfg, prefix="test", propensity=HAND_WEIGHTS)
     expected = {
-        "test_hr@1": 0.0, "test_ndcg@1": 0.0, "test_recall@1": 0.0, "test_precision@1": 0.0, "test_psp@1": 0.0,
-        "test_hr@3": 1 / 2, "test_recall@3": 1 / 2, "test_precision@3": 1 / 3,
+        "test_hr@1": 0.0,
+        "test_ndcg@1": 0.0,
+        "test_recall@1": 0.0,
+        "test_precision@1": 0.0,
+        "test_psp@1": 0.0,
+        "test_hr@3": 1 / 2,
+        "test_recall@3": 1 / 2,
+        "test_precision@3": 1 / 3,
         "test_ndcg@3": L3 / (1 + L3),  # ideal DCG over min(2, 3) = 2 positions
         "test_psp@3": (3.0 / 2) / (3.0 + 2.0),  # hit item 2 (w=3) / min(n, k), over the best sum w = 3 + 2
-        "test_hr@5": 1.0, "test_recall@5": 1.0, "test_precision@5": 2 / 5,
+        "test_hr@5": 1.0,
+        "test_recall@5": 1.0,
+        "test_precision@5": 2 / 5,
         "test_ndcg@5": (L3 + L6) / (1 + L3),
         "test_psp@5": ((3.0 + 2.0) / 2) / (3.0 + 2.0),
         "test_mrr": 1 / 2,  # item 1 outranks the best positive
         "test_auc": (2 / 3 + 0) / 2,  # negatives 1, 3, 4 (.8 .6 .5): item 2 (.7) beats two, item 5 (.4) none
-        "test_coverage@1": 1 / 6, "test_coverage@3": 3 / 6, "test_coverage@5": 5 / 6,  # only user 1 is evaluated
+        "test_coverage@1": 1 / 6,
+        "test_coverage@3": 3 / 6,
+        "test_coverage@5": 5 / 6,  # only user 1 is evaluated
         "test_users": 1,
     }
     assert set(m) == set(expected)
@@ -63,9 +73,13 @@ def test_sampled_protocol_by_hand_and_label():
     m = evaluate_ranking(_table(HAND_SCORES), target=HAND_TARGET, seen=HAND_SEEN, cfg=cfg, prefix="test")
     # each positive against the negatives 1, 3, 4 only: item 2 has rank 1, item 5 rank 3
     expected = {
-        "test_sampled100_hr@1": 0.0, "test_sampled100_ndcg@1": 0.0,
-        "test_sampled100_hr@3": 1 / 2, "test_sampled100_ndcg@3": (1 / math.log2(3)) / 2,
-        "test_sampled100_mrr": (1 / 2 + 1 / 4) / 2, "test_sampled100_auc": 1 / 3, "test_sampled100_users": 1,
+        "test_sampled100_hr@1": 0.0,
+        "test_sampled100_ndcg@1": 0.0,
+        "test_sampled100_hr@3": 1 / 2,
+        "test_sampled100_ndcg@3": (1 / math.log2(3)) / 2,
+        "test_sampled100_mrr": (1 / 2 + 1 / 4) / 2,
+        "test_sampled100_auc": 1 / 3,
+        "test_sampled100_users": 1,
     }
     assert m == pytest.approx(expected)
     assert not any(k.startswith("test_hr") or "coverage" in k for k in m)  # never mistaken for full ranking
@@ -91,10 +105,15 @@ def test_seen_items_never_in_top_k():
     seen = _items([list(rng.choice(items, size=rng.integers(0, 26), replace=False)) for _ in range(users)], items)
     target = _items([list(rng.choice(items, size=3, replace=False)) for _ in range(users)], items)
     scores = torch.rand(users, items, generator=torch.Generator().manual_seed(0))
-    scores[torch.from_numpy(seen.block(np.arange(users))[0]), torch.from_numpy(seen.block(np.arange(users))[1])] += 10.0  # seen items score highest
+    scores[torch.from_numpy(seen.block(np.arange(users))[0]), torch.from_numpy(seen.block(np.arange(users))[1])] += (
+        10.0  # seen items score highest
+    )
     all_users = np.arange(users)
     _, top = full_ranking_metrics(
-        scores, positives=tuple(map(torch.from_numpy, target.block(all_users))), seen=tuple(map(torch.from_numpy, seen.block(all_users))), ks=[10]
+        scores,
+        positives=tuple(map(torch.from_numpy, target.block(all_users))),
+        seen=tuple(map(torch.from_numpy, seen.block(all_users))),
+        ks=[10],
     )
     for u in range(users):
         ranked = [i for i in top[u].tolist() if i >= 0]
@@ -148,7 +167,9 @@ def _reference(scores, target: UserItems, seen: UserItems, weights, ks) -> dict[
             per.setdefault(f"psp@{k}", []).append(sum(weights[i] for i in top if i in pos) / min(n, k) / best)
         first = next(j for j, i in enumerate(order) if i in pos)
         per.setdefault("mrr", []).append(1 / (first + 1))
-        pairs = [(1.0 if scores[u, p] > scores[u, q] else 0.5 if scores[u, p] == scores[u, q] else 0.0) for p in pos for q in negs]
+        pairs = [
+            (1.0 if scores[u, p] > scores[u, q] else 0.5 if scores[u, p] == scores[u, q] else 0.0) for p in pos for q in negs
+        ]
         per.setdefault("auc", []).append(sum(pairs) / len(pairs))
     out = {k: float(np.mean(v)) for k, v in per.items()}
     out.update({f"coverage@{k}": len(c) / scores.shape[1] for k, c in covered.items()})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from distrec.cli import UserError
+from distrec.errors import UserError
 from distrec.features.text import TextEncoderConfig, cached_text_embeddings, encode_texts
 from tests.helpers import tiny_text_encoder
 

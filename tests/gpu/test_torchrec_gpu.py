@@ -21,10 +21,11 @@ import torch.distributed as dist
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
+from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.batches import Batch, rating_batches
-from distrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.sharding import local_table_pieces, shard_model
 from tests.helpers import run_ranks, tiny_synthetic
@@ -45,7 +46,9 @@ def dataset(tmp_path_factory) -> str:
 
 def _model(data: str, device: torch.device):
     ds = InteractionDataset(data)
-    cfg = from_dict(TrainConfig, {"data": {"path": data}, "model": {"name": "mf", "dim": 8, "init_std": 0.1}, "output_dir": "unused"})
+    cfg = from_dict(
+        TrainConfig, {"data": {"path": data}, "model": {"name": "mf", "dim": 8, "init_std": 0.1}, "output_dir": "unused"}
+    )
     ctx = ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5)
     return build_model(cfg.model, ctx, device), ds
 
@@ -77,8 +80,13 @@ def _tables(dmp) -> dict[str, list[tuple[int, int, torch.Tensor]]]:
 def _sharded(data: str, device: torch.device, sharding: str | None, optimizer: str, lr: float):
     model, ds = _model(data, torch.device("meta"))
     types = {t: sharding for t in TABLES} if sharding else {}
-    dmp, plan = shard_model(model, optim=OptimConfig(sparse=optimizer, sparse_lr=lr, dense="sgd", dense_lr=0.1),
-                            sharding=ShardingConfig(types=types), device=device, seed=SEED)
+    dmp, plan = shard_model(
+        model,
+        optim=OptimConfig(sparse=optimizer, sparse_lr=lr, dense="sgd", dense_lr=0.1),
+        sharding=ShardingConfig(types=types),
+        device=device,
+        seed=SEED,
+    )
     return dmp, plan, ds
 
 
@@ -172,4 +180,10 @@ def test_checkpoint_saved_on_gpu_restores_on_cpu_and_back(dataset, tmp_path):
         for (_, _, v1), (_, _, v2) in zip(cpu["after"][name], back["before"][name]):
             torch.testing.assert_close(torch.from_numpy(v2), torch.from_numpy(v1), rtol=0, atol=0, msg=f"{name}: CPU → GPU")
         for (_, _, v1), (_, _, v2) in zip(again["after"][name], cpu["after"][name]):
-            torch.testing.assert_close(torch.from_numpy(v2), torch.from_numpy(v1), rtol=1e-4, atol=1e-5, msg=f"{name}: the step after a restore, GPU vs CPU")
+            torch.testing.assert_close(
+                torch.from_numpy(v2),
+                torch.from_numpy(v1),
+                rtol=1e-4,
+                atol=1e-5,
+                msg=f"{name}: the step after a restore, GPU vs CPU",
+            )

@@ -48,14 +48,18 @@ def test_explicit_rows_match_a_dense_numpy_solve(biases):
             target = target - feats[:, 4]
             feats[:, 4] = 1.0
         a = feats.T @ feats + max(mine.sum(), 1) * np.diag(lam)  # ALS-WR: λ·n_u
-        np.testing.assert_allclose(got[u].numpy(), np.linalg.solve(a, feats.T @ target), rtol=1e-4, atol=1e-5, err_msg=f"user {u}")
+        np.testing.assert_allclose(
+            got[u].numpy(), np.linalg.solve(a, feats.T @ target), rtol=1e-4, atol=1e-5, err_msg=f"user {u}"
+        )
 
 
 @pytest.mark.parametrize("confidence", ["binary", "rating"])
 @pytest.mark.parametrize("exponent", [0.0, 0.5])
 def test_implicit_rows_match_a_dense_solve_over_every_item(confidence, exponent):
     """The Gramian trick (YᵀY + observed corrections) against Yᵀ C_u Y summed over all items."""
-    cfg = ALSConfig(objective="implicit", dim=5, l2=0.7, alpha=3.0, confidence=confidence, solver="cholesky", reg_exponent=exponent)
+    cfg = ALSConfig(
+        objective="implicit", dim=5, l2=0.7, alpha=3.0, confidence=confidence, solver="cholesky", reg_exponent=exponent
+    )
     user, item, rating = _ratings(seed=2)
     users, items = 40, 25
     table = 0.3 * torch.randn(items, 5, generator=torch.Generator().manual_seed(3))
@@ -79,9 +83,13 @@ def test_conjugate_gradient_reaches_the_exact_solve_and_improves_from_a_warm_sta
     table = 0.3 * torch.randn(25, 6, generator=torch.Generator().manual_seed(5))
     kw = {"users": 40, "scale": torch.ones(40), "shared": table.T @ table}
     exact = _solve(exact_cfg, user, item, rating, table, **kw)
-    many = _solve(ALSConfig(objective="implicit", dim=6, l2=0.5, alpha=5.0, solver="cg", cg_steps=12), user, item, rating, table, **kw)
+    many = _solve(
+        ALSConfig(objective="implicit", dim=6, l2=0.5, alpha=5.0, solver="cg", cg_steps=12), user, item, rating, table, **kw
+    )
     torch.testing.assert_close(many, exact, rtol=1e-3, atol=1e-4)  # k steps solve a k-dimensional system
-    few = _solve(ALSConfig(objective="implicit", dim=6, l2=0.5, alpha=5.0, solver="cg", cg_steps=2), user, item, rating, table, **kw)
+    few = _solve(
+        ALSConfig(objective="implicit", dim=6, l2=0.5, alpha=5.0, solver="cg", cg_steps=2), user, item, rating, table, **kw
+    )
     start = 0.01 * torch.ones(40, 6)
     assert ((few - exact).norm(dim=1) < (start - exact).norm(dim=1) + 1e-7).all()
 

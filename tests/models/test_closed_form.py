@@ -18,12 +18,12 @@ from distrec.models.closed_form import (
     InfiniteAE,
     PopRec,
     PopRecConfig,
-    build_closed_form,
     gram_block,
     infae_bytes,
     max_support,
 )
 from distrec.models.ntk import ntk
+from distrec.models.registry import build_closed_form
 
 
 def _random_items(seed: int, users: int = 30, items: int = 8, density: float = 0.4) -> UserItems:
@@ -169,7 +169,11 @@ def test_ease_infae_and_poprec_on_cuda_match_cpu():
     train, context = _random_items(7, users=300, items=40), _random_items(8, users=300, items=40)
     users = torch.arange(0, 300, 7)
     cuda = torch.device("cuda")
-    for cfg, lam in ((EASEConfig(lambdas=[3.0]), 3.0), (InfAEConfig(lambdas=[5.0], dtype="float64"), 5.0), (PopRecConfig(), None)):
+    for cfg, lam in (
+        (EASEConfig(lambdas=[3.0]), 3.0),
+        (InfAEConfig(lambdas=[5.0], dtype="float64"), 5.0),
+        (PopRecConfig(), None),
+    ):
         on_cpu, on_gpu = build_closed_form(cfg, train), build_closed_form(cfg, train, device=cuda)
         weights_cpu, weights_gpu = on_cpu.solve(lam), on_gpu.solve(lam)
         assert weights_gpu.device.type == "cuda"

@@ -13,13 +13,14 @@ from distrec.config import from_dict
 from distrec.data.dataset import Interactions
 from distrec.models.bipartite import balanced_bounds, build_graph, propagate
 from distrec.models.lightgcn import LightGCNConfig
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.models.tables import init_rows
+from distrec.runtime.session import LocalSession
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.loop import train_worker
 from distrec.train.ranking_losses import bpr_loss
-from distrec.train.session import LocalSession
 from distrec.train.sharding import shard_model
+from distrec.train.worker import train_worker
 from tests.helpers import run_ranks, tiny_synthetic, training_seed, untrained_metrics
 from tests.train.test_ranking_task import GAIN, _random_ndcg
 
@@ -113,7 +114,9 @@ def _sharded_step():
     user, item = _pairs()
     train = Interactions(user[rank::world], item[rank::world], np.ones(len(user[rank::world]), np.float32))
     model = build_model(MODEL, ModelContext(USERS, ITEMS, 0.0, train=train), torch.device("meta"))
-    dmp, _ = shard_model(model, optim=OptimConfig(sparse="sgd", sparse_lr=LR), sharding=ShardingConfig(), device=torch.device("cpu"), seed=SEED)
+    dmp, _ = shard_model(
+        model, optim=OptimConfig(sparse="sgd", sparse_lr=LR), sharding=ShardingConfig(), device=torch.device("cpu"), seed=SEED
+    )
     model = dmp.module
     users, items = _batch(rank)
     with torch.no_grad():
@@ -128,7 +131,11 @@ def _sharded_step():
 def test_sharded_model_matches_the_dense_reference():
     user, item = _pairs()
     a = _dense_adjacency(user, item)
-    spec = build_model(MODEL, ModelContext(USERS, ITEMS, 0.0, train=Interactions(user, item, np.ones(len(user), np.float32))), torch.device("meta")).tables
+    spec = build_model(
+        MODEL,
+        ModelContext(USERS, ITEMS, 0.0, train=Interactions(user, item, np.ones(len(user), np.float32))),
+        torch.device("meta"),
+    ).tables
     ego = torch.cat([init_rows(t, SEED, 0, t.rows)[:, :DIM] for t in spec]).requires_grad_()
     final = _layer_mean(ego, lambda e: a @ e)
     losses, expected = [], []
@@ -149,15 +156,25 @@ def test_sharded_model_matches_the_dense_reference():
 
 
 def _train(data: str, out: str) -> dict:
-    cfg = from_dict(TrainConfig, {
-        "data": {"path": data},
-        "model": {"name": "lightgcn", "dim": 16, "layers": 2, "init_std": 0.1, "l2": 0.0001},
-        "ranking": {"loss": "bpr", "negatives": 2},
-        "train": {"epochs": 4, "batch_size": 512, "early_stopping_metric": "val_ndcg@10", "early_stopping_mode": "max", "patience": 4, "export_embeddings": False,
-                  "seed": training_seed()},
-        "optim": {"sparse": "adagrad", "sparse_lr": 0.1},
-        "output_dir": out,
-    })
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "data": {"path": data},
+            "model": {"name": "lightgcn", "dim": 16, "layers": 2, "init_std": 0.1, "l2": 0.0001},
+            "ranking": {"loss": "bpr", "negatives": 2},
+            "train": {
+                "epochs": 4,
+                "batch_size": 512,
+                "early_stopping_metric": "val_ndcg@10",
+                "early_stopping_mode": "max",
+                "patience": 4,
+                "export_embeddings": False,
+                "seed": training_seed(),
+            },
+            "optim": {"sparse": "adagrad", "sparse_lr": 0.1},
+            "output_dir": out,
+        },
+    )
     untrained = untrained_metrics(cfg)["val_ndcg@10"]  # the model this run starts from
     session = LocalSession(out + "-ckpt")
     result = train_worker(cfg, session)

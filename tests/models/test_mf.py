@@ -34,4 +34,7 @@ def test_fused_objective_matches_autograd():
     torch.testing.assert_close(a_mean.grad, b_mean.grad)
     assert a_vals.grad[3].abs().sum() == 0 and a_vals.grad[:, 9:12].abs().sum() > 0  # padding rows get nothing
     assert a_vals.grad[:, [17, 18, 19, 21, 22, 23]].abs().sum() == 0  # so padding columns stay zero
-    assert torch.autograd.gradcheck(lambda v, m: _Objective.apply(v, m, rating, weight, cols, 0.05, 0.01), (a_vals.detach().requires_grad_(), a_mean.detach().requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda v, m: _Objective.apply(v, m, rating, weight, cols, 0.05, 0.01),
+        (a_vals.detach().requires_grad_(), a_mean.detach().requires_grad_()),
+    )

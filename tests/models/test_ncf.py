@@ -18,8 +18,14 @@ def _model(history: Interactions, **cfg) -> NCF:
     features = (torch.rand(ITEMS, FEATURES) < 0.4).float()
     config = NCFConfig(dim=8, init_std=0.3, hidden=[8], **cfg)
     model = NCF(
-        config, num_users=USERS, num_items=ITEMS, global_mean=3.5, rating_range=(1.0, 5.0),
-        histories=RatingHistories.from_interactions(history, num_users=USERS), item_features=features, device=torch.device("cpu"),
+        config,
+        num_users=USERS,
+        num_items=ITEMS,
+        global_mean=3.5,
+        rating_range=(1.0, 5.0),
+        histories=RatingHistories.from_interactions(history, num_users=USERS),
+        item_features=features,
+        device=torch.device("cpu"),
     )
     with torch.no_grad():  # random item rows, so ID parts matter too
         for table in model.sparse.embedding_bags.values():

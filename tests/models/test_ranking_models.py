@@ -4,14 +4,14 @@ forward on the same (user, item) pairs."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.distributed as dist
 
 from distrec.config import from_dict
-from distrec.models.registry import ModelContext, build_model
-from distrec.models.neumf import NeuMFConfig
 from distrec.models.mf_bpr import MFBPRConfig
+from distrec.models.neumf import NeuMFConfig
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
 from distrec.train.config import OptimConfig, ShardingConfig
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks
@@ -31,7 +31,9 @@ def _model_scores(name: str) -> tuple[list, list]:
     cls, raw = CONFIGS[name]
     torch.manual_seed(0)  # the dense layers start equal on every rank
     model = build_model(from_dict(cls, raw), ModelContext(USERS, ITEMS, 0.0), torch.device("meta"))
-    dmp, _ = shard_model(model, optim=OptimConfig(sparse="sgd", sparse_lr=0.1), sharding=ShardingConfig(), device=torch.device("cpu"), seed=3)
+    dmp, _ = shard_model(
+        model, optim=OptimConfig(sparse="sgd", sparse_lr=0.1), sharding=ShardingConfig(), device=torch.device("cpu"), seed=3
+    )
     model = dmp.module
     rank = dist.get_rank()
     users = torch.arange(rank, USERS, 2)  # each rank asks for different users ...

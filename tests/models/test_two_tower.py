@@ -36,7 +36,9 @@ def test_log_q_subtracts_the_log_sampling_probability_of_each_column():
 
 def test_temperature_repeated_items_and_padding():
     # τ = 0.5 doubles the logits: log(1 + e^−2)
-    assert in_batch_softmax_loss(EYE, EYE, IDS, temperature=0.5, log_q=None, weight=ONES).item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-6)
+    assert in_batch_softmax_loss(EYE, EYE, IDS, temperature=0.5, log_q=None, weight=ONES).item() == pytest.approx(
+        math.log(1 + math.exp(-2)), rel=1e-6
+    )
     # the same item twice is never its own negative: each row has no negative left, loss 0
     same = in_batch_softmax_loss(EYE, EYE, torch.tensor([3, 3]), temperature=1.0, log_q=None, weight=ONES)
     assert same.item() == pytest.approx(0.0, abs=1e-7)
@@ -48,7 +50,9 @@ def test_temperature_repeated_items_and_padding():
 def test_towers_give_unit_vectors_and_ignore_history_padding():
     torch.manual_seed(0)
     cfg = TwoTowerConfig(dim=8, id_dim=4, history=3, layers=1, heads=2, ffn=16, dropout=0.0)
-    model = TwoTower(cfg, num_items=5, item_features=np.random.default_rng(0).random((5, 3)).astype(np.float32), device=torch.device("cpu"))
+    model = TwoTower(
+        cfg, num_items=5, item_features=np.random.default_rng(0).random((5, 3)).astype(np.float32), device=torch.device("cpu")
+    )
     model.eval()
     item = torch.tensor([1, 4])
     history = torch.tensor([[-1, 0, 2], [-1, -1, 3]])

@@ -23,7 +23,11 @@ from tests.helpers import tiny_synthetic
 NETFLIX = Shape(users=480_189, items=17_770, ratings=100_480_507)
 ML25M = Shape(users=162_541, items=59_047, ratings=25_000_095)
 BILLION = Shape(users=1_000_000_000, items=100_000_000, ratings=100_000_000_000)
-TOPOLOGIES = {"1x1": Cluster(nodes=1, gpus_per_node=1), "1x8": Cluster(nodes=1, gpus_per_node=8), "8x8": Cluster(nodes=8, gpus_per_node=8)}
+TOPOLOGIES = {
+    "1x1": Cluster(nodes=1, gpus_per_node=1),
+    "1x8": Cluster(nodes=1, gpus_per_node=8),
+    "8x8": Cluster(nodes=8, gpus_per_node=8),
+}
 
 
 def _config(**extra: str) -> TrainConfig:
@@ -99,7 +103,13 @@ def test_a_billion_users_on_one_gpu_are_refused_with_the_numbers_and_a_cluster_t
     _check_plan(plan_cluster(cfg, suggested, BILLION), cfg, suggested, BILLION)  # the suggestion does fit
     if suggested.world > 2:  # and it is the smallest: one GPU fewer does not
         with pytest.raises(PlanDoesNotFit):
-            plan_cluster(cfg, Cluster(nodes=nodes - 1, gpus_per_node=gpus) if gpus == 1 else Cluster(nodes=1, gpus_per_node=suggested.world // 2), BILLION)
+            plan_cluster(
+                cfg,
+                Cluster(nodes=nodes - 1, gpus_per_node=gpus)
+                if gpus == 1
+                else Cluster(nodes=1, gpus_per_node=suggested.world // 2),
+                BILLION,
+            )
 
 
 def test_smallest_cluster_search_and_nothing_fits():
@@ -114,8 +124,25 @@ def test_smallest_cluster_search_and_nothing_fits():
 
 def test_job_prints_and_writes_the_plan_and_refuses_with_exit_2(tmp_path, capsys):
     out = tmp_path / "plan.json"
-    args = ["--config", "configs/mf/netflix.yaml", "--users", "162541", "--items", "59047", "--ratings", "25000095",
-            "--nodes", "1", "--gpus-per-node", "8", "--global-batch", "65536", "--out", str(out), "model.dim=128"]
+    args = [
+        "--config",
+        "configs/mf/netflix.yaml",
+        "--users",
+        "162541",
+        "--items",
+        "59047",
+        "--ratings",
+        "25000095",
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "8",
+        "--global-batch",
+        "65536",
+        "--out",
+        str(out),
+        "model.dim=128",
+    ]
     assert plan_job(args) == 0
     printed = capsys.readouterr().out
     written = json.loads(out.read_text())
@@ -124,8 +151,23 @@ def test_job_prints_and_writes_the_plan_and_refuses_with_exit_2(tmp_path, capsys
     assert written["batch"] == {"per_gpu": 8192, "global": 65536} and written["cluster"]["gpus"] == 8
 
     refused = tmp_path / "refused.json"
-    code = plan_job(["--config", "configs/mf/netflix.yaml", "--users", "1000000000", "--items", "100000000", "--nodes", "1",
-                     "--gpus-per-node", "1", "--out", str(refused), "model.dim=128"])
+    code = plan_job(
+        [
+            "--config",
+            "configs/mf/netflix.yaml",
+            "--users",
+            "1000000000",
+            "--items",
+            "100000000",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "1",
+            "--out",
+            str(refused),
+            "model.dim=128",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "do not fit" in err and "--nodes" in err and not refused.exists()
     assert plan_job(["--config", "configs/mf/netflix.yaml", "--users", "10"]) == 2

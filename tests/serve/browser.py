@@ -34,8 +34,8 @@ class Browser:
         port_file = os.path.join(profile, "DevToolsActivePort")
         if os.path.exists(port_file):  # an earlier browser's
             os.remove(port_file)
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        command = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ws = None
         try:
             deadline = time.monotonic() + timeout

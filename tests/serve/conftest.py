@@ -7,16 +7,17 @@ from __future__ import annotations
 import pytest
 
 from distrec.config import from_dict
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.loop import train_worker
-from distrec.train.session import LocalSession
+from distrec.train.worker import train_worker
 from jobs.fit import main as fit
 from tests.helpers import run_ranks, tiny_synthetic
 
 
 def _train(data: str, out: str, ckpt: str) -> dict:
     cfg = from_dict(TrainConfig, {"data": {"path": data}, "model": {"name": "mf", "dim": 8, "init_std": 0.1},
-                                  "train": {"epochs": 10, "batch_size": 512, "restore_best": False}, "output_dir": out})  # fmt: skip
+                                  "train": {"epochs": 10, "batch_size": 512, "restore_best": False},
+                                  "output_dir": out})  # fmt: skip
     return train_worker(cfg, LocalSession(ckpt))
 
 

@@ -94,7 +94,10 @@ def test_mf_recommendations_follow_the_exported_model(serve_runs):
 
 def test_mf_with_hnsw_answers_like_exact_on_a_small_catalogue(serve_runs):
     exact, ann = load_recommender(serve_runs["mf"]), load_recommender(serve_runs["mf"], index="hnsw")
-    hits = [len({r["item"] for r in exact.for_user(u, 10)[1]} & {r["item"] for r in ann.for_user(u, 10)[1]}) for u in exact.catalogue.user_ids[:50]]
+    hits = [
+        len({r["item"] for r in exact.for_user(u, 10)[1]} & {r["item"] for r in ann.for_user(u, 10)[1]})
+        for u in exact.catalogue.user_ids[:50]
+    ]
     assert np.mean(hits) >= 9.5  # 200 items: the graph search is all but exhaustive
 
 
@@ -161,7 +164,19 @@ def test_fit_exports_the_weights_that_serving_scores_with(serve_runs):
 def test_poprec_fit_exports_nothing_and_is_refused_with_the_reason(serve_runs, tmp_path, capsys, monkeypatch):
     _no_ray(monkeypatch)
     out = tmp_path / "poprec"
-    assert fit(["--quiet", f"data.path={serve_runs['data']}", f"output_dir={out}", "model.name=poprec", "eval.ks=[5]", "select=ndcg@5"]) == 0
+    assert (
+        fit(
+            [
+                "--quiet",
+                f"data.path={serve_runs['data']}",
+                f"output_dir={out}",
+                "model.name=poprec",
+                "eval.ks=[5]",
+                "select=ndcg@5",
+            ]
+        )
+        == 0
+    )
     assert not (out / "weights").exists()
     capsys.readouterr()
     assert serve_job(["--run", str(out)]) == 2
@@ -187,7 +202,9 @@ def _no_ray(monkeypatch) -> None:
         ("glocal_k", "written by model 'glocal_k', which this service does not know"),
     ],
 )
-def test_runs_the_service_cannot_score_are_refused_at_start_naming_what_is_missing(serve_runs, tmp_path, capsys, monkeypatch, model, reason):
+def test_runs_the_service_cannot_score_are_refused_at_start_naming_what_is_missing(
+    serve_runs, tmp_path, capsys, monkeypatch, model, reason
+):
     _no_ray(monkeypatch)
     run = _factor_run(tmp_path, serve_runs["data"], model, item_bias=False)
     assert serve_job(["--run", run]) == 2
@@ -251,7 +268,9 @@ def test_unknown_ids_bad_bodies_and_bad_k_name_what_is_wrong(serve_runs):
 def test_recommend_cli_serves_closed_forms_and_refuses_a_bad_k(serve_runs, capsys):
     assert recommend(["--run", serve_runs["infae"], "--user", "7", "--k", "4"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert len(summary["recommended"]) == 4 and not {r["item"] for r in summary["recommended"]} & {r["item"] for r in summary["rated"]}
+    assert len(summary["recommended"]) == 4 and not {r["item"] for r in summary["recommended"]} & {
+        r["item"] for r in summary["rated"]
+    }
     for k in ("0", "-5", "100000"):
         assert recommend(["--run", serve_runs["mf"], "--user", "7", "--k", k]) == 2
         assert f"k={k}: must be between 1 and" in capsys.readouterr().err

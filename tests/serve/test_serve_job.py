@@ -39,7 +39,9 @@ def test_serve_job_answers_with_hnsw_on_loopback_and_stops_cleanly(serve_runs, t
             body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/recommend/{user}?k=10", timeout=60))
             exact_items = {r["item"] for r in exact.for_user(user, 10)[1]}
             hits.append(len(exact_items & {r["item"] for r in body["recommended"]}))
-            assert not {r["item"] for r in body["recommended"]} & {exact.catalogue.item_ids[i] for i in exact.catalogue.rated(exact.catalogue.user(user))[0]}
+            assert not {r["item"] for r in body["recommended"]} & {
+                exact.catalogue.item_ids[i] for i in exact.catalogue.rated(exact.catalogue.user(user))[0]
+            }
         assert np.mean(hits) >= 9, hits
         listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
         assert listening and all(a.startswith("127.0.0.1:") for a in listening if a.endswith(f":{port}")), listening

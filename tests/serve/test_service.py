@@ -53,7 +53,9 @@ def _cli(args: list[str], capsys) -> dict:
 
 def _same(served: list[dict], cli: list[dict], value: str) -> None:
     assert [r["item"] for r in served] == [r["item"] for r in cli]
-    assert [(r.get("title"), r.get("year"), r.get("genres")) for r in served] == [(r.get("title"), r.get("year"), r.get("genres")) for r in cli]
+    assert [(r.get("title"), r.get("year"), r.get("genres")) for r in served] == [
+        (r.get("title"), r.get("year"), r.get("genres")) for r in cli
+    ]
     np.testing.assert_allclose([r[value] for r in served], [r[value] for r in cli], rtol=1e-6)
 
 
@@ -142,7 +144,9 @@ def test_the_proxy_listens_on_loopback_only(service):
 def _replicas(app: str) -> list[str]:
     import ray
 
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(f"SERVE_REPLICA::{app}#"))
+    return sorted(
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(f"SERVE_REPLICA::{app}#")
+    )
 
 
 def test_a_killed_replica_is_replaced_and_requests_after_it_succeed(service):
@@ -165,14 +169,18 @@ def test_a_killed_replica_is_replaced_and_requests_after_it_succeed(service):
     assert all(status == 200 and body == expected for status, body in answers)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium): the page test needs a real browser")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium): the page test needs a real browser"
+)
 def test_the_page_shows_a_users_recommendations_in_headless_chromium(service, tmp_path):
     pytest.importorskip("websocket", reason="websocket-client (requirements/common.txt) drives Chromium's DevTools protocol")
     expected = call(f"{service}/mf/recommend/7?k=10")[1]
     browser = Browser(str(tmp_path / "profile"))
     try:
         browser.open(f"{service}/mf/")
-        assert "mf · 300 users · 200 items" in browser.wait_for("document.getElementById('info').textContent.includes('users') && document.getElementById('info').textContent")
+        assert "mf · 300 users · 200 items" in browser.wait_for(
+            "document.getElementById('info').textContent.includes('users') && document.getElementById('info').textContent"
+        )
         browser.evaluate("document.getElementById('user').value = '7'; document.getElementById('go').click()")
         browser.wait_for("document.querySelectorAll('#recommended li').length === 10")
         shown = browser.evaluate("[...document.querySelectorAll('#recommended li')].map(li => li.dataset.item)")
@@ -184,11 +192,19 @@ def test_the_page_shows_a_users_recommendations_in_headless_chromium(service, tm
         browser.wait_for("document.querySelectorAll('#similar li').length === 10")
         assert browser.evaluate("document.getElementById('similar-title').textContent").startswith("Similar to Synthetic item")
         liked = [str(r["item"]) for r in expected["rated"][:3]]
-        browser.evaluate(f"document.getElementById('items').value = '{liked[0]}:5 {liked[1]}:4, {liked[2]}:5'; document.getElementById('fold').click()")
-        browser.wait_for("document.getElementById('rated-title').textContent === 'Liked items' && document.querySelectorAll('#recommended li').length === 10")
+        browser.evaluate(
+            f"document.getElementById('items').value = '{liked[0]}:5 {liked[1]}:4, {liked[2]}:5'; "
+            "document.getElementById('fold').click()"
+        )
+        browser.wait_for(
+            "document.getElementById('rated-title').textContent === 'Liked items' && "
+            "document.querySelectorAll('#recommended li').length === 10"
+        )
         assert browser.evaluate("[...document.querySelectorAll('#rated li')].map(li => li.dataset.item)") == liked
         new = call(f"{service}/mf/recommend?k=10", {"items": [int(i) for i in liked], "ratings": [5, 4, 5]})[1]["recommended"]
-        assert browser.evaluate("[...document.querySelectorAll('#recommended li')].map(li => li.dataset.item)") == [str(r["item"]) for r in new]
+        assert browser.evaluate("[...document.querySelectorAll('#recommended li')].map(li => li.dataset.item)") == [
+            str(r["item"]) for r in new
+        ]
         browser.evaluate("document.getElementById('user').value = 'nobody'; document.getElementById('go').click()")
         assert "404: user 'nobody'" in browser.wait_for("document.getElementById('status').textContent")
         browser.evaluate("document.getElementById('user').value = '7'; document.getElementById('go').click()")

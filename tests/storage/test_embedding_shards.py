@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.storage.embeddings import ROW_GROUP_ROWS, EmbeddingShards, EmbeddingTable, write_embeddings
 from tests.helpers import stored_file
 
@@ -16,7 +16,9 @@ from tests.helpers import stored_file
 def _table(rows: int) -> EmbeddingTable:
     rng = np.random.default_rng(0)
     vector = rng.normal(size=(rows, 4)).astype(np.float32)
-    return EmbeddingTable(index=np.arange(rows), vector=vector, columns={"bias": vector[:, 0].copy()}, raw=np.arange(rows) + 10, meta={})
+    return EmbeddingTable(
+        index=np.arange(rows), vector=vector, columns={"bias": vector[:, 0].copy()}, raw=np.arange(rows) + 10, meta={}
+    )
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

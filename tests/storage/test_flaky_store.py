@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import DataError, StoredDirectory, read_text, write_text
+from distrec.errors import DataError
+from distrec.storage import StoredDirectory, read_text, write_text
 from tests.faults import FaultyProxy
 from tests.helpers import tiny_synthetic
 
@@ -61,7 +62,10 @@ def test_a_dropping_store_ends_with_an_error_naming_the_object(s3_server, s3_uri
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         dataset = InteractionDataset(s3_uri)
         proxy.rate = 1.0  # the store goes away after the manifest was read: a shard's read fails
-        with pytest.raises(DataError, match=rf"^{s3_uri}/commit-[^/]+/part-00000.parquet: cannot (open|read) \(.*\); the object store kept failing"):
+        with pytest.raises(
+            DataError,
+            match=rf"^{s3_uri}/commit-[^/]+/part-00000.parquet: cannot (open|read) \(.*\); the object store kept failing",
+        ):
             dataset.read(split=None, parts=["train"], rank=0, world=1)
         with pytest.raises(DataError, match=rf"^{s3_uri}/_manifest.json: cannot read"):
             InteractionDataset(s3_uri)

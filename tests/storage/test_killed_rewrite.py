@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
+from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_embeddings
 from distrec.storage.uri import join
@@ -82,7 +83,9 @@ def test_a_reprepare_killed_on_s3_leaves_the_old_dataset(s3_uri):
 
 def _table(seed: int) -> EmbeddingTable:
     rng = np.random.default_rng(seed)
-    return EmbeddingTable(index=np.arange(100), vector=rng.normal(size=(100, 4)).astype(np.float32), columns={}, raw=None, meta={"seed": seed})
+    return EmbeddingTable(
+        index=np.arange(100), vector=rng.normal(size=(100, 4)).astype(np.float32), columns={}, raw=None, meta={"seed": seed}
+    )
 
 
 def _export(uri: str, seed: int) -> None:

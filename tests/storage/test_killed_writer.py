@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory
+from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory
 from distrec.storage.commit import LOCK
 from distrec.storage.embeddings import EmbeddingTable, read_embeddings, write_embeddings
 from tests.faults import REPO, python_env, sigkill_after_writes
@@ -42,7 +43,9 @@ def test_prepare_killed_between_shards_is_refused_then_rerun_completes(tmp_path)
 
 def _export(uri: str) -> None:
     rng = np.random.default_rng(0)
-    table = EmbeddingTable(index=np.arange(100), vector=rng.normal(size=(100, 4)).astype(np.float32), columns={}, raw=None, meta={})
+    table = EmbeddingTable(
+        index=np.arange(100), vector=rng.normal(size=(100, 4)).astype(np.float32), columns={}, raw=None, meta={}
+    )
     write_embeddings(uri, table, rows_per_part=25)
 
 

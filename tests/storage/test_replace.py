@@ -12,7 +12,8 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
+from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
 
 
@@ -58,7 +59,9 @@ def test_a_reader_sees_the_old_version_until_the_new_manifest_replaces_it(uri):
     assert read_whole(uri) == ({"n": 3, "seed": 0}, old)  # mid-write: the old version, whole
     w.commit({"n": 1})
     meta, files = read_whole(uri)
-    assert meta == {"n": 1} and list(files) == ["part-00000.parquet"] and files != {"part-00000.parquet": old["part-00000.parquet"]}
+    assert (
+        meta == {"n": 1} and list(files) == ["part-00000.parquet"] and files != {"part-00000.parquet": old["part-00000.parquet"]}
+    )
     folder = StoredDirectory(uri).manifest.folder
     assert set(objects(uri)) == {MANIFEST, f"{folder}/part-00000.parquet"}  # the old files, the lock: gone
 

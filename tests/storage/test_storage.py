@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from distrec.storage import MANIFEST, DataError, DirectoryWriter, StoredDirectory, filesystem
+from distrec.errors import DataError
+from distrec.storage import MANIFEST, DirectoryWriter, StoredDirectory, filesystem
 from distrec.storage.commit import LOCK
 from tests.helpers import stored_file
 
@@ -26,7 +27,12 @@ def test_round_trip(uri):
     d = StoredDirectory(uri, kind="test", schema_version=1, verify="sha256")
     assert d.meta == {"n": 3}
     assert [f.path for f in d.manifest.files] == [f.path for f in manifest.files]
-    assert [f.path for f in manifest.files] == ["ids/user.parquet", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [f.path for f in manifest.files] == [
+        "ids/user.parquet",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     assert d.read_table("part-00002.parquet").column("x").to_pylist() == list(range(20, 30))
     assert all(f.rows in (10, 2) and f.bytes > 0 and len(f.sha256) == 64 for f in d.manifest.files)
     fs, root = filesystem(uri)

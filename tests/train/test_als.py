@@ -16,14 +16,14 @@ import torch
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
+from distrec.errors import DataError
 from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
-from distrec.storage import DataError
+from distrec.runtime.session import LocalSession
 from distrec.storage.embeddings import read_embeddings
-from distrec.train.als_loop import initial_factors, train_als_worker
+from distrec.train.als_worker import initial_factors, train_als_worker
 from distrec.train.config import TrainConfig
-from distrec.train.session import LocalSession
 from tests.faults import registered_checkpoints, wait_for
 from tests.helpers import run_ranks, tiny_synthetic
 
@@ -233,7 +233,8 @@ def _reference(cfg: TrainConfig) -> dict:
 def test_killed_ray_worker_resumes_the_sweep_count(local_ray, dataset, tmp_path):
     """worker.py picks the ALS loop; a SIGKILLed worker restarts the run from the last sweep's
     checkpoint, which continues the count to the end and reproduces an uninterrupted run."""
-    from distrec.train.launch import fit, run_name
+    from distrec.runtime.config import run_name
+    from distrec.train.run import train as fit
     from tests.train.test_ray import _train_worker_pids
 
     epochs = 30
@@ -242,7 +243,9 @@ def test_killed_ray_worker_resumes_the_sweep_count(local_ray, dataset, tmp_path)
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(fit(cfg)))
     thread.start()
-    wait_for(lambda: registered_checkpoints(tmp_path / "killed" / "ray" / run_name(cfg)), timeout=300, what="the first checkpoint")
+    wait_for(
+        lambda: registered_checkpoints(tmp_path / "killed" / "ray" / run_name(cfg)), timeout=300, what="the first checkpoint"
+    )
     victims = _train_worker_pids()
     assert victims, "no training worker found"
     os.kill(victims[-1], signal.SIGKILL)

@@ -28,11 +28,12 @@ from torch.distributed.checkpoint.metadata import Metadata
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import ModelContext, build_model
-from distrec.storage import DataError
-from distrec.train.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
+from distrec.errors import DataError
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
+from distrec.runtime.checkpoint import DENSE, MODEL, load_checkpoint, load_model_checkpoint, save_checkpoint
+from distrec.runtime.dcp_metadata import DCP_METADATA, METADATA_JSON, read_metadata
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.dcp_metadata import DCP_METADATA, METADATA_JSON, read_metadata
 from distrec.train.sharding import shard_model
 from tests.faults import REPO, python_env
 from tests.helpers import run_ranks, tiny_synthetic
@@ -46,7 +47,9 @@ def _short_unicode(text: str) -> bytes:
 
 def _stack_global_call(module: str, name: str, argument: str) -> bytes:
     """Protocol 4: ``module``'s (dotted) attribute ``name``, called with one string argument."""
-    return b"\x80\x04" + _short_unicode(module) + _short_unicode(name) + b"\x93" + _short_unicode(argument) + b"\x85" + b"R" + b"."
+    return (
+        b"\x80\x04" + _short_unicode(module) + _short_unicode(name) + b"\x93" + _short_unicode(argument) + b"\x85" + b"R" + b"."
+    )
 
 
 class _Shell:
@@ -73,10 +76,12 @@ PAYLOADS = {
     # the issue's repro: a name inside an allowed DCP module that resolves to os.system
     "issue": lambda marker: _stack_global_call("torch.distributed.checkpoint.filesystem", "os.system", f"touch {marker}"),
     # a longer attribute chain from another allowed module
-    "nested_attribute": lambda marker: _stack_global_call("torch.distributed.checkpoint.metadata", "torch.serialization.os.system", f"touch {marker}"),
+    "nested_attribute": lambda marker: _stack_global_call("torch.distributed.checkpoint.metadata",
+                                                          "torch.serialization.os.system", f"touch {marker}"),
     "builtins_eval": lambda marker: _stack_global_call("builtins", "eval", f"__import__('os').system('touch {marker}')"),
     # an instance of the class the metadata must be, whose contents reduce to a shell command
-    "reduce_in_allowed_class": lambda marker: pickle.dumps(Metadata(state_dict_metadata={}, planner_data=_Shell(f"touch {marker}"))),
+    "reduce_in_allowed_class": lambda marker: pickle.dumps(Metadata(state_dict_metadata={},
+                                                                    planner_data=_Shell(f"touch {marker}"))),
 }  # fmt: skip
 
 
@@ -91,7 +96,9 @@ def test_the_payloads_run_under_plain_pickle(tmp_path):
 def _model(data: str, seed: int = 0):
     ds = InteractionDataset(data)
     cfg = from_dict(TrainConfig, {"data": {"path": data}, "model": {"name": "mf", "dim": 8}, "output_dir": "unused"})
-    model = build_model(cfg.model, ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5), torch.device("meta"))
+    model = build_model(
+        cfg.model, ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5), torch.device("meta")
+    )
     dmp, _ = shard_model(model, optim=OptimConfig(), sharding=ShardingConfig(), device=torch.device("cpu"), seed=seed)
     return dmp, torch.optim.Adam([dmp.module.mean], lr=0.01)
 
@@ -189,7 +196,10 @@ def test_planted_pickles_and_escaping_paths_are_refused(tmp_path):
     errors = run_ranks(_tamper_and_load, 1, data, str(root))[0]
     assert not (root / "payload-ran").exists()
     for name in PAYLOADS:
-        assert f"{root}/{name}-{DCP_METADATA}/{DCP_METADATA}: changed after the checkpoint was written" in errors[f"{name}@{DCP_METADATA}"]
+        assert (
+            f"{root}/{name}-{DCP_METADATA}/{DCP_METADATA}: changed after the checkpoint was written"
+            in errors[f"{name}@{DCP_METADATA}"]
+        )
         assert f"{root}/{name}-{METADATA_JSON}/{METADATA_JSON}: not JSON" in errors[f"{name}@{METADATA_JSON}"]
     # a pickle that the JSON vouches for is still never unpickled: the checkpoint loads from the JSON
     assert errors["consistent_pickle"] == "loaded"
@@ -197,7 +207,10 @@ def test_planted_pickles_and_escaping_paths_are_refused(tmp_path):
     assert "refused checkpoint entry 'model.mean'" in errors["bytes_entry"]
     assert "'../good/__0_0.distcp' is not a plain relative path" in errors["dotdot"]
     assert "is not a plain relative path" in errors["absolute"]
-    assert f"dtype/{METADATA_JSON}: state_dict_metadata['model.mean'].properties.dtype: expected the name of a torch.dtype" in errors["dtype"]
+    assert (
+        f"dtype/{METADATA_JSON}: state_dict_metadata['model.mean'].properties.dtype: expected the name of a torch.dtype"
+        in errors["dtype"]
+    )
     assert f"unplaced/{METADATA_JSON}: no storage_data entry holds 'model.mean'" in errors["unplaced"]
     assert f"dense/{DENSE}: refused" in errors["dense"]
     assert f"dense_reduce/{DENSE}: refused" in errors["dense_reduce"]
@@ -219,8 +232,8 @@ def _round_trip(data: str, root: str) -> bool:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    from distrec.train.checkpoint import _JsonMetadataReader, _SafeLoadPlanner
-    from distrec.train.dcp_metadata import write_metadata
+    from distrec.runtime.checkpoint import _JsonMetadataReader, _SafeLoadPlanner
+    from distrec.runtime.dcp_metadata import write_metadata
 
     def pickled(directory: str):
         with open(os.path.join(directory, DCP_METADATA), "rb") as f:
@@ -270,9 +283,9 @@ def test_the_json_describes_exactly_what_dcp_saved(tmp_path):
 def test_other_checkpoint_readers_refuse_planted_pickles(tmp_path):
     """The dense loop's model.pt, Distill-CF's state.pt and the compressor's optim.pt: the issue's
     payload is refused with a DataError naming the file, and never runs."""
-    from distrec.compress.fit import MODEL as MODEL_SAFETENSORS
-    from distrec.compress.fit import OPTIM, _load_checkpoint
-    from distrec.distill.checkpoint import STATE, load_distill_state
+    from distrec.compress.worker import MODEL as MODEL_SAFETENSORS
+    from distrec.compress.worker import OPTIM, _load_checkpoint
+    from distrec.distill.worker import STATE, load_distill_state
 
     marker = tmp_path / "payload-ran"
     payload = PAYLOADS["issue"](marker)

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from distrec.config import load_config
-from distrec.progress import TERMINAL_ENV, console_for_workers, progress
+from distrec.console import TERMINAL_ENV, console_for_workers
+from distrec.console import progress_bar as progress
 from distrec.train.config import TrainConfig
-from distrec.train.launch import fit
+from distrec.train.run import train as fit
 from tests.helpers import tiny_synthetic
 
 EPOCHS = 3

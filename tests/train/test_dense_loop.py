@@ -14,9 +14,9 @@ import torch.distributed as dist
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
 from distrec.models.glocal_k import GLocalK, GLocalKConfig
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.dense_loop import item_rows, objective, train_dense_worker, wrap
-from distrec.train.session import LocalSession
+from distrec.train.dense_worker import item_rows, objective, train_dense_worker, wrap
 from tests.helpers import run_ranks, tiny_synthetic, training_seed
 
 
@@ -32,7 +32,14 @@ def _train(data: str, out: str, ckpt: str, epochs: int, lambda_s: float = 0.006)
         TrainConfig,
         {
             "data": {"path": data},
-            "model": {"name": "glocal_k", "hidden": 16, "lambda_s": lambda_s, "pretrain_epochs": 2, "pretrain_iters": 4, "finetune_iters": 4},
+            "model": {
+                "name": "glocal_k",
+                "hidden": 16,
+                "lambda_s": lambda_s,
+                "pretrain_epochs": 2,
+                "pretrain_iters": 4,
+                "finetune_iters": 4,
+            },
             "train": {"epochs": epochs, "seed": training_seed()},
             "output_dir": out,
         },

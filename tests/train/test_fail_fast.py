@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.cli import UserError
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.storage import DataError
-from distrec.train.config import RayConfig, TrainConfig
-from distrec.train.launch import _removed_if_unwritten, fit, run_workers
+from distrec.errors import DataError, UserError
+from distrec.runtime.config import RayConfig
+from distrec.runtime.ray import run_workers
+from distrec.train.config import TrainConfig
+from distrec.train.run import _removed_if_unwritten
+from distrec.train.run import train as fit
 from tests.helpers import stored_file, tiny_synthetic
-
 
 
 def _attempts(path: Path) -> UserCallback:
@@ -56,7 +57,9 @@ def test_a_worker_error_no_retry_can_fix_ends_the_run_at_its_first_attempt(local
     cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "ray"), max_failures=max_failures)
     expected = UserError if error is RuntimeError else error  # an error retried to the end is a UserError
     with pytest.raises(expected, match="part-00003.parquet: sha256 does not match") as e:
-        run_workers(_failing_entry(error), {"markers": str(markers)}, cfg=cfg, name=f"fail-{error.__name__}", callbacks=[_attempts(log)])
+        run_workers(
+            _failing_entry(error), {"markers": str(markers)}, cfg=cfg, name=f"fail-{error.__name__}", callbacks=[_attempts(log)]
+        )
     assert error is RuntimeError or type(e.value) is error  # the worker's own exception, not a wrapper
     assert len(list(markers.glob("rank1-*"))) == attempts  # 1 + max_failures for an error a retry may fix
     assert len(log.read_text().splitlines()) == attempts

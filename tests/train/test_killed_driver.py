@@ -26,10 +26,21 @@ NAME = "killed-driver"
 
 def _command(data: str, root) -> list[str]:
     return [
-        sys.executable, "jobs/train.py", "--config", "configs/mf/demo.yaml", "--quiet",
-        f"data.path={data}", f"output_dir={root / 'out'}", f"ray.storage_path={root / 'ray'}", f"ray.name={NAME}",
-        f"train.epochs={EPOCHS}", "train.early_stopping_metric=null", "train.batch_size=512", "model.dim=8", f"train.seed={training_seed()}",
-    ]  # fmt: skip
+        sys.executable,
+        "jobs/train.py",
+        "--config",
+        "configs/mf/demo.yaml",
+        "--quiet",
+        f"data.path={data}",
+        f"output_dir={root / 'out'}",
+        f"ray.storage_path={root / 'ray'}",
+        f"ray.name={NAME}",
+        f"train.epochs={EPOCHS}",
+        "train.early_stopping_metric=null",
+        "train.batch_size=512",
+        "model.dim=8",
+        f"train.seed={training_seed()}",
+    ]
 
 
 def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path):
@@ -37,7 +48,9 @@ def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path)
     tiny_synthetic(data, ratings=20_000)
     command, lock, out = _command(data, tmp_path), tmp_path / "out" / LOCK, tmp_path / "out"
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(
+            command, cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for(lock.exists, timeout=120, what="the first run's lock", process=first)
         second = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)

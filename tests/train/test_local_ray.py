@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from distrec.train.config import RayConfig
-from distrec.train.launch import run_workers
+from distrec.runtime.config import RayConfig
+from distrec.runtime.ray import run_workers
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +42,8 @@ def _loopback(ip: str) -> bool:
 
 
 def test_embedded_ray_listens_on_loopback_only(local_ray, tmp_path):
-    import ray  # puts its vendored packages, psutil among them, on sys.path
-
     import psutil
+    import ray  # puts its vendored packages, psutil among them, on sys.path
 
     ready, release = tmp_path / "ready.json", tmp_path / "release"
     cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "ray"), max_failures=0)
@@ -72,7 +71,11 @@ def test_embedded_ray_listens_on_loopback_only(local_ray, tmp_path):
                 names[pid] = psutil.Process(pid).name()
             except psutil.NoSuchProcess:
                 pass
-        listening = [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in ours]
+        listening = [
+            (c.pid, c.laddr.ip, c.laddr.port)
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in ours
+        ]
     finally:
         release.touch()
         thread.join(timeout=300)
@@ -82,7 +85,9 @@ def test_embedded_ray_listens_on_loopback_only(local_ray, tmp_path):
     exposed = {(pid, port) for pid, ip, port in listening if not _loopback(ip)}
     # torch.distributed's TCPStore, which rank 0 serves for the process group's rendezvous, listens
     # on every interface: torch offers no address to bind it to (README, Reliability and security).
-    assert exposed <= {(rank0["pid"], rank0["master_port"])}, [(names.get(p), ip, port) for p, ip, port in listening if not _loopback(ip)]
+    assert exposed <= {(rank0["pid"], rank0["master_port"])}, [
+        (names.get(p), ip, port) for p, ip, port in listening if not _loopback(ip)
+    ]
     dashboard = ray._private.worker.global_worker.node.address_info["webui_url"]
     assert dashboard.startswith("127.0.0.1:") and not dashboard.endswith(":8265"), dashboard
     assert 8265 not in {port for _, _, port in listening}

@@ -12,14 +12,15 @@ import torch.distributed as dist
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import ModelContext, build_model
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
+from distrec.runtime.session import LocalSession
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.batches import rating_batches
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.export import export_tables
-from distrec.train.loop import train_worker
-from distrec.train.session import LocalSession
 from distrec.train.sharding import shard_model
+from distrec.train.worker import train_worker
 from tests.helpers import run_ranks, tiny_synthetic, training_seed, untrained_metrics
 
 
@@ -140,9 +141,7 @@ def test_resume_from_checkpoint_gives_the_same_next_epoch(dataset, tmp_path):
 
 def test_early_stopping_restores_the_best_epoch(dataset, tmp_path):
     def run():
-        return run_ranks(
-            _train_early, 2, dataset, str(tmp_path / "run"), str(tmp_path / "ckpt")
-        )[0]
+        return run_ranks(_train_early, 2, dataset, str(tmp_path / "run"), str(tmp_path / "ckpt"))[0]
 
     result = run()
     assert result["epochs"] < 30  # stopped early

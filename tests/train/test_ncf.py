@@ -12,10 +12,10 @@ import pytest
 
 from distrec.config import from_dict
 from distrec.data.prepare import PrepareConfig, prepare_dataset
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.launch import fit
-from distrec.train.loop import train_worker
-from distrec.train.session import LocalSession
+from distrec.train.run import train as fit
+from distrec.train.worker import train_worker
 from tests.helpers import check_report, run_ranks, training_seed
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,10 @@ def _planted_ml100k(root: Path, *, users: int = 150, items: int = 80, per_user: 
     (root / "u1.base").write_text(tab(r for r, t in zip(rows, test) if not t))
     (root / "u1.test").write_text(tab(r for r, t in zip(rows, test) if t))
     (root / "u.item").write_text(
-        "".join(f"{i + 1}|Movie {i + 1} ({1960 + i % 40})|01-Jan-1990||http://x|" + "|".join(map(str, genres[i])) + "\n" for i in range(items))
+        "".join(
+            f"{i + 1}|Movie {i + 1} ({1960 + i % 40})|01-Jan-1990||http://x|" + "|".join(map(str, genres[i])) + "\n"
+            for i in range(items)
+        )
     )
     (root / "u.user").write_text("".join(f"{u + 1}|30|M|writer|00000\n" for u in range(users)))
     return root
@@ -56,7 +59,14 @@ def dataset(tmp_path_factory) -> str:
     base = tmp_path_factory.mktemp("ncf")
     out = str(base / "prepared")
     prepare_dataset(
-        PrepareConfig(dataset="ml-100k", out=out, source=str(_planted_ml100k(base / "ml-100k")), splits=["u1", "u1:holdout=0.2"], verify_counts=False, seed=0)
+        PrepareConfig(
+            dataset="ml-100k",
+            out=out,
+            source=str(_planted_ml100k(base / "ml-100k")),
+            splits=["u1", "u1:holdout=0.2"],
+            verify_counts=False,
+            seed=0,
+        )
     )
     return out
 

@@ -14,13 +14,13 @@ import torch.distributed as dist
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
+from distrec.data.partition import by_user
 from distrec.eval.factors import exported_scorer
 from distrec.eval.holdout import Holdout
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.loop import train_worker
-from distrec.train.ranking_task import by_user
-from distrec.train.session import LocalSession
+from distrec.train.worker import train_worker
 from tests.helpers import run_ranks, tiny_synthetic, training_seed, untrained_metrics
 
 # Training's least gain in val nDCG@10 over the untrained model, across seeds 0-4 and all three
@@ -55,15 +55,24 @@ def test_each_worker_gets_exactly_its_users_pairs(dataset):
 
 
 def _train(data: str, out: str, model: dict, loss: str, sampler: str) -> dict:
-    cfg = from_dict(TrainConfig, {
-        "data": {"path": data},
-        "model": model,
-        "ranking": {"loss": loss, "negatives": 4 if loss == "sampled_softmax" else 1, "sampler": sampler},
-        "train": {"epochs": 4, "batch_size": 256, "early_stopping_metric": "val_ndcg@10", "early_stopping_mode": "max", "patience": 4,
-                  "seed": training_seed()},
-        "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1, "dense": "adam", "dense_lr": 0.005},
-        "output_dir": out,
-    })
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "data": {"path": data},
+            "model": model,
+            "ranking": {"loss": loss, "negatives": 4 if loss == "sampled_softmax" else 1, "sampler": sampler},
+            "train": {
+                "epochs": 4,
+                "batch_size": 256,
+                "early_stopping_metric": "val_ndcg@10",
+                "early_stopping_mode": "max",
+                "patience": 4,
+                "seed": training_seed(),
+            },
+            "optim": {"sparse": "rowwise_adagrad", "sparse_lr": 0.1, "dense": "adam", "dense_lr": 0.005},
+            "output_dir": out,
+        },
+    )
     untrained = untrained_metrics(cfg)["val_ndcg@10"]  # the model this run starts from
     session = LocalSession(out + "-ckpt")
     result = train_worker(cfg, session)
@@ -78,9 +87,7 @@ def _random_ndcg(data: str) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model, loss, sampler", [("mf_bpr", "bpr", "uniform"), ("neumf", "sampled_softmax", "popularity")]
-)
+@pytest.mark.parametrize("model, loss, sampler", [("mf_bpr", "bpr", "uniform"), ("neumf", "sampled_softmax", "popularity")])
 def test_two_workers_learn_to_rank(dataset, tmp_path, model, loss, sampler):
     out = str(tmp_path / "run")
     result = run_ranks(_train, 2, dataset, out, MODELS[model], loss, sampler)[0]
@@ -95,8 +102,12 @@ def test_two_workers_learn_to_rank(dataset, tmp_path, model, loss, sampler):
     if model == "mf_bpr":  # the exported factors are the model: they reproduce its test ranking
         holdout = Holdout.read(InteractionDataset(dataset))
         again = evaluate_ranking(
-            exported_scorer(out), target=holdout.test, seen=holdout.seen("test"),
-            cfg=RankingConfig(ks=[10, 100]), prefix="test", propensity=holdout.propensity(),
+            exported_scorer(out),
+            target=holdout.test,
+            seen=holdout.seen("test"),
+            cfg=RankingConfig(ks=[10, 100]),
+            prefix="test",
+            propensity=holdout.propensity(),
         )
         for key in ("test_ndcg@10", "test_hr@100", "test_psp@10"):
             assert again[key] == pytest.approx(result[key], abs=1e-6), key

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from distrec.config import from_dict
-from distrec.train.config import RayConfig, TrainConfig
-from distrec.train.launch import fit, run_name, run_workers
+from distrec.runtime.config import RayConfig, run_name
+from distrec.runtime.ray import run_workers
+from distrec.train.config import TrainConfig
+from distrec.train.run import train as fit
 from tests.faults import registered_checkpoints, wait_for
 from tests.helpers import run_ranks, tiny_synthetic, training_seed, untrained_metrics
 

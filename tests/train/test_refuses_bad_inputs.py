@@ -18,12 +18,13 @@ import torch
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.cli import UserError
+from distrec.errors import DataError, UserError
 from distrec.models.mf import BiasedMF, MFConfig
-from distrec.models.registry import ModelContext, build_model
-from distrec.storage import MANIFEST, DataError
+from distrec.models.registry import build_model
+from distrec.models.spec import ModelContext
+from distrec.storage import MANIFEST
 from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
-from distrec.train.launch import check_config
+from distrec.train.run import check_config
 from distrec.train.sharding import shard_model
 from tests.helpers import run_ranks, stored_file, tiny_synthetic
 
@@ -37,7 +38,9 @@ def data(tmp_path) -> Path:
 
 
 def _config(data: Path, **overrides) -> TrainConfig:
-    return from_dict(TrainConfig, {"data": {"path": str(data), **overrides}, "model": {"name": "mf", "dim": 8}, "output_dir": "unused"})
+    return from_dict(
+        TrainConfig, {"data": {"path": str(data), **overrides}, "model": {"name": "mf", "dim": 8}, "output_dir": "unused"}
+    )
 
 
 def _edit_manifest(data: Path, change) -> None:
@@ -96,9 +99,13 @@ def test_a_truncated_parquet_whose_manifest_agrees_is_refused(data):
 def _plan(data: str, budget_gb: float) -> str:
     cfg = _config(Path(data))
     ds = InteractionDataset(data)
-    model = build_model(cfg.model, ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5), torch.device("meta"))
+    model = build_model(
+        cfg.model, ModelContext(num_users=ds.num_users, num_items=ds.num_items, global_mean=3.5), torch.device("meta")
+    )
     with pytest.raises(UserError) as info:
-        shard_model(model, optim=OptimConfig(), sharding=ShardingConfig(memory_budget_gb=budget_gb), device=torch.device("cpu"), seed=0)
+        shard_model(
+            model, optim=OptimConfig(), sharding=ShardingConfig(memory_budget_gb=budget_gb), device=torch.device("cpu"), seed=0
+        )
     return str(info.value)
 
 
@@ -114,11 +121,12 @@ def test_manifest_counts_that_do_not_match_the_shards_are_refused(data):
     users, items = meta["users"], meta["items"]
     _edit_manifest(data, lambda m: m["meta"].update(users=100))  # fewer than the rows use
     message = _refused(data)
-    assert re.search(rf"^data.path: {data}/{MANIFEST}: meta.users is 100 but {data}/part-0000\d.parquet holds user index \d+, outside 0..99; ", message), message
+    assert re.search(
+        rf"^data.path: {data}/{MANIFEST}: meta.users is 100 but {data}/part-0000\d.parquet holds user index \d+, outside 0..99; ",
+        message,
+    ), message
     _edit_manifest(data, lambda m: m["meta"].update(users=users, items=10**9))  # far more than the rows use
-    assert (
-        f"{data}/{MANIFEST}: meta.items is 1,000,000,000 but the shards' item indices run 0..{items - 1}" in _refused(data)
-    )
+    assert f"{data}/{MANIFEST}: meta.items is 1,000,000,000 but the shards' item indices run 0..{items - 1}" in _refused(data)
     _edit_manifest(data, lambda m: m["meta"].update(items="many"))
     assert f"{data}/{MANIFEST}: meta.items is 'many', expected a positive whole number" in _refused(data)
     _edit_manifest(data, lambda m: m["meta"].update(items=items))

@@ -34,14 +34,14 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from distrec.config import from_dict
 from distrec.data.dataset import InteractionDataset
-from distrec.models.registry import build_model
-from distrec.train.checkpoint import PROGRESS, load_checkpoint
+from distrec.models.registry import build_model, model_spec
+from distrec.runtime.checkpoint import PROGRESS, load_checkpoint
+from distrec.runtime.reshard import resume_message
+from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.loop import _dense_optimizer, train_worker
-from distrec.train.reshard import resume_message
-from distrec.train.session import LocalSession
 from distrec.train.sharding import shard_model
 from distrec.train.tasks import make_task
+from distrec.train.worker import _dense_optimizer, train_worker
 from tests.helpers import run_ranks, tiny_synthetic, training_seed
 
 # The largest difference of a validation metric, restored on W′ against W, seen across the
@@ -116,8 +116,9 @@ def _restore(cfg: TrainConfig, ckpt: str) -> dict:
     """Build this worker's plan for ``cfg``, restore ``ckpt``, gather the state, score val."""
     torch.manual_seed(cfg.train.seed)
     dataset = InteractionDataset(cfg.data.path)
-    task = make_task(cfg, dataset, dataset.resolve_split(cfg.data.split))
-    model = build_model(cfg.model, task.context(), torch.device("meta"))
+    spec = model_spec(cfg.model)
+    task = make_task(cfg, spec, dataset, dataset.resolve_split(cfg.data.split))
+    model = spec.build(cfg.model, task.context(), torch.device("meta"))
     dmp, plan = shard_model(model, optim=cfg.optim, sharding=cfg.sharding, device=torch.device("cpu"), seed=cfg.train.seed)
     opt = _dense_optimizer(dmp, cfg.optim)
     progress = load_checkpoint(ckpt, dmp=dmp, dense_opt=opt)
@@ -272,7 +273,7 @@ def test_a_forced_layout_change_restores_tables_and_optimizer_state(dataset, tmp
 def _one_step_momenta(data: str, out: str) -> dict[str, np.ndarray]:
     """The row-wise accumulators of the user table after one identical step, table-wise and
     column-wise (on one worker: the same rows, the same gradients)."""
-    from distrec.models.registry import ModelContext
+    from distrec.models.spec import ModelContext
     from distrec.train.batches import rating_batches
     from distrec.train.config import OptimConfig, ShardingConfig
 

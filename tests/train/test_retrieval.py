@@ -18,10 +18,10 @@ from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.models.registry import build_model
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.config import TrainConfig
-from distrec.train.launch import fit
-from distrec.train.loop import _dense_optimizer
 from distrec.train.retrieval import RetrievalTask, sequences, windows
+from distrec.train.run import train as fit
 from distrec.train.sharding import shard_model
+from distrec.train.worker import _dense_optimizer
 from tests.helpers import run_ranks, tiny_synthetic, tiny_text_encoder, training_seed
 
 K = 20
@@ -45,8 +45,17 @@ def _config(data: str, out: str, encoder: str, **train) -> TrainConfig:
         {
             "data": {"path": data},
             "model": {
-                "name": "two_tower", "dim": 16, "id_dim": 8, "history": 8, "layers": 1, "heads": 2, "ffn": 32, "dropout": 0.0,
-                "temperature": 0.1, "eval_ks": [10, K], "text": {"model": encoder, "cache_dir": os.path.join(out, "text-cache")},
+                "name": "two_tower",
+                "dim": 16,
+                "id_dim": 8,
+                "history": 8,
+                "layers": 1,
+                "heads": 2,
+                "ffn": 32,
+                "dropout": 0.0,
+                "temperature": 0.1,
+                "eval_ks": [10, K],
+                "text": {"model": encoder, "cache_dir": os.path.join(out, "text-cache")},
             },
             "train": {"epochs": 2, "batch_size": 128, "eval_batch_size": 256, "seed": training_seed(), **train},
             "optim": {"sparse_lr": 0.1, "dense_lr": 0.005},
@@ -59,7 +68,9 @@ def _config(data: str, out: str, encoder: str, **train) -> TrainConfig:
 
 def test_histories_are_time_ordered_right_aligned_and_truncated():
     data = Interactions(
-        user=np.array([1, 0, 1, 1, 0]), item=np.array([10, 20, 11, 12, 21]), rating=np.array([5.0, 1.0, 2.5, 4.0, 3.0], np.float32),
+        user=np.array([1, 0, 1, 1, 0]),
+        item=np.array([10, 20, 11, 12, 21]),
+        rating=np.array([5.0, 1.0, 2.5, 4.0, 3.0], np.float32),
         ts=np.array([30, 5, 10, 20, 1]),
     )
     seq = sequences(data, num_users=3, rating_max=5.0)
@@ -125,10 +136,14 @@ def test_two_ray_workers_train_and_exported_vectors_give_the_test_metrics(local_
     # the re-read vectors give the job's test metrics: same target, same seen items masked
     split = ds.resolve_split(None)
     parts = {p: ds.read(split=split, parts=[p]) for p in ("train", "val", "test")}
-    seen = UserItems.from_pairs(np.r_[parts["train"].user, parts["val"].user], np.r_[parts["train"].item, parts["val"].item], num_users=ds.num_users, num_items=ds.num_items)
+    seen = UserItems.from_pairs(
+        np.r_[parts["train"].user, parts["val"].user],
+        np.r_[parts["train"].item, parts["val"].item],
+        num_users=ds.num_users,
+        num_items=ds.num_items,
+    )
     target = UserItems.from_pairs(parts["test"].user, parts["test"].item, num_users=ds.num_users, num_items=ds.num_items)
     u, v = torch.from_numpy(users.vector), torch.from_numpy(items.vector)
     again = evaluate_ranking(lambda block: u[block] @ v.T, target=target, seen=seen, cfg=RankingConfig(ks=[10, K]), prefix="test")
     for key in (f"test_recall@{K}", "test_ndcg@10", "test_mrr"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
-

@@ -24,9 +24,7 @@ def test_ready_sweep_resolves(path, monkeypatch):
 def test_searched_value_the_job_rejects_names_the_key(tmp_path, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     sweep = tmp_path / "bad.yaml"
-    sweep.write_text(
-        "base: configs/mf/demo.yaml\nsearch:\n  model.dimm: {choice: [8, 16]}\nmetric: val_rmse\noutput_dir: x\n"
-    )
+    sweep.write_text("base: configs/mf/demo.yaml\nsearch:\n  model.dimm: {choice: [8, 16]}\nmetric: val_rmse\noutput_dir: x\n")
     with pytest.raises(ConfigError, match="model.dimm"):
         base_config(load_config(SweepConfig, sweep))
 

@@ -26,7 +26,8 @@ def test_ease_lambda_sweep(tmp_path, local_ray, monkeypatch):
     path.write_text(
         f"base: configs/ease/ml-1m.yaml\njob: fit\noverrides: [data.path={data}, data.split=null]\n"
         "search:\n  model.lambdas: {grid: [[1], [30], [100000]]}\n"
-        f"metric: val_hr@100\nalso_report: [test_ndcg@10]\nmode: max\nnum_samples: 1\nscheduler: {{name: fifo}}\noutput_dir: {tmp_path / 'sweep'}\n"
+        "metric: val_hr@100\nalso_report: [test_ndcg@10]\nmode: max\nnum_samples: 1\nscheduler: {name: fifo}\n"
+        f"output_dir: {tmp_path / 'sweep'}\n"
     )
     summary = sweep(load_config(SweepConfig, path))
     rows = pq.read_table(tmp_path / "sweep" / "results.parquet").to_pylist()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from distrec.cli import UserError
 from distrec.config import load_config
+from distrec.errors import UserError
 from distrec.tune.config import SweepConfig
 from distrec.tune.run import sweep
 from distrec.tune.signing import KEEP, RECORD, check_experiment, key_path, record_tuner

@@ -16,7 +16,7 @@ import pytest
 
 from distrec.config import load_config
 from distrec.train.config import TrainConfig
-from distrec.train.launch import fit
+from distrec.train.run import train as fit
 from tests.helpers import tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,12 @@ LEARNING_RATES = [0.05, 0.002, 0.001, 0.0005]  # the first is good, the others c
 def _tune(*args: str, **popen) -> subprocess.Popen:
     # TUNE_GLOBAL_CHECKPOINT_S=1: Tune saves its experiment state every second, so the kill
     # below lands after the finished trial is on record (Tune's own default is adaptive)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISTREC_QUIET": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # this checkout, not the installed one
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISTREC_QUIET": "1",
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    }  # this checkout, not the installed one
     return subprocess.Popen([sys.executable, "jobs/tune.py", *args, "--quiet"], cwd=ROOT, env=env, **popen)
 
 
@@ -47,7 +52,8 @@ def test_asha_sweep_killed_then_resumed(tmp_path, local_ray):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         "base: configs/mf/demo.yaml\n"
-        f"overrides: [data.path={data}, ray.num_workers=1, train.epochs=3, train.early_stopping_metric=null, train.seed={training_seed()}]\n"
+        f"overrides: [data.path={data}, ray.num_workers=1, train.epochs=3, train.early_stopping_metric=null, "
+        f"train.seed={training_seed()}]\n"
         f"search:\n  optim.sparse_lr: {{grid: {LEARNING_RATES}}}\n"
         "metric: val_rmse\nmode: min\nnum_samples: 1\nmax_concurrent_trials: 1\n"
         "scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"

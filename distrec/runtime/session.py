@@ -1,16 +1,19 @@
-"""Where a worker reports metrics and checkpoints, and finds the checkpoint to resume from."""
+"""Where a worker of any job reports metrics and checkpoints, and finds the checkpoint to resume from:
+Ray Train's run storage inside a Ray worker (``RaySession``), a folder of any URI elsewhere
+(``LocalSession``: tests, and Distill-CF without Ray)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch.distributed as dist
 
+from distrec.runtime.checkpoint import PROGRESS
 from distrec.storage import filesystem, is_local, join
-from distrec.train.checkpoint import PROGRESS
 
 __all__ = ["Session", "RaySession", "LocalSession"]
 

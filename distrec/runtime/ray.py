@@ -1,17 +1,12 @@
-"""The driver side: check the config, connect to Ray, run a TorchTrainer, return metrics.json.
+"""Ray for every job that runs on it: connect (a cluster, or an embedded local Ray), check the
+cluster's resources, run a function on Ray Train workers and map their failures to the errors a
+user can act on.
 
 The same call runs on a laptop (no address: an embedded local Ray with this machine's CPUs),
 against a cluster (``ray.address`` or ``$RAY_ADDRESS``), and inside ``ray job submit`` (the job
-driver is already connected). The run name is derived from ``output_dir`` unless given, so
-re-running the same command after the driver died resumes from the last checkpoint: Train V2
-finds the run's checkpoints in ``<storage_path>/<name>`` and hands the latest to the workers.
-
-One run at a time writes an ``output_dir``: the driver holds the storage writer lock
-(``<output_dir>/_writing.lock``, distrec/storage/lock.py) for the whole run, so a second run
-on the same directory refuses at once, naming the holder. A killed driver's lock is stale and
-the re-launch takes it over: at once on the same host (the holder's pid is gone), after the
-lock's lease (``DISTREC_LOCK_LEASE_S``, 120 s) from another host. A run that fails before
-writing anything leaves no ``output_dir`` behind (a directory that was there stays as it was).
+driver is already connected). A run is named by ``runtime.config.run_name``, so re-running the
+same command after the driver died resumes from the last checkpoint: Train V2 finds the run's
+checkpoints in ``<storage_path>/<name>`` and hands the latest to the workers.
 
 A worker error that a retry cannot fix (bad input, a missing or corrupt shard) ends the run at
 once instead of after ``ray.max_failures`` restarts (fail_fast.py).
@@ -19,75 +14,37 @@ once instead of after ``ray.max_failures`` restarts (fail_fast.py).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import posixpath
 import socket
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ray
 import ray._private.ray_constants as ray_constants
 import ray.train
-import torch
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.cli import UserError
 from distrec.config import to_dict
-from distrec.data.dataset import InteractionDataset
-from distrec.progress import console_for_workers
-from distrec.storage import DataError, absolute, filesystem, is_local, join, read_text
-from distrec.storage.commit import LOCK
-from distrec.storage.lock import WriterLock
-from distrec.tracking import check_tracking
-from distrec.train.config import ADAM_ON_CPU, RayConfig, TrainConfig
-from distrec.train.fail_fast import FailFast, worker_error
-from distrec.train.report import write_train_report
-from distrec.train.worker import ray_worker
+from distrec.console import console_for_workers
+from distrec.errors import UserError
+from distrec.runtime.config import RayConfig, run_name
+from distrec.runtime.fail_fast import FailFast, worker_error
+from distrec.runtime.worker import ray_worker
 
-__all__ = ["fit", "connect_ray", "start_local_ray", "run_name", "run_workers", "check_config"]
+__all__ = ["connect_ray", "start_local_ray", "check_resources", "run_workers", "run_job_workers"]
 
-log = logging.getLogger(__name__)
 
 # Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries);
-# besides, whether the driver's console is a terminal (progress.console_for_workers).
+# besides, whether the driver's console is a terminal (console.console_for_workers).
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "DISTREC_QUIET", "DISTREC_S3_MAX_ATTEMPTS")
 # Ray Train runs the training function in a thread of the worker, and glibc gives a new thread
 # its own malloc arena, where a step's megabyte-sized tensors kept being mapped and faulted in
 # afresh: one MF epoch took 25 s in a thread against 18 s on a main thread, 19 s with one arena
 # (README, Benchmarks). Workers start with one arena unless the driver's environment sets it.
 _WORKER_ENV = {"MALLOC_ARENA_MAX": "1"}
-
-
-def run_name(cfg: Any) -> str:
-    """``cfg.ray.name``, or a stable name from ``cfg.output_dir`` (same command → same run); any
-    job config with ``ray`` and ``output_dir`` sections."""
-    if cfg.ray.name:
-        return cfg.ray.name
-    tail = posixpath.basename(cfg.output_dir.rstrip("/")) or "run"
-    return f"{tail}-{hashlib.sha1(cfg.output_dir.encode()).hexdigest()[:8]}"
-
-
-def check_config(cfg: TrainConfig) -> InteractionDataset:
-    """Everything that can be checked before any worker starts."""
-    check_tracking(cfg.tracking, output_dir=cfg.output_dir)
-    if cfg.optim.sparse == "adam" and not cfg.ray.use_gpu:
-        raise UserError(ADAM_ON_CPU)
-    if cfg.ray.use_gpu and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available():
-        raise UserError(
-            "ray.use_gpu=true, but this machine has no usable GPU (torch.cuda.is_available() is False) and no "
-            "cluster address is set. Set ray.use_gpu=false to train on CPUs, or submit to a cluster with GPU "
-            "workers (ray.address=..., see cluster/README.md)"
-        )
-    dataset = cfg.data.open()
-    split = dataset.resolve_split(cfg.data.split)
-    if dataset.split_counts(split)["train"] == 0:
-        raise DataError(f"{cfg.data.path}: split {split!r} has no training rows")
-    return dataset
 
 
 def connect_ray(address: str | None) -> None:
@@ -165,10 +122,13 @@ def _check_reachable(address: str, hint: str) -> None:
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except OSError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}") from None
+        raise UserError(
+            f"cannot reach the Ray cluster at {address!r}: nothing answers there ({e.strerror or e}). {hint}"
+        ) from None
 
 
-def _check_resources(cfg: RayConfig) -> None:
+def check_resources(cfg: RayConfig) -> None:
+    """The cluster has the GPUs and CPUs ``cfg`` asks for, or a UserError saying what to lower."""
     resources = ray.cluster_resources()
     if cfg.use_gpu and resources.get("GPU", 0) < cfg.num_workers:
         raise UserError(
@@ -198,8 +158,12 @@ def run_workers(
     the worker's own message. ``callbacks`` see every report and every failed attempt (a Tune
     sweep forwards them to its trial)."""
     connect_ray(cfg.address)
-    _check_resources(cfg)
-    env = {**_WORKER_ENV, **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ}, **console_for_workers()}
+    check_resources(cfg)
+    env = {
+        **_WORKER_ENV,
+        **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ},
+        **console_for_workers(),
+    }
     trainer = TorchTrainer(
         entry,
         train_loop_config=payload,
@@ -229,40 +193,10 @@ def run_workers(
         raise UserError(f"training failed: {_root_cause(e)}") from e
 
 
-def fit(cfg: TrainConfig, callbacks: Sequence[UserCallback] = ()) -> dict[str, Any]:
-    """Train as configured; returns the metrics the run wrote to ``<output_dir>/metrics.json``.
-    Refuses (DataError naming the lock and its holder) while another run writes ``output_dir``."""
-    cfg.data.path, cfg.output_dir = absolute(cfg.data.path), absolute(cfg.output_dir)
-    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
-    check_config(cfg)
-    name = run_name(cfg)
-    with _removed_if_unwritten(cfg.output_dir), WriterLock(join(cfg.output_dir, LOCK), what=f"training run {name!r}"):
-        run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=name, callbacks=callbacks)
-        metrics = json.loads(read_text(join(cfg.output_dir, "metrics.json")))
-        metrics["report"] = write_train_report(cfg, metrics)
-    return metrics
-
-
-@contextmanager
-def _removed_if_unwritten(output_dir: str) -> Iterator[None]:
-    """On failure, remove the directories made for ``output_dir`` (it and missing parents) that
-    are still empty once the lock is gone; a directory that was there before is never touched,
-    nor one the run wrote into. (In object storage a prefix vanishes with its last object.)"""
-    made = []
-    if is_local(output_dir):
-        path = filesystem(output_dir)[1]
-        while path and not os.path.exists(path):
-            made.append(path)  # deepest first
-            path = os.path.dirname(path)
-    try:
-        yield
-    except BaseException:
-        for path in made:
-            try:
-                os.rmdir(path)
-            except OSError:  # not empty: the run wrote something, which stays
-                break
-        raise
+def run_job_workers(job: str, cfg: Any, *, callbacks: Sequence[UserCallback] = ()) -> None:
+    """Job ``job``'s per-worker function (its ``worker`` in distrec/jobs.py) on the workers of
+    ``cfg.ray``, in the run named by ``run_name(cfg)``; ``cfg`` is the job's config."""
+    run_workers(ray_worker, {"job": job, "config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
 
 
 def _root_cause(error: BaseException) -> str:

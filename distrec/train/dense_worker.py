@@ -4,7 +4,7 @@
     → epochs (pre-train, then fine-tune: L-BFGS iterations, validate, checkpoint + report)
     → test → metrics.json
 
-Such a model has no embedding tables, so it does not fit the TorchRec loop (loop.py): its batch
+Such a model has no embedding tables, so it does not fit the TorchRec loop (worker.py): its batch
 is a block of whole item rows. Items are split into contiguous ranges, one per worker; a worker
 holds its rows of the training matrix [items, users] densely (plus ``gk_size // 2`` neighbour
 rows on each side, which the global kernel's convolution reads) and the val/test ratings of its
@@ -14,7 +14,12 @@ a fresh L-BFGS with ``model.pretrain_iters``/``finetune_iters`` iterations; ther
 state to checkpoint. The schedule is fixed (no early stopping): ``model.pretrain_epochs``
 pre-training epochs, then ``train.epochs − pretrain_epochs`` fine-tuning epochs.
 
-It runs inside Ray Train workers (distrec/train/worker.py picks it for ``loop = "dense"`` models)
+A dense model (its spec's ``loop`` is "dense": GLocal-K) is built through its spec and provides
+``forward(rows, first_item=, stage=, group=)`` over its item rows, ``data_loss``, ``regularizer``
+and ``kernel_zero_fraction``; its config's ``gk_size`` (the halo), ``pretrain_epochs``,
+``pretrain_iters``, ``finetune_iters`` and ``history_size`` shape the loop.
+
+It runs inside Ray Train workers (distrec/train/worker.py's ``worker`` picks it for dense models)
 and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the worker's GPU when
 ``ray.use_gpu`` gave it one), resolved once; the model is initialised on the CPU from the seed
 (the same weights on any device) and moved there with the worker's rows.
@@ -22,7 +27,6 @@ and, for tests, in plain gloo processes. Device: ``model.device`` (auto: the wor
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,18 +35,20 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from distrec.config import to_yaml
-from distrec.device import resolve_device
+from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
+from distrec.data.partition import Partition
+from distrec.device import resolve_device
 from distrec.eval.rating import RatingAccumulator
-from distrec.models.glocal_k import GLocalK
-from distrec.progress import progress as progress_bar
+from distrec.models.registry import model_spec
+from distrec.models.spec import ModelContext
 from distrec.resources import Stopwatch
+from distrec.runtime.checkpoint import load_model_checkpoint, save_model_checkpoint
+from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
+from distrec.runtime.session import Session
 from distrec.storage import join, write_text
-from distrec.train.checkpoint import load_model_checkpoint, save_model_checkpoint
-from distrec.train.config import TrainConfig
 from distrec.tracking import Tracker
-from distrec.train.loop import finish_run, log_epoch, open_tracker
-from distrec.train.session import Session
+from distrec.train.config import TrainConfig
 
 __all__ = ["ItemRows", "item_rows", "wrap", "objective", "train_dense_worker"]
 
@@ -65,20 +71,16 @@ class ItemRows:
 def item_rows(
     dataset: InteractionDataset, split: str, *, rank: int, world: int, halo: int, device: torch.device | str = "cpu"
 ) -> ItemRows:
-    """This worker's contiguous share of the items, the training matrix densely with ``halo``
-    rows on each side (zeros beyond the matrix), on ``device``. Every worker reads the (sparse)
-    training part and keeps its rows: the model needs each of its items' full row over users."""
-    num_items, num_users = dataset.num_items, dataset.num_users
-    first, stop = rank * num_items // world, (rank + 1) * num_items // world
-    train = dataset.read(split=split, parts=["train"])
-    keep = (train.item >= first - halo) & (train.item < stop + halo)
-    padded = torch.zeros(stop - first + 2 * halo, num_users)  # [count + 2·halo, U]
-    padded[torch.from_numpy(train.item[keep] - first + halo), torch.from_numpy(train.user[keep])] = torch.from_numpy(train.rating[keep])
-    held_out = {}
-    for part in ("val", "test"):
-        data = dataset.read(split=split, parts=[part])
-        mine = (data.item >= first) & (data.item < stop)
-        held_out[part] = Interactions(user=data.user[mine], item=data.item[mine], rating=data.rating[mine])
+    """This worker's contiguous share of the items (an ``item_range`` partition), the training
+    matrix densely with ``halo`` rows on each side (zeros beyond the matrix), on ``device``. Every
+    worker reads the (sparse) training part and keeps its rows: the model needs each of its
+    items' full row over users."""
+    partition = Partition("item_range", rank=rank, world=world)
+    first, stop = partition.items(dataset.num_items)
+    train = partition.read(dataset, split=split, parts=["train"], halo=halo)
+    padded = torch.zeros(stop - first + 2 * halo, dataset.num_users)  # [count + 2·halo, U]
+    padded[torch.from_numpy(train.item - first + halo), torch.from_numpy(train.user)] = torch.from_numpy(train.rating)
+    held_out = {part: partition.read(dataset, split=split, parts=[part]) for part in ("val", "test")}
     return ItemRows(first=first, count=stop - first, padded=padded.to(device), halo=halo, held_out=held_out)
 
 
@@ -86,18 +88,23 @@ def _stage(cfg: TrainConfig, epoch: int) -> str:
     return "pretrain" if epoch < cfg.model.pretrain_epochs else "finetune"
 
 
-def wrap(model: GLocalK) -> tuple[dict[str, torch.nn.Module], dist.ProcessGroup | None]:
+def wrap(model: torch.nn.Module) -> tuple[dict[str, torch.nn.Module], dist.ProcessGroup | None]:
     """The model for each stage (DDP when there are several workers; pre-training leaves the
     global kernel's parameters unused) and the process group of the global kernel's all-reduce."""
     if dist.get_world_size() == 1:
         return {"pretrain": model, "finetune": model}, None
     device = next(model.parameters()).device
     ids = [device] if device.type == "cuda" else None
-    nets = {stage: DistributedDataParallel(model, device_ids=ids, find_unused_parameters=stage == "pretrain") for stage in ("pretrain", "finetune")}
+    nets = {
+        stage: DistributedDataParallel(model, device_ids=ids, find_unused_parameters=stage == "pretrain")
+        for stage in ("pretrain", "finetune")
+    }
     return nets, dist.new_group(backend="gloo" if device.type == "cpu" else "nccl")
 
 
-def objective(net: torch.nn.Module, model: GLocalK, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None) -> torch.Tensor:
+def objective(
+    net: torch.nn.Module, model: torch.nn.Module, data: ItemRows, *, stage: str, group: dist.ProcessGroup | None
+) -> torch.Tensor:
     """The full objective ½ Σ_observed (r − r̂)² + regularizer over every worker's items, the
     same number on every worker; leaves its gradient in ``.grad``. DDP averages gradients over
     workers, so each worker's data term is scaled by the number of workers."""
@@ -124,7 +131,7 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         raise ValueError(f"train.early_stopping_metric: {cfg.model.name} trains a fixed schedule; leave it unset")
 
     # -- data: this worker's item rows ----------------------------------------------------
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     data = item_rows(dataset, split, rank=rank, world=world, halo=cfg.model.gk_size // 2, device=device)
     rating = dataset.meta["rating"]
@@ -133,10 +140,14 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
     dist.all_reduce(num_train)
 
     # -- model: replicated; DDP sums the gradients of the workers' rows ------------------
-    model = GLocalK(cfg.model, num_users=dataset.num_users, num_items=dataset.num_items, seed=cfg.train.seed).to(device)
+    context = ModelContext(
+        num_users=dataset.num_users, num_items=dataset.num_items, global_mean=0.0, seed=cfg.train.seed
+    )  # predicts ratings as they are
+    model = model_spec(cfg.model).build(cfg.model, context, device)
     nets, pool_group = wrap(model)
     if rank == 0:
-        shares = ", ".join(f"rank {r}: items [{r * dataset.num_items // world}, {(r + 1) * dataset.num_items // world})" for r in range(world))
+        ranges = [Partition("item_range", rank=r, world=world).items(dataset.num_items) for r in range(world)]
+        shares = ", ".join(f"rank {r}: items [{first}, {stop})" for r, (first, stop) in enumerate(ranges))
         plan = f"{cfg.model.name}: data parallel (DDP) over item rows on {device.type}, {world} worker(s): {shares}"
         print(plan, flush=True)
         write_text(join(cfg.output_dir, "plan.txt"), plan)
@@ -154,28 +165,29 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         return acc.result(part)
 
     # -- resume ---------------------------------------------------------------------------
-    progress: dict[str, Any] = {"epoch": 0, "history": [], "resumes": 0}
-    with session.latest_checkpoint() as ckpt:
-        if ckpt:
-            progress = load_model_checkpoint(ckpt, model=model)
-            progress["resumes"] = progress.get("resumes", 0) + 1
-            if rank == 0:
-                print(f"resumed from {ckpt} after epoch {progress['epoch']}", flush=True)
+    run = Resumable(
+        session,
+        save=lambda directory, state: save_model_checkpoint(directory, model=model, progress=state),
+        load=lambda directory: load_model_checkpoint(directory, model=model),
+    )
+    state = run.resume(lambda: {"epoch": 0, "history": [], "resumes": 0})
 
     # -- epochs ---------------------------------------------------------------------------
-    for epoch in range(progress["epoch"], cfg.train.epochs):
+    for epoch in run.epochs(cfg.train.epochs):
         stage = _stage(cfg, epoch)
         iters = cfg.model.pretrain_iters if stage == "pretrain" else cfg.model.finetune_iters
         params = [p for n, p in model.named_parameters() if stage == "finetune" or not n.startswith("conv_kernel")]
         # max_eval as SciPy's maxfun: the iterations, not the function evaluations, are the budget
-        opt = torch.optim.LBFGS(params, max_iter=iters, max_eval=15_000, history_size=cfg.model.history_size, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            params, max_iter=iters, max_eval=15_000, history_size=cfg.model.history_size, line_search_fn="strong_wolfe"
+        )
         epoch_clock = Stopwatch()
         with progress_bar(total=None, desc=f"{stage} epoch {epoch + 1}", unit="evals", enabled=rank == 0) as bar:
 
-            def closure() -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
+            def closure() -> torch.Tensor:  # called by this epoch's opt.step only: its opt and stage are current
+                opt.zero_grad(set_to_none=True)  # noqa: B023
                 bar.update(1)
-                return objective(nets[stage], model, data, stage=stage, group=pool_group)
+                return objective(nets[stage], model, data, stage=stage, group=pool_group)  # noqa: B023
 
             opt.step(closure)
         with torch.no_grad():
@@ -183,19 +195,27 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
             objective_now = model.data_loss(pred, data.rows)
             dist.all_reduce(objective_now)
             objective_now += model.regularizer()
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "train_loss": float(objective_now) / float(num_train), "epoch_s": epoch_clock.seconds()}
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "stage": stage,
+            "train_loss": float(objective_now) / float(num_train),
+            "epoch_s": epoch_clock.seconds(),
+        }
         metrics.update(evaluate(pred, "val"))
         metrics.update({f"kernel_zero_frac_{k}": v for k, v in model.kernel_zero_fraction().items()})
-        progress["epoch"] = epoch + 1
-        progress["history"].append(metrics)
-        with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
-            save_model_checkpoint(tmp, model=model, progress=progress)
-            session.report(metrics, tmp)
+        run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
 
     # -- test ------------------------------------------------------------------------------
-    final: dict[str, Any] = {"epochs": progress["epoch"], "resumes": progress["resumes"], **(progress["history"][-1] if progress["history"] else {})}
+    final: dict[str, Any] = {
+        "epochs": state["epoch"],
+        "resumes": state["resumes"],
+        **(state["history"][-1] if state["history"] else {}),
+    }
     final.pop("epoch", None)
     with torch.no_grad():
-        final.update(evaluate(predict(_stage(cfg, progress["epoch"] - 1)), "test"))
-    return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset, tracker=tracker)
+        final.update(evaluate(predict(_stage(cfg, state["epoch"] - 1)), "test"))
+    noise_floor = dataset.meta.get("noise_floor_rmse")
+    return finish_run(
+        final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor
+    )

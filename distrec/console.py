@@ -1,9 +1,10 @@
-"""The one progress helper: a live bar on a person's terminal, nothing in a log file.
+"""The job's console: quiet mode, whether someone watches a terminal, and the one progress bar
+helper (``progress_bar``): a live bar on a person's terminal, nothing in a log file.
 
 A bar is drawn only where someone watches it: when the job's console (stdout and stderr) is a
 terminal and ``DISTREC_QUIET`` (a job's ``--quiet``) is off. In a file a bar is noise: tqdm's
 carriage-return redraws pile up on one line, and Ray forwards a worker's output line by line,
-each with its "(pid=...)" prefix. There the loops' own summary line per epoch (loop.log_epoch)
+each with its "(pid=...)" prefix. There the loops' own summary line per epoch (runtime/epochs.py: log_epoch)
 is the whole record.
 
 A Ray worker's stdout is never a terminal (Ray pipes it to the driver), so the driver tells its
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["progress", "quiet", "set_quiet", "terminal", "console_for_workers"]
+__all__ = ["progress_bar", "quiet", "set_quiet", "terminal", "console_for_workers"]
 
 TERMINAL_ENV = "DISTREC_TERMINAL"
 
@@ -71,7 +73,7 @@ def _in_ray_worker() -> bool:
 
 
 @contextmanager
-def progress(*, total: float | None, desc: str, unit: str = "it", enabled: bool = True) -> Iterator[Any]:
+def progress_bar(*, total: float | None, desc: str, unit: str = "it", enabled: bool = True) -> Iterator[Any]:
     """A bar with ``update(n)``; a silent one with ``enabled=False`` (say, on every rank but 0),
     under DISTREC_QUIET, and when the console is not a terminal."""
     if quiet() or not enabled or not terminal():

@@ -9,9 +9,9 @@ import posixpath
 from typing import Any
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import pyarrow as pa
 import pyarrow.parquet as pq
+from matplotlib.ticker import MaxNLocator
 
 from distrec.config import to_yaml
 from distrec.report import Report
@@ -94,7 +94,17 @@ def _job_metrics(sweep: SweepConfig, trial_id: str) -> dict[str, float]:
 
 def _leaderboard(rows: list[dict[str, Any]], sweep: SweepConfig) -> str:
     keys = [f"param.{k}" for k in sweep.search]
-    head = ["rank", "trial", *sweep.search, f"best {sweep.metric}", f"final {sweep.metric}", *sweep.also_report, "epochs", "status", "time s"]
+    head = [
+        "rank",
+        "trial",
+        *sweep.search,
+        f"best {sweep.metric}",
+        f"final {sweep.metric}",
+        *sweep.also_report,
+        "epochs",
+        "status",
+        "time s",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows, 1):
         cells = [i, r["trial_id"], *(r[k] for k in keys), r[f"best_{sweep.metric}"], r[f"final_{sweep.metric}"],

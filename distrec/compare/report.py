@@ -13,7 +13,16 @@ from distrec.eval.ranking import PAPER_SCALE
 
 __all__ = ["markdown_table", "header", "scale"]
 
-NAMES = {"hr": "HR", "ndcg": "nDCG", "psp": "PSP", "recall": "Recall", "precision": "Precision", "mrr": "MRR", "auc": "AUC", "coverage": "Coverage"}
+NAMES = {
+    "hr": "HR",
+    "ndcg": "nDCG",
+    "psp": "PSP",
+    "recall": "Recall",
+    "precision": "Precision",
+    "mrr": "MRR",
+    "auc": "AUC",
+    "coverage": "Coverage",
+}
 
 
 def scale(metric: str) -> float:
@@ -36,11 +45,26 @@ def markdown_table(rows: list[dict[str, Any]], *, cfg: CompareConfig) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"]]
-        cells += [_cell(None if r.get(prefix + c) is None else r[prefix + c] * scale(c), 2 if scale(c) == 100 else 4) for c in cfg.columns]
+        cells += [
+            _cell(None if r.get(prefix + c) is None else r[prefix + c] * scale(c), 2 if scale(c) == 100 else 4)
+            for c in cfg.columns
+        ]
         lam = r.get("lambda")
-        cells += [_cell(r.get("paper_ndcg@10"), 2), "–" if lam is None else f"{lam:g}", _cell(r["fit_s"], 1), _cell(r.get("peak_rss_mb"), 0)]
+        cells += [
+            _cell(r.get("paper_ndcg@10"), 2),
+            "–" if lam is None else f"{lam:g}",
+            _cell(r["fit_s"], 1),
+            _cell(r.get("peak_rss_mb"), 0),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    protocol = "full ranking over all items, seen items masked" if cfg.eval.protocol == "full" else f"sampled protocol ({cfg.eval.sampled_negatives} negatives)"
-    lines += ["", f"Test metrics, {protocol}; λ chosen on validation {cfg.select}. Peak RSS of the fitting process "
-              "(trainer rows: per Ray worker)."]
+    protocol = (
+        "full ranking over all items, seen items masked"
+        if cfg.eval.protocol == "full"
+        else f"sampled protocol ({cfg.eval.sampled_negatives} negatives)"
+    )
+    lines += [
+        "",
+        f"Test metrics, {protocol}; λ chosen on validation {cfg.select}. Peak RSS of the fitting process "
+        "(trainer rows: per Ray worker).",
+    ]
     return "\n".join(lines) + "\n"

@@ -41,8 +41,9 @@ starts its optimizer state afresh, with a warning; a worker that holds no shard 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -192,10 +193,12 @@ def _warn_rank0(message: str, *args: Any) -> None:
         log.warning(message, *args)
 
 
-def resume_message(checkpoint: str, progress: dict[str, Any], world: int) -> str:
-    """What rank 0 prints on resuming: where from, and whether the tables were resharded
-    (``progress["world"]``: the workers that saved it; absent in checkpoints from before it was recorded)."""
+def resume_message(checkpoint: str, progress: dict[str, Any], world: int, where: str | None = None) -> str:
+    """What rank 0 prints on resuming: where from (``where``, by default "epoch N"), and whether the
+    tables were resharded (``progress["world"]``: the workers that saved it; absent in checkpoints
+    from before it was recorded, and in those of jobs that do not record it)."""
     saved = progress.get("world", world)
+    where = where or f"epoch {progress['epoch']}"
     if saved == world:
-        return f"resumed from {checkpoint} after epoch {progress['epoch']}"
-    return f"resumed from epoch {progress['epoch']} (saved by {saved} worker{'s' * (saved != 1)}, now {world}: tables resharded)"
+        return f"resumed from {checkpoint} after {where}"
+    return f"resumed from {where} (saved by {saved} worker{'s' * (saved != 1)}, now {world}: tables resharded)"

@@ -14,14 +14,14 @@ predictive mean; during burn-in, the current sample's). The exported tables repr
 means exactly: a row's vector is its kept samples' factors side by side, each scaled by 1/√S,
 so ``p_u · q_i`` is the mean of the S samples' dot products; its bias is the mean bias.
 
-It runs inside Ray Train workers (distrec/train/worker.py picks it for ``loop = "als"`` models)
-and, for tests, in plain gloo processes.
+It runs inside Ray Train workers (distrec/train/worker.py picks it for models whose spec's
+``loop`` is "als") and, for tests, in plain gloo processes; it resumes, checkpoints and reports
+through the resumable epoch loop of distrec/runtime/epochs.py.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,14 +35,14 @@ from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.rating import RatingAccumulator
 from distrec.models.als import ALSConfig, draw_hyper, draw_precision, hashed_normals, solve_rows
 from distrec.resources import Stopwatch
+from distrec.runtime.checkpoint import load_worker_checkpoint, save_worker_checkpoint
+from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
+from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
 from distrec.train.als_data import ALSData, Side, gather_all, read_als_data
-from distrec.train.checkpoint import load_worker_checkpoint, save_worker_checkpoint
 from distrec.train.config import TrainConfig
 from distrec.train.export import ROWS_PER_PART, export_rows
-from distrec.train.loop import finish_run, log_epoch, open_tracker
-from distrec.train.session import Session
 
 __all__ = ["train_als_worker", "initial_factors", "State"]
 
@@ -66,7 +66,7 @@ class State:
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], precision: float) -> "State":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], precision: float) -> State:
         return cls(
             user=tensors["user"],
             item=tensors["item"],
@@ -90,10 +90,13 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
     if cfg.ray.use_gpu:
         raise ValueError("ray.use_gpu=true: model als runs its solves on CPU workers; set ray.use_gpu=false")
     if m.bayesian and watch:
-        raise ValueError("train.early_stopping_metric: model.bayesian=true averages all kept samples; choose train.epochs and model.burn_in instead")
+        raise ValueError(
+            "train.early_stopping_metric: model.bayesian=true averages all kept samples; "
+            "choose train.epochs and model.burn_in instead"
+        )
 
     # -- data: ratings by user and by item owner; the exchanges of rows ------------------------
-    dataset = InteractionDataset(cfg.data.path, verify=cfg.data.verify)
+    dataset = cfg.data.open()
     split = dataset.resolve_split(cfg.data.split)
     read = Stopwatch()
     data = read_als_data(dataset, split, m)
@@ -112,20 +115,25 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
         write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
 
     # -- resume ---------------------------------------------------------------------------------
-    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0, "resumes": 0}
     best: dict[str, torch.Tensor] | None = None
-    with session.latest_checkpoint() as ckpt:
-        if ckpt:
-            tensors, progress = load_worker_checkpoint(ckpt)
-            state = State.from_tensors(tensors, progress["precision"])
-            best = {side: tensors[f"best/{side}"] for side in ("user", "item")} if "best/user" in tensors else None
-            progress["resumes"] = progress.get("resumes", 0) + 1
-            if rank == 0:
-                print(f"resumed from {ckpt} after sweep {progress['epoch']}", flush=True)
+
+    def save(directory: str, progress: dict[str, Any]) -> None:
+        extra = {f"best/{side}": rows for side, rows in (best or {}).items()}
+        save_worker_checkpoint(directory, tensors={**state.tensors(), **extra}, progress=progress)
+
+    def load(directory: str) -> dict[str, Any]:
+        nonlocal state, best
+        tensors, progress = load_worker_checkpoint(directory)
+        state = State.from_tensors(tensors, progress["precision"])
+        best = {side: tensors[f"best/{side}"] for side in ("user", "item")} if "best/user" in tensors else None
+        return progress
+
+    run = Resumable(session, save=save, load=load, describe=lambda progress: f"sweep {progress['epoch']}")
+    progress = run.resume(lambda: {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0, "resumes": 0})
 
     # -- sweeps ---------------------------------------------------------------------------------
     items = data.users.exchange.fetch(state.item)  # the item rows this worker's users need
-    for epoch in range(progress["epoch"], cfg.train.epochs):
+    for epoch in run.epochs(cfg.train.epochs):
         timer = Stopwatch()
         metrics: dict[str, Any] = {"epoch": epoch + 1, **_sweep(cfg, data, state, items, epoch + 1)}
         items = data.users.exchange.fetch(state.item)
@@ -146,12 +154,8 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
             else:
                 progress["bad_epochs"] += 1
                 stop = progress["bad_epochs"] >= cfg.train.patience
-        progress.update(epoch=epoch + 1, precision=state.precision)
-        progress["history"].append(metrics)
-        with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
-            extra = {f"best/{side}": rows for side, rows in (best or {}).items()}
-            save_worker_checkpoint(tmp, tensors={**state.tensors(), **extra}, progress=progress)
-            session.report(metrics, tmp)
+        progress["precision"] = state.precision
+        run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
         if stop:
             if rank == 0:
@@ -179,7 +183,10 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
     final.update(_evaluate(cfg, data, state, items, "test", clip=clip, kept=_kept(m, progress["epoch"])))
     if cfg.train.export_embeddings:
         final["embeddings"] = _export(cfg, data, state, dataset, split)
-    return finish_run(cfg, final, progress["history"], clock=clock, dataset=dataset, tracker=tracker)
+    noise_floor = dataset.meta.get("noise_floor_rmse")
+    return finish_run(
+        final, progress["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor
+    )
 
 
 def _kept(m: ALSConfig, sweeps: int) -> int:
@@ -233,8 +240,17 @@ def _sweep(cfg: TrainConfig, data: ALSData, state: State, items: torch.Tensor, n
     return out
 
 
-def _half(cfg: TrainConfig, data: ALSData, side: Side, own: torch.Tensor, table: torch.Tensor, *, other: torch.Tensor, number: int,
-          precision: float) -> float:  # fmt: skip
+def _half(
+    cfg: TrainConfig,
+    data: ALSData,
+    side: Side,
+    own: torch.Tensor,
+    table: torch.Tensor,
+    *,
+    other: torch.Tensor,
+    number: int,
+    precision: float,
+) -> float:
     """Every row of ``side`` (``own``, in place) against the other side's working ``table``;
     ``other``: the other side's own rows on this worker (for the Gramian). Returns the data term."""
     m: ALSConfig = cfg.model  # type: ignore[assignment]
@@ -246,10 +262,14 @@ def _half(cfg: TrainConfig, data: ALSData, side: Side, own: torch.Tensor, table:
         shared = gram.float()
     if m.bayesian:
         k = m.width
-        stats = torch.cat([torch.tensor([float(len(own))], dtype=torch.float64), own.double().sum(0), (own.double().T @ own.double()).ravel()])
+        stats = torch.cat(
+            [torch.tensor([float(len(own))], dtype=torch.float64), own.double().sum(0), (own.double().T @ own.double()).ravel()]
+        )
         dist.all_reduce(stats)
         rng = np.random.default_rng([cfg.train.seed, _HYPER, number, _CODE[side.name]])
-        mu, lam = draw_hyper(float(stats[0]), stats[1 : k + 1].numpy(), stats[k + 1 :].reshape(k, k).numpy(), beta0=m.prior_beta, rng=rng)
+        mu, lam = draw_hyper(
+            float(stats[0]), stats[1 : k + 1].numpy(), stats[k + 1 :].reshape(k, k).numpy(), beta0=m.prior_beta, rng=rng
+        )
         hyper = _agreed(torch.from_numpy(np.concatenate([mu, lam.ravel()])))
         mu_t, lam_t = hyper[:k].float(), hyper[k:].reshape(k, k).float()
         shared, rhs = lam_t, lam_t @ mu_t
@@ -320,7 +340,14 @@ def _export(cfg: TrainConfig, data: ALSData, state: State, dataset: InteractionD
     """``embeddings/{user,item}`` in MF's format: ``vector`` (the factors; Bayesian: the kept
     samples' side by side, × 1/√S) and, with biases, ``bias``; ``global_mean`` in the meta."""
     m: ALSConfig = cfg.model  # type: ignore[assignment]
-    meta = {"model": m.name, "objective": m.objective, "bayesian": m.bayesian, "dataset": cfg.data.path, "split": split, "global_mean": data.mean}
+    meta = {
+        "model": m.name,
+        "objective": m.objective,
+        "bayesian": m.bayesian,
+        "dataset": cfg.data.path,
+        "split": split,
+        "global_mean": data.mean,
+    }
     uris = {}
     for side, own in ((data.users, state.user), (data.items, state.item)):
         stack = torch.stack(state.samples[side.name]) if state.samples[side.name] else own[None]  # [S, R, k]

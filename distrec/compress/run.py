@@ -9,23 +9,25 @@ shard stops the job with the file's name instead of failing a worker mid-trainin
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
-from distrec.cli import UserError
 from distrec.compress.config import CompressConfig
 from distrec.compress.evaluate import evaluate
-from distrec.compress.fit import table_uri
 from distrec.compress.report import write_compress_report
-from distrec.compress.worker import ray_worker
-from distrec.config import to_dict, to_yaml
+from distrec.compress.worker import table_uri
+from distrec.config import to_yaml
+from distrec.errors import DataError, UserError
+from distrec.jobs import get_job
 from distrec.models.compressor import code_size
 from distrec.resources import Stopwatch, peak_rss_mb
-from distrec.storage import DataError, absolute, join, write_text
+from distrec.runtime.config import run_name
+from distrec.runtime.ray import run_job_workers
+from distrec.storage import join, write_text
 from distrec.storage.embeddings import EmbeddingShards
 from distrec.tracking import Tracker, check_tracking
-from distrec.train.launch import run_name, run_workers
 
 __all__ = ["check_sources", "run_compress"]
 
@@ -56,13 +58,16 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     """The whole job; returns the metrics it wrote to ``<output_dir>/metrics.json``.
     ``callbacks`` see every report of the training run."""
     clock = Stopwatch()
-    cfg.source.run, cfg.output_dir = absolute(cfg.source.run), absolute(cfg.output_dir)
-    cfg.ray.storage_path = absolute(cfg.ray.storage_path)
+    get_job("compress").absolute(cfg)
     dims = check_sources(cfg)
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
-    run_workers(ray_worker, {"config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
+    run_job_workers("compress", cfg, callbacks=callbacks)
     train_s = clock.seconds()
-    metrics: dict[str, Any] = {**{f"{t}_dim": d for t, d in dims.items()}, "num_workers": cfg.ray.num_workers, "train_wall_s": train_s}
+    metrics: dict[str, Any] = {
+        **{f"{t}_dim": d for t, d in dims.items()},
+        "num_workers": cfg.ray.num_workers,
+        "train_wall_s": train_s,
+    }
     metrics.update(evaluate(cfg))
     metrics.update(wall_s=clock.seconds(), peak_rss_mb=peak_rss_mb())
     with Tracker(cfg.tracking, output_dir=cfg.output_dir, run=run_name(cfg), config=cfg) as tracker:  # the workers' run

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from distrec.storage import DataError
+from distrec.errors import DataError
 from distrec.storage.manifest import check_relative_path
 
 __all__ = ["METADATA_JSON", "DCP_METADATA", "write_metadata", "read_metadata"]
@@ -54,16 +54,24 @@ def write_metadata(directory: str, metadata: Metadata) -> None:
         "metadata_sha256": pickle_sha256,
         "version": metadata.version,
         "state_dict_metadata": {fqn: _encode_entry(entry) for fqn, entry in metadata.state_dict_metadata.items()},
-        "planner_data": None if metadata.planner_data is None else {fqn: list(path) for fqn, path in metadata.planner_data.items()},
+        "planner_data": None
+        if metadata.planner_data is None
+        else {fqn: list(path) for fqn, path in metadata.planner_data.items()},
         "storage_data": [
             {
                 "index": {"fqn": index.fqn, "offset": _list(index.offset), "index": index.index},
-                "info": {"relative_path": info.relative_path, "offset": info.offset, "length": info.length,
-                         "transform_descriptors": _list(info.transform_descriptors)},
+                "info": {
+                    "relative_path": info.relative_path,
+                    "offset": info.offset,
+                    "length": info.length,
+                    "transform_descriptors": _list(info.transform_descriptors),
+                },
             }
             for index, info in metadata.storage_data.items()
         ],  # fmt: skip
-        "storage_meta": None if meta is None else {
+        "storage_meta": None
+        if meta is None
+        else {
             "checkpoint_id": None if meta.checkpoint_id is None else str(meta.checkpoint_id),
             "save_id": meta.save_id,
             "modules": list(meta.modules),
@@ -79,27 +87,38 @@ def read_metadata(directory: str) -> Metadata:
     path, pickle_path = os.path.join(directory, METADATA_JSON), os.path.join(directory, DCP_METADATA)
     for name in (path, pickle_path):
         if not os.path.exists(name):
-            raise DataError(f"{name}: missing; distrec restores only checkpoints it wrote, with both DCP's "
-                            f"{DCP_METADATA} and its description {METADATA_JSON} (the pickle itself is never loaded)")
+            raise DataError(
+                f"{name}: missing; distrec restores only checkpoints it wrote, with both DCP's "
+                f"{DCP_METADATA} and its description {METADATA_JSON} (the pickle itself is never loaded)"
+            )
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read())
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise DataError(f"{path}: not JSON ({str(e)[:200]})") from None
     d = _Decoder(path)
-    d.keys(doc, "the file", {"format", "metadata_sha256", "version", "state_dict_metadata", "planner_data", "storage_data", "storage_meta"})
+    d.keys(
+        doc,
+        "the file",
+        {"format", "metadata_sha256", "version", "state_dict_metadata", "planner_data", "storage_data", "storage_meta"},
+    )
     if doc["format"] != FORMAT:
         raise d.fail("format", repr(FORMAT), doc["format"])
     with open(pickle_path, "rb") as f:
         if hashlib.sha256(f.read()).hexdigest() != d.string(doc["metadata_sha256"], "metadata_sha256"):
-            raise DataError(f"{pickle_path}: changed after the checkpoint was written (its SHA-256 is not the one {METADATA_JSON} records)")
+            raise DataError(
+                f"{pickle_path}: changed after the checkpoint was written (its SHA-256 is not the one {METADATA_JSON} records)"
+            )
     entries = d.mapping(doc["state_dict_metadata"], "state_dict_metadata")
     metadata = Metadata(
         state_dict_metadata={fqn: d.entry(entry, f"state_dict_metadata[{fqn!r}]") for fqn, entry in entries.items()},
         planner_data=None if doc["planner_data"] is None else {
-            fqn: tuple(d.key_path(keys, f"planner_data[{fqn!r}]")) for fqn, keys in d.mapping(doc["planner_data"], "planner_data").items()
+            fqn: tuple(d.key_path(keys, f"planner_data[{fqn!r}]"))
+            for fqn, keys in d.mapping(doc["planner_data"], "planner_data").items()
         },
-        storage_data=dict(d.storage_item(item, f"storage_data[{i}]") for i, item in enumerate(d.items(doc["storage_data"], "storage_data"))),
+        storage_data=dict(
+            d.storage_item(item, f"storage_data[{i}]") for i, item in enumerate(d.items(doc["storage_data"], "storage_data"))
+        ),
         storage_meta=None if doc["storage_meta"] is None else d.storage_meta(doc["storage_meta"], "storage_meta"),
         version=None if doc["version"] is None else d.string(doc["version"], "version"),
     )  # fmt: skip
@@ -228,14 +247,17 @@ class _Decoder:
             offset=self.natural(info["offset"], f"{where}.info.offset"),
             length=self.natural(info["length"], f"{where}.info.length"),
             transform_descriptors=None if transforms is None else [
-                self.string(t, f"{where}.info.transform_descriptors") for t in self.items(transforms, f"{where}.info.transform_descriptors")
+                self.string(t, f"{where}.info.transform_descriptors")
+                for t in self.items(transforms, f"{where}.info.transform_descriptors")
             ],
         )  # fmt: skip
 
     def storage_meta(self, value: Any, where: str) -> StorageMeta:
         self.keys(value, where, {"checkpoint_id", "save_id", "modules"})
         return StorageMeta(
-            checkpoint_id=None if value["checkpoint_id"] is None else self.string(value["checkpoint_id"], f"{where}.checkpoint_id"),
+            checkpoint_id=None
+            if value["checkpoint_id"] is None
+            else self.string(value["checkpoint_id"], f"{where}.checkpoint_id"),
             save_id=None if value["save_id"] is None else self.string(value["save_id"], f"{where}.save_id"),
             modules=[self.string(m, f"{where}.modules") for m in self.items(value["modules"], f"{where}.modules")],
         )

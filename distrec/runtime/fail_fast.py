@@ -19,9 +19,8 @@ from typing import Any
 from ray.train.v2.api.callback import UserCallback
 from ray.train.v2.api.exceptions import ControllerError
 
-from distrec.cli import UserError
 from distrec.config import ConfigError
-from distrec.storage import DataError
+from distrec.errors import DataError, UserError
 
 __all__ = ["PERMANENT_ERRORS", "FailFast", "worker_error"]
 

@@ -1,0 +1,39 @@
+"""The ``ray`` section every Ray job's config shares, and the run name derived from it.
+
+Light on purpose (no Ray import): the job configs import it when they load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from distrec.config import Bound, Positive
+
+__all__ = ["RayConfig", "run_name"]
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
+    num_workers: Positive[int] = 2
+    use_gpu: bool = False
+    cpus_per_worker: Positive[float] = 1.0
+    # worker failures survived by restoring the last checkpoint (-1: any number, as Ray's FailureConfig);
+    # a UserError or DataError in a worker (bad input, a corrupt shard) ends the run at once
+    max_failures: Annotated[int, Bound(ge=-1)] = 1
+    storage_path: str = "runs/ray"  # where Ray Train keeps checkpoints (any URI)
+    name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
+    checkpoints_to_keep: Positive[int] = 2
+    collective_timeout_s: Positive[int] = 600  # a worker stuck this long in a collective fails the attempt (then retried)
+
+
+def run_name(cfg: Any) -> str:
+    """``cfg.ray.name``, or a stable name from ``cfg.output_dir`` (same command → same run); any
+    job config with ``ray`` and ``output_dir`` sections."""
+    if cfg.ray.name:
+        return cfg.ray.name
+    tail = posixpath.basename(cfg.output_dir.rstrip("/")) or "run"
+    return f"{tail}-{hashlib.sha1(cfg.output_dir.encode()).hexdigest()[:8]}"
