@@ -40,7 +40,7 @@ from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
 
-__all__ = ["Resumable", "open_tracker", "log_epoch", "finish_run"]
+__all__ = ["Resumable", "early_stop", "open_tracker", "log_epoch", "finish_run"]
 
 
 class Resumable:
@@ -94,6 +94,22 @@ class Resumable:
         with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
             self.save(tmp, self.state)
             self.session.report(metrics, tmp)
+
+
+def early_stop(train: Any, metrics: dict[str, Any], state: dict[str, Any], epoch: int) -> tuple[bool, bool]:
+    """Early stopping on ``train.early_stopping_metric``: records this epoch in ``state`` (``best``,
+    ``best_epoch``, ``bad_epochs``, kept in the checkpoint) and says (improved, stop)."""
+    watch = train.early_stopping_metric
+    if not watch:
+        return False, False
+    if watch not in metrics:
+        raise ValueError(f"train.early_stopping_metric={watch!r} is not among the metrics {sorted(metrics)}")
+    value, best = metrics[watch], state["best"]
+    if best is None or (value < best if train.early_stopping_mode == "min" else value > best):
+        state.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
+        return True, False
+    state["bad_epochs"] += 1
+    return False, state["bad_epochs"] >= train.patience
 
 
 def _rank() -> int:

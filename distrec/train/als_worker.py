@@ -36,7 +36,7 @@ from distrec.eval.rating import RatingAccumulator
 from distrec.models.als import ALSConfig, draw_hyper, draw_precision, hashed_normals, solve_rows
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_worker_checkpoint, save_worker_checkpoint
-from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
+from distrec.runtime.epochs import Resumable, early_stop, finish_run, log_epoch, open_tracker
 from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
@@ -143,17 +143,9 @@ def _train_als(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str
             _keep_sample(cfg, data, state, items)
         metrics.update(_evaluate(cfg, data, state, items, "val", clip=clip, kept=kept))
         metrics["epoch_s"] = timer.seconds()
-        stop = False
-        if watch:
-            if watch not in metrics:
-                raise ValueError(f"train.early_stopping_metric={watch!r} is not among the metrics {sorted(metrics)}")
-            value, previous = metrics[watch], progress["best"]
-            if previous is None or (value < previous if cfg.train.early_stopping_mode == "min" else value > previous):
-                progress.update(best=metrics[watch], best_epoch=epoch + 1, bad_epochs=0)
-                best = {"user": state.user.clone(), "item": state.item.clone()} if cfg.train.restore_best else None
-            else:
-                progress["bad_epochs"] += 1
-                stop = progress["bad_epochs"] >= cfg.train.patience
+        improved, stop = early_stop(cfg.train, metrics, progress, epoch)
+        if improved:
+            best = {"user": state.user.clone(), "item": state.item.clone()} if cfg.train.restore_best else None
         progress["precision"] = state.precision
         run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)

@@ -23,7 +23,7 @@ from distrec.config import to_yaml
 from distrec.models.registry import model_spec
 from distrec.resources import Stopwatch
 from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
-from distrec.runtime.epochs import Resumable, finish_run, log_epoch, open_tracker
+from distrec.runtime.epochs import Resumable, early_stop, finish_run, log_epoch, open_tracker
 from distrec.runtime.session import Session
 from distrec.storage import join, write_text
 from distrec.tracking import Tracker
@@ -65,10 +65,6 @@ def _restore(dmp, model, snapshot: dict[str, torch.Tensor]) -> None:
                 v.copy_(snapshot[f"table/{t.name}/{r}/{c}"])
         for n, p in in_backward_optimizer_filter(dmp.named_parameters()):
             p.copy_(snapshot[f"dense/{n}"])
-
-
-def _improved(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value < best if mode == "min" else value > best)
 
 
 def train_worker(cfg: TrainConfig, session: Session) -> dict[str, Any]:
@@ -115,16 +111,9 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         metrics: dict[str, Any] = {"epoch": epoch + 1}
         metrics.update(task.train_epoch(dmp, model, opt, epoch))
         metrics.update(task.evaluate(dmp, model, "val"))
-        stop = False
-        if watch:
-            if watch not in metrics:
-                raise ValueError(f"train.early_stopping_metric={watch!r} is not among the metrics {sorted(metrics)}")
-            if _improved(metrics[watch], state["best"], cfg.train.early_stopping_mode):
-                state.update(best=metrics[watch], best_epoch=epoch + 1, bad_epochs=0)
-                best_weights = _snapshot(dmp, model) if cfg.train.restore_best else None
-            else:
-                state["bad_epochs"] += 1
-                stop = state["bad_epochs"] >= cfg.train.patience
+        improved, stop = early_stop(cfg.train, metrics, state, epoch)
+        if improved:
+            best_weights = _snapshot(dmp, model) if cfg.train.restore_best else None
         run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
         if stop:
