@@ -29,15 +29,17 @@ $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# The fast tests run a second time on torch's AVX2 kernels (the first run uses this machine's
-# best, e.g. AVX-512): an assertion that holds for one kernel's rounding only fails here, not
-# on a user's machine. Skipped on a CPU without AVX2, which torch cannot be forced onto.
+# The fast tests of the packages that compute with torch's float kernels run a second time on
+# torch's AVX2 kernels (the first run uses this machine's best, e.g. AVX-512): an assertion that
+# holds for one kernel's rounding only fails here, not on a user's machine. Skipped on a CPU
+# without AVX2, which torch cannot be forced onto.
+KERNEL_TESTS := tests/models tests/eval tests/features tests/fit tests/train tests/compress tests/distill
 HAS_AVX2 := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes)
 
-test: setup lint ## run the whole test suite (after make lint), then the fast tests again on AVX2 kernels
+test: setup lint ## make lint, the whole test suite, then the float-kernel tests again on AVX2 kernels
 	$(PY) -m pytest -q tests
 ifeq ($(HAS_AVX2),yes)
-	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m "not slow" tests
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m "not slow" $(KERNEL_TESTS)
 else
 	@echo "no AVX2 on this CPU: the fast tests' second run, on AVX2 kernels, is skipped"
 endif

@@ -35,9 +35,9 @@ def _commands() -> list[str]:
             pending = line[:-1] + " "
             continue
         pending = ""
-        line = re.sub(r"\s+#\s.*$", "", line)
-        if JOB.search(line) or MAKE.match(line):
-            lines.append(line)
+        for command in re.split(r"\s*(?:&&|;)\s*", re.sub(r"\s+#\s.*$", "", line)):
+            if JOB.search(command) or MAKE.match(command):
+                lines.append(command)
     return lines
 
 
