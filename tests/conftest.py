@@ -90,6 +90,20 @@ def local_ray(_ray_at_exit, s3_server):
 
 
 @pytest.fixture
+def session_ray_env(local_ray) -> dict[str, str]:
+    """Environment for a child job (jobs/*.py, a benchmark case) that is to run on the session's
+    Ray instead of starting an embedded one of its own, which costs seconds of both cores: its
+    ``RAY_ADDRESS`` (runtime/ray.py connects there). Tests about a job's own embedded Ray do not
+    use it (test_killed_driver.py's first run, test_local_head.py, test_serve_job.py). The
+    child, like the session Ray's own processes, is in Ray's single-machine mode (see
+    ``start_local_ray``): otherwise it resolves 127.0.0.1 to this machine's address, where that
+    Ray does not listen."""
+    import ray
+
+    return {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@pytest.fixture
 def no_ray():
     """No Ray connected in this process, as when a user starts a job (the next ``local_ray``
     starts one again)."""

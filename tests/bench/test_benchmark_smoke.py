@@ -75,9 +75,12 @@ def test_a_case_peak_rss_is_its_own_not_the_driver_s():
 
 
 @pytest.mark.slow
-def test_quick_serve_suite(tmp_path, monkeypatch):
+def test_quick_serve_suite(tmp_path, session_ray_env, monkeypatch):
     """MF runs trained on two tiny datasets, served over HTTP on 127.0.0.1 under the bounded load,
-    next to the in-process baseline; the latency table and HNSW recall come out."""
+    next to the in-process baseline; the latency table and HNSW recall come out. The HTTP cases
+    deploy on the session's Ray (and take Serve down again), not on an embedded one each."""
+    for key, value in session_ray_env.items():
+        monkeypatch.setenv(key, value)
     tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, serve_like="ml-100k", serve_netflix=(400, 1500, 12_000),
                          serve_requests=24)  # fmt: skip
     monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))

@@ -237,7 +237,7 @@ def test_killed_ray_worker_resumes_the_sweep_count(local_ray, dataset, tmp_path)
     from distrec.train.run import train as fit
     from tests.train.test_ray import _train_worker_pids
 
-    epochs = 30
+    epochs = 12  # the kill lands after the first checkpoint, with sweeps left to redo
     reference = run_ranks(_reference, 2, _ray_config(dataset, tmp_path / "reference", epochs))[0]
     cfg = _ray_config(dataset, tmp_path / "killed", epochs)
     result: dict = {}

@@ -319,10 +319,11 @@ def test_other_checkpoint_readers_refuse_planted_pickles(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_issue_repro_through_jobs_train(tmp_path):
+def test_the_issue_repro_through_jobs_train(tmp_path, session_ray_env):
     """The issue's repro as a user runs it: train one epoch, plant the payload over the
     checkpoint's .metadata, run the same command again: exit 2 with an error naming the file, and
-    the file the payload would create is absent."""
+    the file the payload would create is absent. Both runs are drivers on the session's Ray
+    (where the workers run is not what this is about; an embedded start costs both cores)."""
     data = str(tmp_path / "data")
     tiny_synthetic(data, ratings=6_000)
     command = [
@@ -330,14 +331,15 @@ def test_the_issue_repro_through_jobs_train(tmp_path):
         f"output_dir={tmp_path / 'out'}", f"ray.storage_path={tmp_path / 'ray'}", "ray.name=pwn", "ray.max_failures=0",
         "train.epochs=1", "train.early_stopping_metric=null", "model.dim=8",
     ]  # fmt: skip
-    first = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=500)
+    env = python_env(**session_ray_env)
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     planted = sorted((tmp_path / "ray" / "pwn").glob(f"checkpoint_*/{DCP_METADATA}"))
     assert planted
     marker = tmp_path / "PWNED"
     for path in planted:
         path.write_bytes(PAYLOADS["issue"](marker))
-    again = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=500)
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
     assert again.returncode == 2, (again.stdout + again.stderr)[-3000:]
     # the job's own message (Ray's log of the worker, traceback included, streams in around it)
     errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]

@@ -2,7 +2,8 @@
 Ray in its own process group. While it runs, a second launch of the same command refuses (the
 output_dir lock names the holder); SIGKILLed with its whole Ray after the first checkpoint, the
 same command launched again resumes from that checkpoint (Train V2 finds the run by
-``RunConfig(name, storage_path)``) and takes over the dead driver's lock.
+``RunConfig(name, storage_path)``, on whichever Ray: here the session's, which spares the test
+a second embedded start) and takes over the dead driver's lock.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _command(data: str, root) -> list[str]:
     ]
 
 
-def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path):
+def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path, session_ray_env):
     data = str(tmp_path / "data")
     tiny_synthetic(data, ratings=20_000)
     command, lock, out = _command(data, tmp_path), tmp_path / "out" / LOCK, tmp_path / "out"
@@ -66,7 +67,7 @@ def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path)
     assert not (out / "metrics.json").exists(), "the first run finished before it was killed"
     assert lock.exists()  # left behind by the killed driver
 
-    again = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=500)
+    again = subprocess.run(command, cwd=REPO, env=python_env(**session_ray_env), capture_output=True, text=True, timeout=500)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     resumed = re.search(r"resumed from \S+ after epoch (\d+)", again.stdout + again.stderr)
     assert resumed and 1 <= int(resumed[1]) < EPOCHS, (again.stdout + again.stderr)[-3000:]

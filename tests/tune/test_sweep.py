@@ -25,11 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 LEARNING_RATES = [0.05, 0.002, 0.001, 0.0005]  # the first is good, the others clearly worse
 
 
-def _tune(*args: str, **popen) -> subprocess.Popen:
+def _tune(*args: str, ray_env: dict[str, str], **popen) -> subprocess.Popen:
     # TUNE_GLOBAL_CHECKPOINT_S=1: Tune saves its experiment state every second, so the kill
-    # below lands after the finished trial is on record (Tune's own default is adaptive)
+    # below lands after the finished trial is on record (Tune's own default is adaptive).
+    # ray_env: the driver runs on the session's Ray (a killed driver's trials end with it, as
+    # they would with an embedded Ray), not on an embedded one of its own.
     env = {
         **os.environ,
+        **ray_env,
         "PYTHONPATH": str(ROOT),
         "DISTREC_QUIET": "1",
         "TUNE_GLOBAL_CHECKPOINT_S": "1",
@@ -45,7 +48,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
-def test_asha_sweep_killed_then_resumed(tmp_path, local_ray):
+def test_asha_sweep_killed_then_resumed(tmp_path, session_ray_env):
     data = str(tmp_path / "data")
     tiny_synthetic(data, ratings=6_000)
     out = tmp_path / "sweep"
@@ -60,7 +63,7 @@ def test_asha_sweep_killed_then_resumed(tmp_path, local_ray):
         f"output_dir: {out}\n"
     )
 
-    driver = _tune("--config", str(sweep), start_new_session=True)
+    driver = _tune("--config", str(sweep), ray_env=session_ray_env, start_new_session=True)
     trials = out / "trials"
     # one trial at a time: a second trial's folder means the first one finished
     _wait_for(lambda: trials.exists() and len(list(trials.iterdir())) >= 2, driver)
@@ -71,7 +74,7 @@ def test_asha_sweep_killed_then_resumed(tmp_path, local_ray):
     assert finished, "no trial had finished when the driver was killed"
     stamps = {t.name: (t / "metrics.json").stat().st_mtime_ns for t in finished}
 
-    resumed = _tune("--resume", str(out), stdout=subprocess.PIPE, text=True)
+    resumed = _tune("--resume", str(out), ray_env=session_ray_env, stdout=subprocess.PIPE, text=True)
     stdout, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stdout[-3000:]
 
