@@ -33,7 +33,7 @@ $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 # torch's AVX2 kernels (the first run uses this machine's best, e.g. AVX-512): an assertion that
 # holds for one kernel's rounding only fails here, not on a user's machine. Skipped on a CPU
 # without AVX2, which torch cannot be forced onto.
-KERNEL_TESTS := tests/models tests/eval tests/features tests/fit tests/train tests/compress tests/distill
+KERNEL_TESTS := tests/models tests/eval tests/features tests/fit tests/compress tests/distill
 HAS_AVX2 := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes)
 
 test: setup lint ## make lint, the whole test suite, then the float-kernel tests again on AVX2 kernels
