@@ -20,7 +20,8 @@ export PYTHONUNBUFFERED := 1
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install the pinned stack (idempotent)
+setup: $(STAMP) ## create .venv, install the pinned stack and build the CPU kernels (idempotent)
+	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m distrec.kernels || echo "warning: distrec's CPU kernels did not build (is g++ installed?): implicit ALS uses its torch version"
 
 $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

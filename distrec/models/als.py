@@ -57,6 +57,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from distrec import kernels
 from distrec.config import NonNegative, Positive
 from distrec.models.spec import ModelSpec
 
@@ -218,14 +219,23 @@ def solve_rows(
     shared_rhs: torch.Tensor | None = None,
     precision: float = 1.0,
     noise: torch.Tensor | None = None,
+    native: bool = True,
 ) -> float:
     """Solve (or, with ``noise``, draw) every row of ``factors`` [R, k] in place from the fixed
     side's working ``table`` [M, k]; ``scale`` [R] is s_u, ``shared`` [k, k] P, ``shared_rhs``
     [k] p, ``precision`` τ, ``noise`` [R, k] standard normals (Bayesian). Returns the data term
     at the new rows: Σ (r − r̂)² over the ratings (explicit, Bayesian), or the implicit loss's
-    observed part Σ c(1 − s)² − s² plus Σ_u x_uᵀ P x_u (the unobserved pairs, P = YᵀY)."""
+    observed part Σ c(1 − s)² − s² plus Σ_u x_uᵀ P x_u (the unobserved pairs, P = YᵀY).
+
+    Implicit CG runs in distrec's C++ kernel (kernels/ials_cg_cpu.cpp, the same iteration row by
+    row) when it is built and ``native``; the batched torch ops below otherwise."""
     lam = cfg.reg_vector()
     implicit = cfg.objective == "implicit"
+    if native and implicit and cfg.method == "cg" and shared is not None and kernels.load():
+        observed = torch.ops.distrec.ials_cg(rows.indptr, rows.cols, rows.values, cfg.alpha, cfg.confidence == "rating",
+                                             table.contiguous(), shared.contiguous(), scale.float().contiguous(), lam,
+                                             factors, cfg.cg_steps)  # fmt: skip
+        return observed + float((shared * (factors.T @ factors)).sum())
     total = 0.0
     for sel in batches:
         feats, rating, mask = _gather(cfg, rows, table, sel)

@@ -104,6 +104,7 @@ class Side:
     rows: Rows  # their training ratings; cols index the exchange's working table of the other side
     exchange: Exchange  # the other side's rows they need
     weight: torch.Tensor  # float64 [R]: W (ratings, or Σ confidence over all items; at least 1)
+    scale: torch.Tensor  # float32 [R]: s = W^ν, the rows' multiplier of λ
     batches: list[torch.Tensor]
 
 
@@ -138,7 +139,8 @@ def _side(name: str, ids: np.ndarray, own: np.ndarray, other: np.ndarray, rating
         weight = other_total + torch.zeros(len(ids), dtype=torch.float64).index_add_(0, _row_of(rows), extra.double())
     else:
         weight = rows.counts().double().clamp_min(1.0)
-    return Side(name, total, ids, rows, exchange, weight, row_batches(rows, width=cfg.width, budget=cfg.batch_floats))
+    scale = weight.pow(cfg.exponent).float()
+    return Side(name, total, ids, rows, exchange, weight, scale, row_batches(rows, width=cfg.width, budget=cfg.batch_floats))
 
 
 def _row_of(rows: Rows) -> torch.Tensor:

@@ -247,11 +247,10 @@ def _half(
     ``other``: the other side's own rows on this worker (for the Gramian). Returns the data term."""
     m: ALSConfig = cfg.model  # type: ignore[assignment]
     shared = rhs = noise = None
-    scale = torch.zeros(len(side.ids)) if m.bayesian else side.weight.pow(m.exponent).float()
+    scale = torch.zeros(len(side.ids)) if m.bayesian else side.scale
     if m.objective == "implicit":
-        gram = other.double().T @ other.double()  # [k, k]: YᵀY over this worker's rows of the other side
-        dist.all_reduce(gram)
-        shared = gram.float()
+        shared = other.T @ other  # [k, k]: YᵀY over this worker's rows of the other side
+        dist.all_reduce(shared)
     if m.bayesian:
         k = m.width
         stats = torch.cat(
@@ -279,7 +278,7 @@ def _agreed(values: torch.Tensor) -> torch.Tensor:
 
 def _penalty(m: ALSConfig, side: Side, own: torch.Tensor) -> float:
     """Σ_u s_u Σ_j λ_j x_uj² over this worker's rows of ``side``."""
-    return float((side.weight.pow(m.exponent) * (own.double().square() @ m.reg_vector().double())).sum())
+    return float((side.scale * (own.square() @ m.reg_vector())).double().sum())
 
 
 # -- scoring -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from distrec import kernels
 from distrec.models.als import ALSConfig, Rows, draw_hyper, draw_precision, hashed_normals, row_batches, solve_rows, wishart
 
 
@@ -77,11 +78,15 @@ def test_implicit_rows_match_a_dense_solve_over_every_item(confidence, exponent)
         np.testing.assert_allclose(got[u].numpy(), np.linalg.solve(a, b), rtol=1e-4, atol=1e-5, err_msg=f"user {u}")
 
 
-def test_conjugate_gradient_reaches_the_exact_solve_and_improves_from_a_warm_start():
+needs_kernels = pytest.mark.skipif(not kernels.load(), reason="distrec's CPU kernels are not built (make setup)")
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_kernels), False], ids=["kernel", "torch"])
+def test_conjugate_gradient_reaches_the_exact_solve_and_improves_from_a_warm_start(native):
     exact_cfg = ALSConfig(objective="implicit", dim=6, l2=0.5, alpha=5.0, solver="cholesky")
     user, item, rating = _ratings(seed=4)
     table = 0.3 * torch.randn(25, 6, generator=torch.Generator().manual_seed(5))
-    kw = {"users": 40, "scale": torch.ones(40), "shared": table.T @ table}
+    kw = {"users": 40, "scale": torch.ones(40), "shared": table.T @ table, "native": native}
     exact = _solve(exact_cfg, user, item, rating, table, **kw)
     many = _solve(
         ALSConfig(objective="implicit", dim=6, l2=0.5, alpha=5.0, solver="cg", cg_steps=12), user, item, rating, table, **kw
@@ -92,6 +97,39 @@ def test_conjugate_gradient_reaches_the_exact_solve_and_improves_from_a_warm_sta
     )
     start = 0.01 * torch.ones(40, 6)
     assert ((few - exact).norm(dim=1) < (start - exact).norm(dim=1) + 1e-7).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("confidence", ["binary", "rating"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_cg_kernel_takes_the_same_steps_as_the_batched_torch_cg(confidence, steps):
+    """distrec's C++ row loop and the batched torch ops: the same iterates from the same warm
+    start (rows of every length, one without ratings, per-row λ scales) and the same objective."""
+    cfg = ALSConfig(objective="implicit", dim=16, l2=0.4, alpha=4.0, confidence=confidence, cg_steps=steps)
+    user, item, rating = _ratings(users=60, items=50, per_user=30, seed=6)
+    rows = Rows.from_pairs(user, item, rating, rows=60)
+    gen = torch.Generator().manual_seed(7)
+    table = 0.2 * torch.randn(50, 16, generator=gen)
+    start = 0.1 * torch.randn(60, 16, generator=gen)
+    kw = {
+        "batches": row_batches(rows, width=16, budget=2000),
+        "scale": 1 + torch.rand(60, generator=gen),
+        "shared": table.T @ table,
+    }
+    native, batched = start.clone(), start.clone()
+    loss_native = solve_rows(cfg, rows, table, native, native=True, **kw)
+    loss_batched = solve_rows(cfg, rows, table, batched, native=False, **kw)
+    torch.testing.assert_close(native, batched, rtol=1e-4, atol=1e-5)
+    assert loss_native == pytest.approx(loss_batched, rel=1e-4)
+
+
+@needs_kernels
+def test_the_cg_kernel_refuses_a_column_outside_the_table():
+    cfg = ALSConfig(objective="implicit", dim=4, solver="cg")
+    rows = Rows.from_pairs(np.array([0, 1]), np.array([2, 9]), np.ones(2, np.float32), rows=2)
+    table = torch.ones(5, 4)
+    with pytest.raises(RuntimeError, match=r"column index out of range \[0, 5\)"):
+        solve_rows(cfg, rows, table, torch.zeros(2, 4), batches=[], scale=torch.ones(2), shared=table.T @ table)
 
 
 def test_batches_cover_every_row_once_within_the_budget():
