@@ -5,16 +5,18 @@
     python jobs/benchmark.py --quick --out bench-quick.json     # small shapes, one repeat
 
 Suites: prepare (ML-25M ratings.csv and Netflix text → Parquet, vs pandas.read_csv), train-mf
-(biased MF with TorchRec tables on 1 and 2 Ray workers vs a plain PyTorch loop; time to a
-target validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on the ∞-AE paper's
-ML-1M split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE
-vs Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare
-scoring + masking + top-k), storage (reading a shard set from S3 on a moto server vs local
-disk), netflix-scale (one MF epoch and ten ALS sweeps on a Netflix-shaped synthetic dataset, 2
-workers), serve (jobs/serve.py's HTTP API under a bounded load at concurrency 1, 8 and 32: exact
-and HNSW top-k and new users folded in, on MF runs with ML-1M's and Netflix's item tables, vs the
-same calls in process; HNSW recall@10), peers (distrec's ALS beside implicit, Spark MLlib and myfm
-on real splits from ../shared/datasets; the peers need `make bench-peers-setup` first).
+(biased MF with TorchRec tables on 1 and 2 Ray workers vs a plain PyTorch loop; time to a target
+validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on the ∞-AE paper's ML-1M
+split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE vs
+Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare scoring
++ masking + top-k), storage (reading a shard set from S3 on a moto server vs local disk),
+netflix-scale (one MF epoch and ten ALS sweeps on a Netflix-shaped synthetic dataset, 2
+workers), distill (Distill-CF steps at the paper's settings on the same ML-1M data as
+closed-form; the multi-Gumbel sampler's C++ kernel vs its torch ops), serve (jobs/serve.py's
+HTTP API under a bounded load at concurrency 1, 8 and 32: exact and HNSW top-k and new users
+folded in, on MF runs with ML-1M's and Netflix's item tables, vs the same calls in process; HNSW
+recall@10), peers (distrec's ALS beside implicit, Spark MLlib and myfm on real splits from
+../shared/datasets; the peers need `make bench-peers-setup` first).
 
 Outputs: a Markdown table (and the serve and peers suites' own tables) on the console and the
 JSON results in --out (bench.json); the generated inputs stay under --work (runs/bench).

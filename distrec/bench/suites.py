@@ -366,7 +366,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
 
 
 # -- the list -----------------------------------------------------------------------------------
-SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "serve", "peers")
+SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "distill", "serve", "peers")
 
 
 def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
@@ -453,6 +453,15 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
                 repeats=min(r, 2),
                 warmup=False,
             ),
+        ]
+    if "distill" in suites:  # Distill-CF steps at the paper's settings (budget 500, 200 draws, every user)
+        from distrec.bench.distill import distill_steps
+
+        data, what = closed_form_dataset(work, shapes.closed_form_like)
+        print(f"distill data: {what}", flush=True)
+        out += [
+            Case("distill", "step-torch-ops", distill_steps, (data, 1, False), unit="steps", repeats=1, warmup=False),
+            Case("distill", "step", distill_steps, (data, 3), unit="steps", baseline="step-torch-ops", repeats=1, warmup=False),
         ]
     if "serve" in suites:
         from distrec.bench import serve

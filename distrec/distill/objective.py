@@ -25,7 +25,7 @@ def kernel_predictions(support: torch.Tensor, targets: torch.Tensor, *, model: I
     """∞-AE's scores [B, I] for ``targets`` [B, I] with the synthetic ``support`` [n, I]."""
     kernel = {"depth": model.depth, "w_var": model.w_var, "b_var": model.b_var}
     k_ss = ntk(support, support, **kernel).double()  # [n, n]
-    k_ts = ntk(targets, support, **kernel)  # [B, n]
+    k_ts = ntk(targets.to_sparse_csr(), support, **kernel)  # [B, n]; real users' 0/1 rows are sparse: nnz × n products
     n = k_ss.shape[0]
     ridge = lam * torch.trace(k_ss) / n
     alpha = torch.linalg.solve(k_ss + ridge * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device), support.double())  # [n, I]

@@ -1,18 +1,22 @@
 """distrec's native CPU kernels: C++ built once per machine by ``make setup``, loaded at run time.
 
     ials_cg_cpu.cpp   implicit ALS's per-row conjugate-gradient solve (models/als.py)
+    gumbel_cpu.cpp    Distill-CF's multi-Gumbel forward and backward (distill/gumbel.py)
 
     make setup                       # builds them (python -m distrec.kernels; a no-op when built)
     python -m distrec.kernels -v     # the same, by hand, showing the compiler's command lines
 
-Why C++. iALS's half-sweep is, per row, a few passes over that row's ratings, each a dot
-product and an axpy against the fixed side's rows. As batched torch ops that needs a padded copy
-of every row's features ([rows, longest row, k], hundreds of MB on ML-1M) streamed from memory
-ten times a half-sweep; a loop over the row reads the fixed side's table itself, which stays in
-cache (profile and figures: README, ALS). numba would add a JIT (seconds per worker start) and a
-second thread pool. The C++ is compiled by ``torch.utils.cpp_extension`` with the machine's g++
-(``-O3 -march=native -fno-math-errno -fopenmp``) against torch's headers, so ``at::parallel_for``
-uses torch's own OpenMP pool and thread count.
+Why C++. iALS's half-sweep is, per row, a few passes over that row's ratings, each a dot product and
+an axpy against the fixed side's rows. As batched torch ops that needs a padded copy of every row's
+features ([rows, longest row, k], hundreds of MB on ML-1M) streamed from memory ten times a
+half-sweep; a loop over the row reads the fixed side's table itself, which stays in cache (profile
+and figures: README, ALS). The Gumbel sampler wants each draw's softmax over a row computed in a
+cache-resident buffer and added straight into the row's total: ``torch.compile`` of the same
+expression writes the [draws, rows, items] chunk of noise to memory and reads it back in three
+reductions. numba would add a JIT (seconds per worker start) and a second thread pool. The C++ is
+compiled by ``torch.utils.cpp_extension`` with the machine's g++ (``-O3 -march=native
+-fno-math-errno -fopenmp``) against torch's headers, so ``at::parallel_for`` uses torch's own OpenMP
+pool and thread count.
 
 ``load()`` never compiles: a process whose build is missing (a fresh checkout, a CI image that
 skipped it, a changed source) gets ``False`` and the caller keeps its torch version, with one log
@@ -36,7 +40,7 @@ __all__ = ["load", "build", "library_path", "SOURCES"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name(name) for name in ("ials_cg_cpu.cpp",)]
+SOURCES = [Path(__file__).with_name(name) for name in ("ials_cg_cpu.cpp", "gumbel_cpu.cpp")]
 BUILD_ROOT = Path(__file__).with_name("build")
 CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]

@@ -40,6 +40,25 @@ def test_quick_train_suite_with_ray(tmp_path):
     assert target.extra["best_val_rmse"] > 0 and target.extra["target_val_rmse"] > 0
 
 
+def test_quick_distill_steps(tmp_path):
+    """The distill suite's step at the paper's settings (budget 500, 200 draws) on 600 users x 40
+    items, through the C++ sampler where built and through the torch ops."""
+    from distrec.bench.distill import distill_steps
+
+    data = suites.synthetic_dataset(
+        str(tmp_path), None, {"users": 600, "items": 40, "ratings": 12000}, split="user-ratio:0.8/0.1/0.1"
+    )
+    todo = [
+        Case("distill", "torch-ops", distill_steps, (data, 1, False), unit="steps", repeats=1, warmup=False),
+        Case("distill", "step", distill_steps, (data, 2), unit="steps", baseline="torch-ops", repeats=1, warmup=False),
+    ]
+    ops, step = run_cases(todo, log=lambda _: None)
+    assert ops.extra["sampler"] == "torch ops" and step.extra["budget"] == 500 and step.extra["draws"] == 200
+    assert step.rate > 0 and step.ratio == pytest.approx(step.rate / ops.rate)
+    parts = ("sample_s", "regression_s", "regression_backward_s", "sample_backward_s", "adam_s")
+    assert all(step.extra[p] >= 0 for p in parts) and sum(step.extra[p] for p in parts) <= step.extra["s_per_step"] * 1.01
+
+
 def test_quick_closed_form_and_eval_suites(tmp_path, monkeypatch):
     tiny = suites.Shapes(
         20_000, 30_000, "ml-100k", None, 2, 1, 1, closed_form_like="ml-100k", eval_like="ml-100k", eval_users=300

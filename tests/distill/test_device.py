@@ -1,7 +1,6 @@
-"""Distill-CF on CUDA against the CPU: the step's loss and the gradient of the synthetic users.
-
-The Gumbel noise comes from a generator on the logits' device, so CPU and CUDA draw different
-noise from the same seed; the step is compared on the same sampled support."""
+"""Distill-CF on CUDA against the CPU: the step's loss and the gradient of the synthetic users,
+and the multi-Gumbel sample (its noise is counter-based, so the CPU's C++ kernel and CUDA's torch
+ops draw the same noise from the same seed)."""
 
 from __future__ import annotations
 
@@ -40,3 +39,17 @@ def test_multi_gumbel_draws_on_the_logits_device():
     torch.testing.assert_close(x, again)  # seeded: the same draws
     x.sum().backward()
     assert logits.grad is not None and logits.grad.device.type == "cuda"
+
+
+@pytest.mark.gpu
+def test_multi_gumbel_on_cuda_matches_cpu():
+    logits = torch.randn(5, 50, generator=torch.Generator().manual_seed(1)) * 3
+    weights = torch.randn(5, 50)
+    out = []
+    for device in ("cpu", "cuda"):
+        leaf = logits.clone().to(device).requires_grad_()
+        x = multi_gumbel(leaf, seed=3, draws=20, tau=0.5)
+        (x * weights.to(device)).sum().backward()
+        out.append((x.detach().cpu(), leaf.grad.cpu()))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-4, atol=1e-5)
