@@ -22,7 +22,7 @@ gradients), so only the target batches differ between workers; the ranking evalu
 its users between them (``evaluate_ranking`` is collective).
 
 Device: ``model.device`` (auto: the GPU where torch sees one), resolved once; the logits, the
-Gumbel noise and its generator, the target batches and the kernel solve are all on it, and a
+Gumbel noise, the target batches and the kernel solve are all on it, and a
 step's loss stays there until the next validation or checkpoint reads every pending step's
 losses in one copy (no per-step sync).
 
