@@ -94,7 +94,9 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
     env = {**os.environ, "RAY_AUTH_TOKEN": token, "DISTREC_QUIET": "1", "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
 
-    # A training job on its own embedded Ray, long enough to outlive everything below.
+    # A training job on its own embedded Ray, long enough to outlive everything below: Train's
+    # controller polling every 2 s (Ray's default, set over distrec's 0.1 s as a user can) makes
+    # each of its tiny epochs take ~2 s, and keeps it from competing for the CPUs meanwhile.
     embedded_cfg = _train_config(
         tmp_path / "embedded.yaml", data, tmp_path / "embedded-out",
         train={"epochs": 500},
@@ -102,7 +104,8 @@ def test_submit_lands_on_the_recorded_head_and_ray_down_leaves_another_job_runni
         ray={"num_workers": 1, "storage_path": str(tmp_path / "ray"), "name": "embedded", "checkpoints_to_keep": 500},
     )  # fmt: skip
     embedded = subprocess.Popen(
-        [sys.executable, "jobs/train.py", "--config", str(embedded_cfg), "--quiet"], cwd=REPO, env=env,
+        [sys.executable, "jobs/train.py", "--config", str(embedded_cfg), "--quiet"], cwd=REPO,
+        env={**env, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     record = tmp_path / "ray-head.json"

@@ -48,10 +48,12 @@ def test_killed_driver_relaunched_resumes_and_a_concurrent_run_refuses(tmp_path,
     data = str(tmp_path / "data")
     tiny_synthetic(data, ratings=20_000)
     command, lock, out = _command(data, tmp_path), tmp_path / "out" / LOCK, tmp_path / "out"
+    # The first run's epochs take a fraction of a second; with Train's controller polling every 2 s
+    # (Ray's default, which a user's environment sets over distrec's 0.1 s) each takes ~2 s, so the
+    # run is still going when its first checkpoint is seen.
+    slow = python_env(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="2")
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(
-            command, cwd=REPO, env=python_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        first = subprocess.Popen(command, cwd=REPO, env=slow, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lock.exists, timeout=120, what="the first run's lock", process=first)
         second = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
