@@ -21,7 +21,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv, install the pinned stack and build the CPU kernels (idempotent)
-	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m distrec.kernels || echo "warning: distrec's CPU kernels did not build (is g++ installed?): implicit ALS uses its torch version"
+	@PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m distrec.kernels || echo "warning: distrec's CPU kernels did not build (is g++ installed?): implicit ALS and Distill-CF use their slower torch versions"
 
 $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

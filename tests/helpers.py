@@ -12,14 +12,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.image
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from distrec import kernels
 from distrec.data.prepare import PrepareConfig, prepare_dataset
 from distrec.storage import StoredDirectory, filesystem, join, read_text
 
 if TYPE_CHECKING:
     from distrec.train.config import TrainConfig
+
+# tests of distrec's C++ kernels (distrec/kernels/), which `make setup` builds
+needs_kernels = pytest.mark.skipif(
+    not kernels.library_path().exists(), reason="distrec's CPU kernels are not built (make setup builds them)"
+)
 
 
 def free_port() -> int:

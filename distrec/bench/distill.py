@@ -19,15 +19,14 @@ __all__ = ["distill_steps"]
 def distill_steps(data: str, steps: int, fused: bool = True) -> dict[str, Any]:
     """``steps`` timed Distill-CF steps (after one untimed) on ``data``; ``fused=False`` samples
     with the torch ops instead of the C++ kernel (as a CPU without the build does)."""
-    import numpy as np
     import torch
 
     import distrec.distill.gumbel as gumbel
     from distrec.config import load_config
     from distrec.distill.config import DistillConfig
-    from distrec.distill.gumbel import multi_gumbel
     from distrec.distill.objective import distill_loss
     from distrec.distill.targets import TargetBatches
+    from distrec.distill.worker import initial_logits, sample
     from distrec.eval.holdout import Holdout
 
     if not fused:
@@ -37,15 +36,14 @@ def distill_steps(data: str, steps: int, fused: bool = True) -> dict[str, Any]:
     holdout = Holdout.read(dataset, dataset.resolve_split(cfg.data.split))
     targets = TargetBatches(holdout.train, batch_users=cfg.batch_users, seed=cfg.seed)
     real_cardinality = holdout.train.nnz / len(targets.active)
-    initial = np.sort(np.random.default_rng(cfg.seed).choice(targets.active, size=cfg.budget, replace=False))
-    logits = holdout.train.dense(initial).requires_grad_()
+    logits = initial_logits(cfg, holdout, targets)
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
     lam = cfg.model.lambdas[len(cfg.model.lambdas) // 2]
     parts: dict[str, list[float]] = {"sample": [], "regression": [], "regression_backward": [], "sample_backward": [], "adam": []}
     totals = []
     for step in range(steps + 1):
         marks = [time.perf_counter()]
-        x = multi_gumbel(logits, seed=cfg.seed * 1_000_003 + step, draws=cfg.samples_per_user, tau=cfg.tau)
+        x = sample(cfg, logits, step)
         marks.append(time.perf_counter())
         loss, _ = distill_loss(x, targets.batch(step), model=cfg.model, lam=lam, real_cardinality=real_cardinality,
                                cardinality_reg=cfg.cardinality_reg)  # fmt: skip

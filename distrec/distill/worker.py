@@ -71,6 +71,8 @@ __all__ = [
     "distill",
     "worker",
     "sampled_holdout",
+    "initial_logits",
+    "sample",
     "save_distill_state",
     "load_distill_state",
     "SYNTHETIC_DIR",
@@ -91,8 +93,20 @@ def _validate(cfg: DistillConfig, x: torch.Tensor, holdout: Holdout) -> dict[str
     return best
 
 
-def _sample(cfg: DistillConfig, logits: torch.Tensor, seed: int) -> torch.Tensor:
+def sample(cfg: DistillConfig, logits: torch.Tensor, step: int, *, validation: bool = False) -> torch.Tensor:
+    """Step ``step``'s multi-Gumbel sample X̃ [n, I] of ``logits``: seeded by (seed, step), the
+    validation draws' seeds offset from the training steps'."""
+    seed = cfg.seed * 1_000_003 + step + (VALIDATION_SEED if validation else 0)
     return multi_gumbel(logits, seed=seed, draws=cfg.samples_per_user, tau=cfg.tau)
+
+
+def initial_logits(
+    cfg: DistillConfig, holdout: Holdout, targets: TargetBatches, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The logits [budget, I] the run starts from, a leaf to optimise: ``budget`` seeded real users
+    with a training item, as their 0/1 rows (the paper starts from real users)."""
+    initial = np.sort(np.random.default_rng(cfg.seed).choice(targets.active, size=cfg.budget, replace=False))
+    return holdout.train.dense(initial, device=device).requires_grad_()
 
 
 def _settle(pending: list[tuple[dict[str, Any], torch.Tensor]]) -> None:
@@ -113,8 +127,8 @@ def sampled_holdout(cfg: DistillConfig, holdout: Holdout) -> Holdout:
         held = getattr(holdout, part)
         users = np.flatnonzero(held.counts() > 0)
         if size is not None and size < len(users):
-            sample = np.random.default_rng([cfg.seed, VALIDATION_SEED, salt]).choice(users, size=size, replace=False)
-            parts[part] = held.only(np.sort(sample))
+            chosen = np.random.default_rng([cfg.seed, VALIDATION_SEED, salt]).choice(users, size=size, replace=False)
+            parts[part] = held.only(np.sort(chosen))
     return replace(holdout, **parts)
 
 
@@ -131,8 +145,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
     if cfg.budget > len(targets.active):
         raise UserError(f"budget {cfg.budget} exceeds the {len(targets.active)} users with a training item; lower budget")
     real_cardinality = holdout.train.nnz / len(targets.active)
-    initial = np.sort(np.random.default_rng(cfg.seed).choice(targets.active, size=cfg.budget, replace=False))
-    logits = holdout.train.dense(initial, device=device).requires_grad_()  # [n, I]: the paper starts from real users' 0/1 rows
+    logits = initial_logits(cfg, holdout, targets, device)  # [n, I]
     optimizer = torch.optim.Adam([logits], lr=cfg.lr)
     key = f"val_{cfg.eval.label}{cfg.select}"
     best_x = logits.detach().clone()  # the best synthetic set so far: the real users until a validation beats them
@@ -163,7 +176,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         bar.update(resumed_from)
         for done in run.epochs(cfg.steps):
             step = done + 1
-            x = _sample(cfg, logits, cfg.seed * 1_000_003 + step)  # X̃ [n, I]
+            x = sample(cfg, logits, step)  # X̃ [n, I]
             loss, parts = distill_loss(
                 x,
                 targets.batch(step, device=device),
@@ -184,7 +197,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
             if step % cfg.validate_every == 0 or step == cfg.steps:
                 _settle(pending)
                 with torch.no_grad():
-                    x = _sample(cfg, logits.detach(), cfg.seed * 1_000_003 + step + VALIDATION_SEED)
+                    x = sample(cfg, logits.detach(), step, validation=True)
                 val = _validate(cfg, x, validation)
                 state["lambda"] = val["lambda"]
                 record.update({"lambda": val["lambda"], key: val[key], "mean_row_mass": float(x.sum(1).mean())})

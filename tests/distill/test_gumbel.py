@@ -13,10 +13,7 @@ import torch
 import distrec.distill.gumbel as gumbel
 from distrec import kernels
 from distrec.distill.gumbel import MultiGumbel, draw_keys, gumbel_noise, multi_gumbel
-
-built = pytest.mark.skipif(
-    not kernels.library_path().exists(), reason="distrec's CPU kernels are not built (make setup builds them)"
-)
+from tests.helpers import needs_kernels
 
 
 def _naive(logits: torch.Tensor, *, seed: int, draws: int, tau: float) -> torch.Tensor:
@@ -81,7 +78,7 @@ def test_noise_is_gumbel_and_independent():
     assert not torch.equal(g, gumbel_noise(draw_keys(12346, 100, 30), 400).double())
 
 
-@built
+@needs_kernels
 @pytest.mark.parametrize("tau", [0.3, 10.0])
 def test_fused_kernel_matches_the_torch_ops(monkeypatch, tau):
     """float32 on the CPU runs the C++ kernel; the same call with the kernel switched off runs the
@@ -102,7 +99,7 @@ def test_fused_kernel_matches_the_torch_ops(monkeypatch, tau):
     torch.testing.assert_close(out.sum(1), torch.full((6,), 50.0))  # 50 draws of mass 1 each
 
 
-@built
+@needs_kernels
 def test_fused_gradient_matches_naive_autograd():
     assert kernels.load()
     logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(4))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from distrec import kernels
 from distrec.models.als import ALSConfig, Rows, draw_hyper, draw_precision, hashed_normals, row_batches, solve_rows, wishart
+from tests.helpers import needs_kernels
 
 
 def _ratings(users: int = 40, items: int = 25, per_user: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,9 +76,6 @@ def test_implicit_rows_match_a_dense_solve_over_every_item(confidence, exponent)
         a = y.T @ (conf[u][:, None] * y) + 0.7 * conf[u].sum() ** exponent * np.eye(5)
         b = y.T @ (conf[u] * (dense[u] > 0))
         np.testing.assert_allclose(got[u].numpy(), np.linalg.solve(a, b), rtol=1e-4, atol=1e-5, err_msg=f"user {u}")
-
-
-needs_kernels = pytest.mark.skipif(not kernels.load(), reason="distrec's CPU kernels are not built (make setup)")
 
 
 @pytest.mark.parametrize("native", [pytest.param(True, marks=needs_kernels), False], ids=["kernel", "torch"])
