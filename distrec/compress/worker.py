@@ -84,7 +84,11 @@ def _compress(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[s
         return f"epoch {state['epoch']} of {state['current']}" if state["current"] else f"model {state['finished'][-1]}"
 
     run = Resumable(
-        session, save=lambda directory, state: _save_checkpoint(directory, state, **training), load=load, describe=where
+        session,
+        save=lambda directory, state: _save_checkpoint(directory, state, **training),
+        load=load,
+        describe=where,
+        resized="each table's rows shared out anew",
     )
     state = run.resume(lambda: {"finished": [], "current": None, "epoch": 0, "epochs_total": 0, "history": {}, "resumes": 0})
 

@@ -168,6 +168,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         ),
         load=load,
         position="step",
+        resized="each step's target users shared out anew",
     )
     state = run.resume(fresh)
     resumed_from = state["step"]
@@ -232,6 +233,7 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
         "best_step": state["best_step"],
         "resumed_from_step": resumed_from,
         "resumes": state["resumes"],
+        "resizes": state.get("resizes", 0),
         f"initial_{key}": state["initial"],
         **metrics,
         "mean_row_mass": float(best_x.sum(1).mean()),

@@ -18,7 +18,11 @@ __all__ = ["RayConfig", "run_name"]
 @dataclass
 class RayConfig:
     address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
-    num_workers: Positive[int] = 2
+    # N, or [min, max]: elastic, on as many workers as the cluster holds in that range; a run that
+    # loses a node goes on with fewer (from its last checkpoint, resharded) and grows back when
+    # nodes return, checking every resize_interval_s (README: Elastic training and resharding)
+    num_workers: Positive[int] | tuple[Positive[int], Positive[int]] = 2
+    resize_interval_s: Positive[float] = 60.0
     use_gpu: bool = False
     cpus_per_worker: Positive[float] = 1.0
     # worker failures survived by restoring the last checkpoint (-1: any number, as Ray's FailureConfig);
@@ -28,6 +32,22 @@ class RayConfig:
     name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
     checkpoints_to_keep: Positive[int] = 2
     collective_timeout_s: Positive[int] = 600  # a worker stuck this long in a collective fails the attempt (then retried)
+
+    def __post_init__(self) -> None:
+        if self.elastic and self.min_workers > self.max_workers:
+            raise ValueError(f"ray.num_workers: [min, max] with min <= max, got {list(self.num_workers)}")
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
 
 
 def run_name(cfg: Any) -> str:

@@ -60,21 +60,23 @@ class Resumable:
         load: Callable[[str], dict[str, Any]],
         position: str = "epoch",
         describe: Callable[[dict[str, Any]], str] | None = None,
+        resized: str = "tables resharded",
     ) -> None:
-        self.session, self.save, self.load, self.position = session, save, load, position
+        self.session, self.save, self.load, self.position, self.resized = session, save, load, position, resized
         self.describe = describe or (lambda state: f"{position} {state[position]}")
         self.state: dict[str, Any] = {}
 
     def resume(self, fresh: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The state of the session's latest checkpoint, its ``resumes`` counted (rank 0 says so,
-        and whether it was saved by another number of workers: ``state["world"]``), or ``fresh()``
-        when there is none."""
+        """The state of the session's latest checkpoint, its ``resumes`` counted, and ``resizes``
+        when it was saved by another number of workers (``state["world"]``; rank 0 says both), or
+        ``fresh()`` when there is none."""
         with self.session.latest_checkpoint() as ckpt:
             if ckpt:
                 state = self.load(ckpt)
                 state["resumes"] = state.get("resumes", 0) + 1
+                state["resizes"] = state.get("resizes", 0) + (state.get("world", _world()) != _world())
                 if _rank() == 0:
-                    print(resume_message(ckpt, state, _world(), self.describe(state)), flush=True)
+                    print(resume_message(ckpt, state, _world(), self.describe(state), self.resized), flush=True)
         self.state = state if ckpt else fresh()
         return self.state
 
@@ -83,14 +85,16 @@ class Resumable:
         return range(0) if self.state.get("stopped") else range(self.state[self.position], total)
 
     def end_epoch(self, metrics: dict[str, Any]) -> None:
-        """Epoch ``metrics[position]`` is done: it joins the history, then the checkpoint."""
+        """Epoch ``metrics[position]`` is done: it joins the history (with the world size that ran
+        it), then the checkpoint."""
         self.state[self.position] = metrics[self.position]
-        self.state["history"].append(metrics)
+        self.state["history"].append({**metrics, "world": _world()})  # an elastic run's size, epoch by epoch
         self.checkpoint(metrics)
 
     def checkpoint(self, metrics: dict[str, Any]) -> None:
         """Save the state into a fresh temporary folder and report ``metrics`` with it (Ray Train
         gathers every worker's folder into one checkpoint; ``metrics["epoch"]`` numbers it)."""
+        self.state["world"] = _world()  # who saved it: a resume on another number of workers counts a resize
         with tempfile.TemporaryDirectory(prefix="distrec-ckpt-") as tmp:
             self.save(tmp, self.state)
             self.session.report(metrics, tmp)

@@ -135,17 +135,19 @@ def _check_reachable(address: str, hint: str) -> None:
 
 
 def check_resources(cfg: RayConfig) -> None:
-    """The cluster has the GPUs and CPUs ``cfg`` asks for, or a UserError saying what to lower."""
+    """The cluster has the GPUs and CPUs ``cfg`` asks for (an elastic run: its minimum), or a
+    UserError saying what to lower."""
     resources = ray.cluster_resources()
-    if cfg.use_gpu and resources.get("GPU", 0) < cfg.num_workers:
+    workers = cfg.min_workers
+    if cfg.use_gpu and resources.get("GPU", 0) < workers:
         raise UserError(
-            f"ray.use_gpu=true asks for {cfg.num_workers} GPU(s) but the cluster has {int(resources.get('GPU', 0))}. "
+            f"ray.use_gpu=true asks for {workers} GPU(s) but the cluster has {int(resources.get('GPU', 0))}. "
             "Set ray.use_gpu=false to train on CPUs, or connect to a cluster with GPUs"
         )
-    need = cfg.num_workers * cfg.cpus_per_worker
+    need = workers * cfg.cpus_per_worker
     if resources.get("CPU", 0) < need:
         raise UserError(
-            f"{cfg.num_workers} worker(s) × {cfg.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
+            f"{workers} worker(s) × {cfg.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
             f"{resources.get('CPU', 0):g}. Lower ray.num_workers or ray.cpus_per_worker"
         )
 
@@ -159,8 +161,9 @@ def run_workers(
     callbacks: Sequence[UserCallback] = (),
 ) -> None:
     """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
-    each), checkpoints in ``cfg.storage_path``/``name``; a re-run with the same name resumes. A
-    worker's UserError, ConfigError or DataError ends the run at once and is raised here as it
+    each; [min, max]: as many as the cluster holds, the group restarted at another size from the
+    last checkpoint when a node is lost or one joins), checkpoints in ``cfg.storage_path``/``name``;
+    a re-run with the same name resumes. A worker's UserError, ConfigError or DataError ends the run at once and is raised here as it
     is; any other failure is retried ``cfg.max_failures`` times, then raised as a UserError with
     the worker's own message. ``callbacks`` see every report and every failed attempt (a Tune
     sweep forwards them to its trial)."""
@@ -179,7 +182,8 @@ def run_workers(
         # on GPUs: NCCL for CUDA tensors, gloo for the CPU tensors the loops all-reduce (step counts, totals)
         torch_config=TorchConfig(backend="cpu:gloo,cuda:nccl" if cfg.use_gpu else "gloo", timeout_s=cfg.collective_timeout_s),
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers,
+            num_workers=cfg.num_workers,  # (min, max): Train's elastic policy sizes every (re)start
+            elastic_resize_monitor_interval_s=cfg.resize_interval_s,
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
         ),

@@ -193,12 +193,14 @@ def _warn_rank0(message: str, *args: Any) -> None:
         log.warning(message, *args)
 
 
-def resume_message(checkpoint: str, progress: dict[str, Any], world: int, where: str | None = None) -> str:
+def resume_message(
+    checkpoint: str, progress: dict[str, Any], world: int, where: str | None = None, resized: str = "tables resharded"
+) -> str:
     """What rank 0 prints on resuming: where from (``where``, by default "epoch N"), and whether the
-    tables were resharded (``progress["world"]``: the workers that saved it; absent in checkpoints
-    from before it was recorded, and in those of jobs that do not record it)."""
+    run goes on with another number of workers (``progress["world"]``: the workers that saved it;
+    absent in checkpoints from before it was recorded) and what that changed (``resized``)."""
     saved = progress.get("world", world)
     where = where or f"epoch {progress['epoch']}"
     if saved == world:
         return f"resumed from {checkpoint} after {where}"
-    return f"resumed from {where} (saved by {saved} worker{'s' * (saved != 1)}, now {world}: tables resharded)"
+    return f"resumed from {where} (saved by {saved} worker{'s' * (saved != 1)}, now {world}: {resized})"

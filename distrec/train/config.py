@@ -111,6 +111,11 @@ class TrainConfig:
             raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")
         if getattr(self.model, "device", None) == "cuda" and not self.ray.use_gpu:
             raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")
+        if self.ray.elastic and self.model.name == "als":
+            raise ValueError(
+                "ray.num_workers: [min, max] (elastic) needs a checkpoint that restores on another number of workers; "
+                "ALS's holds each worker's own factor rows. Give ALS a fixed ray.num_workers"
+            )
         if getattr(self.model, "bias_in_factor_row", False) and self.optim.sparse == "rowwise_adagrad":
             raise ValueError(
                 "model.bias_in_factor_row=true needs an element-wise optimizer (optim.sparse=sgd or adagrad): "

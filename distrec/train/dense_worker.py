@@ -169,6 +169,7 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
         session,
         save=lambda directory, state: save_model_checkpoint(directory, model=model, progress=state),
         load=lambda directory: load_model_checkpoint(directory, model=model),
+        resized="item rows shared out anew",
     )
     state = run.resume(lambda: {"epoch": 0, "history": [], "resumes": 0})
 
@@ -210,6 +211,7 @@ def _train_dense(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[s
     final: dict[str, Any] = {
         "epochs": state["epoch"],
         "resumes": state["resumes"],
+        "resizes": state.get("resizes", 0),
         **(state["history"][-1] if state["history"] else {}),
     }
     final.pop("epoch", None)

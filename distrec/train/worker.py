@@ -134,6 +134,7 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         "best_epoch": state["best_epoch"],
         "restored_best": restored,
         "resumes": state["resumes"],
+        "resizes": state.get("resizes", 0),
         **(state["history"][-1] if state["history"] else {}),
     }
     final.pop("epoch", None)

@@ -133,7 +133,7 @@ def _space(space: SpaceConfig):
 
 
 def _concurrency(base: Any) -> int:
-    per_trial = base.ray.num_workers * base.ray.cpus_per_worker if on_ray_train(base) else 1
+    per_trial = base.ray.max_workers * base.ray.cpus_per_worker if on_ray_train(base) else 1
     return max(1, int(ray.cluster_resources().get("CPU", 0) // per_trial))
 
 

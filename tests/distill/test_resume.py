@@ -22,9 +22,9 @@ from distrec.distill.worker import CHECKPOINT_DIR, SYNTHETIC_DIR, distill
 from distrec.errors import DataError
 from distrec.runtime.session import LocalSession
 from jobs.distill import main
-from tests.helpers import tiny_synthetic, training_seed
+from tests.helpers import run_ranks, tiny_synthetic, training_seed
 
-RUN_ONLY = ("wall_s", "distill_s", "peak_rss_mb", "report", "search_s", "test_s", "resumed_from_step", "resumes")
+RUN_ONLY = ("wall_s", "distill_s", "peak_rss_mb", "report", "search_s", "test_s", "resumed_from_step", "resumes", "resizes")
 
 
 class Interrupted(Exception):
@@ -156,3 +156,33 @@ def test_killed_process_resumes_from_its_checkpoint(dataset, tmp_path):
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert 0 < resumed["resumed_from_step"] < 300 and resumed["resumed_from_step"] % 5 == 0
     _same_run(resumed, whole, out, tmp_path / "whole")
+
+
+def _stopped_after_step_15(cfg: DistillConfig) -> str:
+    """On a gloo rank: the run, ended by its worker's loss right after the step-15 checkpoint."""
+    import torch.distributed as dist
+
+    report = LocalSession.report
+
+    def report_then_stop(self, metrics, directory):
+        report(self, metrics, directory)
+        if metrics["epoch"] == 15:
+            raise Interrupted
+
+    LocalSession.report = report_then_stop
+    try:
+        distill(cfg, rank=dist.get_rank(), world=dist.get_world_size())
+    except Interrupted:
+        return "stopped"
+    return "finished"
+
+
+@pytest.mark.slow
+def test_a_run_of_two_workers_resumes_on_one(dataset, tmp_path):
+    """An elastic run that lost a worker: the synthetic users' logits are replicated and each
+    step's target users are split by rank at (re)start, so 2 workers' checkpoint goes on with 1."""
+    assert run_ranks(_stopped_after_step_15, 2, _cfg(dataset, tmp_path / "cut")) == ["stopped", "stopped"]
+    resumed = distill(_cfg(dataset, tmp_path / "cut"))
+    assert (resumed["resumed_from_step"], resumed["resumes"], resumed["resizes"], resumed["steps"]) == (15, 1, 1, 30)
+    assert [c["step"] for c in json.loads((tmp_path / "cut" / "curve.json").read_text())] == [0, 10, 20, 30]
+    assert read_synthetic(str(tmp_path / "cut" / SYNTHETIC_DIR))[0].shape[0] == 10  # the budget's users, written once
