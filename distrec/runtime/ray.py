@@ -163,8 +163,8 @@ def run_workers(
     """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
     each; [min, max]: as many as the cluster holds, the group restarted at another size from the
     last checkpoint when a node is lost or one joins), checkpoints in ``cfg.storage_path``/``name``;
-    a re-run with the same name resumes. A worker's UserError, ConfigError or DataError ends the run at once and is raised here as it
-    is; any other failure is retried ``cfg.max_failures`` times, then raised as a UserError with
+    a re-run with the same name resumes. A worker's UserError, ConfigError or DataError ends the
+    run at once and is raised here as it is; any other failure is retried ``cfg.max_failures`` times, then raised as a UserError with
     the worker's own message. ``callbacks`` see every report and every failed attempt (a Tune
     sweep forwards them to its trial)."""
     connect_ray(cfg.address)
