@@ -164,9 +164,9 @@ def run_workers(
     each; [min, max]: as many as the cluster holds, the group restarted at another size from the
     last checkpoint when a node is lost or one joins), checkpoints in ``cfg.storage_path``/``name``;
     a re-run with the same name resumes. A worker's UserError, ConfigError or DataError ends the
-    run at once and is raised here as it is; any other failure is retried ``cfg.max_failures`` times, then raised as a UserError with
-    the worker's own message. ``callbacks`` see every report and every failed attempt (a Tune
-    sweep forwards them to its trial)."""
+    run at once and is raised here as it is; any other failure is retried ``cfg.max_failures``
+    times, then raised as a UserError with the worker's own message. ``callbacks`` see every
+    report and every failed attempt (a Tune sweep forwards them to its trial)."""
     connect_ray(cfg.address)
     check_resources(cfg)
     for key, value in _CONTROLLER_ENV.items():
