@@ -15,8 +15,10 @@ workers), distill (Distill-CF steps at the paper's settings on the same ML-1M da
 closed-form; the multi-Gumbel sampler's C++ kernel vs its torch ops), serve (jobs/serve.py's
 HTTP API under a bounded load at concurrency 1, 8 and 32: exact and HNSW top-k and new users
 folded in, on MF runs with ML-1M's and Netflix's item tables, vs the same calls in process; HNSW
-recall@10), peers (distrec's ALS beside implicit, Spark MLlib and myfm on real splits from
-../shared/datasets; the peers need `make bench-peers-setup` first).
+recall@10), checkpoint (saving and restoring Netflix-shaped MF tables with row-wise Adagrad
+state on gloo ranks, on the same number of workers and resharded 2 → 1 and 1 → 2), peers
+(distrec's ALS beside implicit, Spark MLlib and myfm on real splits from ../shared/datasets; the
+peers need `make bench-peers-setup` first).
 
 Outputs: a Markdown table (and the serve and peers suites' own tables) on the console and the
 JSON results in --out (bench.json); the generated inputs stay under --work (runs/bench).

@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, help="plan for this many users instead of data.path's")
     parser.add_argument("--items", type=int, help="plan for this many items instead of data.path's")
     parser.add_argument("--ratings", type=int, help="ratings an epoch (epoch time, shards); default data.path's")
-    parser.add_argument("--global-batch", type=int, help="rows a step over all GPUs (default: train.batch_size per GPU)")
+    parser.add_argument(
+        "--global-batch",
+        type=int,
+        help="rows a step over all GPUs (default: the config's train.global_batch_size, or train.batch_size per GPU)",
+    )
     parser.add_argument("--smallest", action="store_true", help="plan on the smallest cluster of these GPUs that fits")
     parser.add_argument("--out", help="write the plan as JSON here (any URI)")
     args = parser.parse_args(argv)

@@ -38,6 +38,7 @@ class Shapes:
     serve_like: str = "ml-1m"  # serve: the MF run's data, and one with Netflix's item table:
     serve_netflix: tuple[int, int, int] = (50_000, 17_770, 5_000_000)  # users, items, ratings
     serve_requests: int = 2000  # per endpoint and concurrency
+    checkpoint_mf: tuple[int, int, int] = (480_189, 17_770, 64)  # checkpoint: MF users, items, dim (Netflix's)
 
     @classmethod
     def full(cls) -> Shapes:
@@ -47,7 +48,8 @@ class Shapes:
     def quick(cls) -> Shapes:
         return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
                    closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500,
-                   serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100)  # fmt: skip
+                   serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100,
+                   checkpoint_mf=(5000, 800, 16))  # fmt: skip
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -366,7 +368,7 @@ def read_shards(where: str, work: str, megabytes: int) -> dict[str, Any]:
 
 
 # -- the list -----------------------------------------------------------------------------------
-SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "distill", "serve", "peers")
+SUITES = ("prepare", "train-mf", "closed-form", "eval", "storage", "netflix-scale", "distill", "serve", "checkpoint", "peers")
 
 
 def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
@@ -477,6 +479,21 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
                          warmup=False),
                     Case("serve", f"{name}/http", serve.serve_over_http, (run, n, (1, 8, 32)), unit="requests",
                          baseline=f"{name}/in-process", repeats=1, warmup=False)]  # fmt: skip
+    if "checkpoint" in suites:  # the MF tables' checkpoint saved, restored, and restored resharded
+        from distrec.bench import checkpoint as ck
+
+        shape = shapes.checkpoint_mf
+        saved = {w: ck.checkpoint_input(work, shape, w) for w in (1, 2)}
+        out += [
+            Case("checkpoint", "save-2workers", ck.save_case, (shape, 2), unit="MB", repeats=r, warmup=False),
+            Case("checkpoint", "save-1worker", ck.save_case, (shape, 1), unit="MB", repeats=r, warmup=False),
+            Case("checkpoint", "restore-2to2", ck.restore_case, (saved[2], shape, 2), unit="MB", repeats=r, warmup=False),
+            Case("checkpoint", "restore-2to1-resharded", ck.restore_case, (saved[2], shape, 1), unit="MB",
+                 baseline="restore-2to2", repeats=r, warmup=False),
+            Case("checkpoint", "restore-1to2-resharded", ck.restore_case, (saved[1], shape, 2), unit="MB",
+                 baseline="restore-2to2", repeats=r, warmup=False),
+        ]  # fmt: skip
+        # the elastic run's node-loss cost (from the kill to training again) is to join this suite here
     if "netflix-scale" in suites:
         data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
         out.append(Case("netflix-scale", "mf-epoch-2workers", train_distrec, (data, 2), unit="samples", repeats=1, warmup=False))

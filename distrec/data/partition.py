@@ -17,11 +17,15 @@ task asks for by name and then reads its rows through (``Partition.of(kind).read
 - ``everything``: every row (the retrieval task: whole sequences); such a task shares out its
   examples instead, every world-th of one global shuffle per epoch (``strided``).
 
+``batch_share``: a worker's part of the global batch (``train.global_batch_size`` rows a step
+over all workers): its real rows per step, and the padded size every worker's batches share.
 ``agreed_steps``: how many fixed-size batches every worker runs over its share, as sharded
 forwards are collectives that all workers must call in step.
 
 Shares are decided when a task reads its data, i.e. at the start of a run or of a resumed one; a
-run resumed on another number of workers (elastic training) repartitions here.
+run resumed on another number of workers (elastic training) repartitions here, at an epoch
+boundary (checkpoints are taken there), and each epoch's batches are drawn from the new shares:
+every training row is still read once per epoch, and the global batch keeps its size.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import torch.distributed as dist
 if TYPE_CHECKING:
     from distrec.data.dataset import InteractionDataset, Interactions
 
-__all__ = ["Kind", "Partition", "strided", "by_owner", "by_user", "agreed_steps"]
+__all__ = ["Kind", "Partition", "BatchShare", "strided", "by_owner", "by_user", "batch_share", "agreed_steps"]
 
 Kind = Literal["row_groups", "by_user", "item_range", "everything"]
 T = TypeVar("T")
@@ -118,6 +122,26 @@ def by_user(rows: Interactions) -> Interactions:
 def _subset(rows: Interactions, keep: np.ndarray) -> Interactions:
     ts = None if rows.ts is None else rows.ts[keep]
     return replace(rows, user=rows.user[keep], item=rows.item[keep], rating=rows.rating[keep], ts=ts)
+
+
+@dataclass(frozen=True)
+class BatchShare:
+    """One worker's part of a global batch: ``rows`` real rows a step, in batches of ``shape``
+    rows (the padding at weight 0); the workers' ``rows`` add up to ``global_rows``."""
+
+    rows: int
+    shape: int
+    global_rows: int
+
+
+def batch_share(global_rows: int, *, rank: int, world: int) -> BatchShare:
+    """Worker ``rank``'s part of ``global_rows`` rows a step: ``global_rows // world`` rows, one
+    more on the first ``global_rows % world`` workers; every worker's batches hold the largest
+    part, ``ceil(global_rows / world)``, so at most ``world - 1`` padded rows a step in all."""
+    if global_rows < world:
+        raise ValueError(f"a global batch of {global_rows} rows cannot give each of {world} workers a row")
+    rows = global_rows // world + (rank < global_rows % world)
+    return BatchShare(rows=rows, shape=math.ceil(global_rows / world), global_rows=global_rows)
 
 
 def agreed_steps(local_rows: int, batch_size: int) -> int:

@@ -161,7 +161,8 @@ def _plan_options(cfg: TrainConfig, cluster: Cluster, shape: Shape, per_gpu_batc
 
 
 def _per_gpu_batch(cfg: TrainConfig, cluster: Cluster, global_batch: int | None) -> int:
-    return cfg.train.batch_size if global_batch is None else max(1, math.ceil(global_batch / cluster.world))
+    rows = cfg.train.global_batch(cluster.world) if global_batch is None else global_batch
+    return max(1, math.ceil(rows / cluster.world))
 
 
 def _summary(
@@ -254,7 +255,8 @@ def plan_cluster(
     max_nodes: int = 1024,
 ) -> dict[str, Any]:
     """The planner's plan for ``cluster`` (``smallest``: for the smallest cluster of its GPUs that
-    fits). ``global_batch``: rows per step over all GPUs (None: ``train.batch_size`` per GPU).
+    fits). ``global_batch``: rows per step over all GPUs (None: the config's, ``train.global_batch_size``
+    or ``train.batch_size`` per GPU).
     Raises ``PlanDoesNotFit`` naming what the tables need, what the cluster has and the smallest
     cluster that would do."""
     if global_batch is not None and global_batch < 1:

@@ -1,25 +1,40 @@
-"""Fixed-shape batches over a worker's slice, in lockstep with the other workers.
+"""Fixed-shape batches over a worker's slice, in lockstep with the other workers, and the step
+that makes a global batch one update whatever the number of workers.
 
 Every sharded forward is a collective (TorchRec all-to-alls the lookups), so all workers must
 run the same number of steps even when their slices differ in size. Each epoch the workers
 agree on the largest step count (distrec/data/partition.py: ``agreed_steps``); a worker whose
 rows run out pads its last batches with rows of weight 0, which add nothing to the loss, the
 gradients or the metrics.
+
+The global batch. A step reads ``train.global_batch(world)`` rows over all workers, each worker
+its ``batch_share`` (partition.py; the workers' parts differ by at most one row, the batches are
+padded to the largest). One step's update is then the global batch's mean gradient whatever the
+number of workers: the gradients reaching a parameter are averaged over the workers, the dense
+ones by DDP and the embedding rows' by TorchRec (its all-to-alls and reduce-scatters divide the
+gradients they send back by the world size, ``torchrec.distributed.comm_ops.GRADIENT_DIVISION``),
+so each worker backpropagates the sum of its rows' objectives × world / global batch. Where the
+workers' parts are equal that is the mean over its batch, the model's own loss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from distrec.data.dataset import Interactions
+from distrec.data.partition import BatchShare, agreed_steps, batch_share
 from distrec.resources import Stopwatch
 
-__all__ = ["Batch", "rating_batches", "EpochTotals"]
+if TYPE_CHECKING:
+    from distrec.train.config import TrainLoopConfig
+
+__all__ = ["Batch", "rating_batches", "EpochBatches", "epoch_batches", "EpochTotals"]
 
 
 @dataclass
@@ -40,15 +55,19 @@ class Batch:
         )
 
 
-def rating_batches(data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None) -> Iterator[Batch]:
-    """``steps`` batches of exactly ``batch_size`` rows; shuffled when ``rng`` is given."""
+def rating_batches(
+    data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None, rows: int | None = None
+) -> Iterator[Batch]:
+    """``steps`` batches of exactly ``batch_size`` rows, the next ``rows`` (default: all of them)
+    rows of ``data`` in each, the rest padding; shuffled when ``rng`` is given."""
+    rows = batch_size if rows is None else rows
     n = len(data)
     order = rng.permutation(n) if rng is not None else np.arange(n)
     user = torch.from_numpy(data.user)
     item = torch.from_numpy(data.item)
     rating = torch.from_numpy(data.rating)
     for step in range(steps):
-        idx = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
+        idx = torch.from_numpy(order[step * rows : (step + 1) * rows])
         real = len(idx)
         if real < batch_size:  # pad with row 0 (or id 0 if this worker has no rows) at weight 0
             idx = torch.cat([idx, torch.zeros(batch_size - real, dtype=idx.dtype)])
@@ -60,20 +79,49 @@ def rating_batches(data: Interactions, *, batch_size: int, steps: int, rng: np.r
         yield Batch(user=u, item=i, rating=r, weight=weight)
 
 
-class EpochTotals:
-    """One training step's bookkeeping, the same for every task: the fused optimizer updates the
-    embedding rows inside ``backward``, the dense optimizer steps after; the loss and real rows
-    are summed, and all-reduced into the epoch's metrics at the end."""
+@dataclass
+class EpochBatches:
+    """One epoch's training batches of this worker: ``steps`` batches of its ``share`` of the
+    global batch, in the order of ``rng`` (seeded by seed, epoch and rank: the same on resume;
+    a task draws its negatives from it too)."""
 
-    def __init__(self) -> None:
+    data: Interactions
+    share: BatchShare
+    steps: int
+    rng: np.random.Generator
+
+    def __iter__(self) -> Iterator[Batch]:
+        return rating_batches(self.data, batch_size=self.share.shape, rows=self.share.rows, steps=self.steps, rng=self.rng)
+
+
+def epoch_batches(data: Interactions, train: TrainLoopConfig, epoch: int) -> EpochBatches:
+    """This worker's batches of epoch ``epoch`` over its training rows ``data`` (collective: the
+    workers agree on the step count). Every row of ``data`` is in exactly one batch."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    share = batch_share(train.global_batch(world), rank=rank, world=world)
+    rng = np.random.default_rng([train.seed, epoch, rank])
+    return EpochBatches(data=data, share=share, steps=agreed_steps(len(data), share.rows), rng=rng)
+
+
+class EpochTotals:
+    """One training step's bookkeeping, the same for every task: the backward of the worker's
+    part of the global batch's mean objective (the module docstring), in which the fused
+    optimizer updates the embedding rows; the dense optimizer steps after. The loss and real
+    rows are summed, and all-reduced into the epoch's metrics at the end."""
+
+    def __init__(self, share: BatchShare) -> None:
+        self.world, self.global_rows = dist.get_world_size(), share.global_rows
         self.total = torch.zeros(2, dtype=torch.float64)  # objective sum, rows
         self.clock = Stopwatch()
 
-    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, batch: Batch, batch_size: int) -> None:
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, *, rows: int, real: int) -> None:
+        """``loss``: this worker's objective summed over its rows and divided by ``rows`` (the
+        batch's size, or its ``real`` rows, as the model averages); ``real`` rows are not padding."""
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # embedding rows are updated inside backward (fused optimizer)
+        scale = rows * self.world / self.global_rows  # 1 where the workers' parts are equal
+        (loss * scale).backward()  # embedding rows are updated inside backward (fused optimizer)
         opt.step()
-        self.total += torch.tensor([loss.item() * batch_size, batch.real_rows], dtype=torch.float64)
+        self.total += torch.tensor([loss.item() * rows, real], dtype=torch.float64)
 
     def metrics(self) -> dict[str, float]:
         """``train_loss``, ``train_samples_per_s`` and ``epoch_s`` over all workers (collective)."""

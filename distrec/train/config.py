@@ -2,7 +2,7 @@
 
 data:     {path: URI, split: u1}
 model:    {name: mf, dim: 64, ...}          # chosen by name from distrec.models
-train:    {epochs: 20, batch_size: 8192, ...}
+train:    {epochs: 20, global_batch_size: 16384, ...}   # or batch_size: rows per worker
 optim:    {sparse: rowwise_adagrad, sparse_lr: 0.05, dense: adam, dense_lr: 0.01}
 sharding: {types: {user: table_wise}}      # optional per-table constraints for the planner
 ranking:  {loss: bpr, negatives: 1, sampler: uniform, eval: {ks: [10, 100]}}   # top-k models only
@@ -18,6 +18,7 @@ from typing import Literal
 
 from distrec.config import NonNegative, Positive
 from distrec.data.dataset import DataConfig
+from distrec.errors import UserError
 from distrec.eval.ranking import RankingConfig
 from distrec.models.registry import TRAINED, config_union
 from distrec.runtime.config import RayConfig
@@ -39,6 +40,7 @@ __all__ = [
 SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel")
 CPU_SHARDING_TYPES = ("table_wise", "column_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+DEFAULT_BATCH_SIZE = 8192  # train.batch_size (per worker) when neither batch size is set
 ModelConfig = config_union(TRAINED)  # every trained model's config, picked by ``model.name``
 ADAM_ON_CPU = (
     "optim.sparse=adam: TorchRec's fused Adam runs only on GPUs. On CPU use optim.sparse=rowwise_adagrad "
@@ -49,7 +51,11 @@ ADAM_ON_CPU = (
 @dataclass
 class TrainLoopConfig:
     epochs: Positive[int] = 10
-    batch_size: Positive[int] = 8192  # rows per worker per step; the global batch is this × num_workers
+    # rows a step: ``global_batch_size`` over all workers (the same whatever the number of workers:
+    # elastic runs keep their learning dynamics), or ``batch_size`` per worker (the global batch is
+    # this × the workers); at most one of the two; neither: batch_size 8192
+    batch_size: Positive[int] | None = None
+    global_batch_size: Positive[int] | None = None
     eval_batch_size: Positive[int] = 65536
     seed: NonNegative[int] = 0
     early_stopping_metric: str | None = None  # e.g. val_rmse; None = train all epochs
@@ -57,6 +63,26 @@ class TrainLoopConfig:
     patience: Positive[int] = 3
     restore_best: bool = True  # test and export the best validation epoch, not the last
     export_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.global_batch_size is not None:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} (rows per worker) and train.global_batch_size="
+                f"{self.global_batch_size} (rows over all workers) both set the batch: keep one"
+            )
+        if self.batch_size is None and self.global_batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE
+
+    def global_batch(self, world: int) -> int:
+        """Rows a training step over ``world`` workers: ``global_batch_size``, or ``batch_size`` × world."""
+        if self.global_batch_size is None:
+            return int(self.batch_size) * world  # type: ignore[arg-type]
+        if self.global_batch_size < world:
+            raise UserError(
+                f"train.global_batch_size={self.global_batch_size} is smaller than the {world} workers: "
+                "each worker needs at least one row a step"
+            )
+        return self.global_batch_size
 
 
 @dataclass

@@ -22,19 +22,18 @@ A ranking model (``task = "ranking"``) provides, besides the table model's ``tab
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset
-from distrec.data.partition import Partition, agreed_steps
+from distrec.data.partition import Partition
 from distrec.data.user_items import UserItems
 from distrec.eval.holdout import Holdout, Part
 from distrec.eval.ranking import evaluate_ranking
 from distrec.eval.ranking_metrics import item_propensity
 from distrec.models.spec import ModelContext
-from distrec.train.batches import EpochTotals, rating_batches
+from distrec.train.batches import EpochBatches, EpochTotals, epoch_batches
 from distrec.train.config import TrainConfig
 from distrec.train.negatives import NegativeSampler, popularity_weights
 from distrec.train.ranking_losses import LOSSES
@@ -68,21 +67,24 @@ class RankingTask:
         return ModelContext(**shape, global_mean=0.0, train=self.train)  # train: a graph model's edges
 
     def train_epoch(self, dmp, model, opt: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
-        batch_size, n = self.cfg.batch_size, self.rcfg.negatives
-        loss_fn = LOSSES[self.rcfg.loss]
-        steps = agreed_steps(len(self.train), batch_size)
-        rng = np.random.default_rng([self.cfg.seed, epoch, dist.get_rank()])  # reproducible on resume
-        totals = EpochTotals()
-        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
-            for batch in rating_batches(self.train, batch_size=batch_size, steps=steps, rng=rng):
-                neg = self.sampler.sample(batch.user.numpy(), n, rng)  # [B, n]
+        n, loss_fn = self.rcfg.negatives, LOSSES[self.rcfg.loss]
+        batches = self.batches(epoch)
+        size = batches.share.shape
+        totals = EpochTotals(batches.share)
+        with progress_bar(total=batches.steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+            for batch in batches:
+                neg = self.sampler.sample(batch.user.numpy(), n, batches.rng)  # [B, n]
                 items = torch.cat([batch.item[:, None], torch.from_numpy(neg)], 1)  # [B, 1 + n], positive first
                 scores, reg = dmp(batch.user, items)
                 per_row = loss_fn(scores, torch.from_numpy(self.sampler.prob[neg]).float()) + reg  # [B]
-                loss = (batch.weight * per_row).sum() / batch_size
-                totals.step(loss, opt, batch, batch_size)
+                loss = (batch.weight * per_row).sum() / size
+                totals.step(loss, opt, rows=size, real=batch.real_rows)
                 bar.update(1)
         return totals.metrics()
+
+    def batches(self, epoch: int) -> EpochBatches:
+        """This worker's training batches of ``epoch`` (its users' positives; collective)."""
+        return epoch_batches(self.train, self.cfg, epoch)
 
     def evaluate(self, dmp, model, part: Part) -> dict[str, float]:
         with torch.no_grad():

@@ -17,6 +17,7 @@ batch's positive.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +28,14 @@ import torch.distributed as dist
 from distrec.console import progress_bar
 from distrec.data.dataset import InteractionDataset, Interactions
 from distrec.data.item_features import item_features
-from distrec.data.partition import Partition, agreed_steps, strided
+from distrec.data.partition import BatchShare, Partition, agreed_steps, batch_share, strided
 from distrec.data.user_items import UserItems
 from distrec.errors import DataError
 from distrec.eval.ranking import RankingConfig, evaluate_ranking
 from distrec.features.text import cached_text_embeddings
 from distrec.models.spec import ModelContext
 from distrec.models.two_tower import RATING_BUCKETS
-from distrec.resources import Stopwatch
+from distrec.train.batches import EpochTotals
 from distrec.train.config import TrainConfig
 from distrec.train.export import export_vectors
 
@@ -125,37 +126,40 @@ class RetrievalTask:
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def train_epoch(self, dmp, model, opt: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        batch_size, length = self.cfg.train.batch_size, self.model_cfg.history
-        rng = np.random.default_rng([self.cfg.train.seed, epoch])  # one global order, the same on every worker
-        mine = strided(rng.permutation(len(self.train)), rank=rank, world=world)
-        steps = agreed_steps(len(mine), batch_size)
+        share, steps, batches = self.batches(epoch)
         row_user = np.repeat(np.arange(len(self.train.indptr) - 1), np.diff(self.train.indptr))  # [N]
-        total = torch.zeros(2, dtype=torch.float64)  # loss sum, rows
-        clock = Stopwatch()
+        totals = EpochTotals(share)
         dmp.train()
-        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=rank == 0) as bar:
-            for step in range(steps):
-                rows = mine[step * batch_size : (step + 1) * batch_size]
-                real = len(rows)
-                rows = np.concatenate([rows, np.zeros(batch_size - real, np.int64)])  # padding: row 0 at weight 0
-                weight = torch.zeros(batch_size)
-                weight[:real] = 1.0
-                history, buckets = windows(self.train, start=self.train.indptr[row_user[rows]], stop=rows, length=length)
+        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+            for rows, weight in batches:
+                history, buckets = windows(
+                    self.train, start=self.train.indptr[row_user[rows]], stop=rows, length=self.model_cfg.history
+                )
                 item = torch.from_numpy(self.train.item[rows])
                 loss = dmp(model.features(item, history), item, history, buckets, "both", self.log_q[item], weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # embedding rows are updated inside backward (fused optimizer)
-                opt.step()
-                total += torch.tensor([loss.item() * real, real], dtype=torch.float64)
+                real = int(weight.sum())
+                totals.step(loss, opt, rows=max(real, 1), real=real)  # the loss is the mean over the real rows
                 bar.update(1)
-        seconds = clock.seconds()
-        dist.all_reduce(total)
-        return {
-            "train_loss": float(total[0] / max(total[1], 1)),
-            "train_samples_per_s": float(total[1]) / max(seconds, 1e-9),
-            "epoch_s": seconds,
-        }
+        return totals.metrics()
+
+    def batches(self, epoch: int) -> tuple[BatchShare, int, Iterator[tuple[np.ndarray, torch.Tensor]]]:
+        """This worker's share of the global batch, its step count and its batches of ``epoch``:
+        rows of ``self.train`` (int64 [B]) and their weights ([B], 0 for padding), every
+        world-th example of one global shuffle (collective)."""
+        rank, world = dist.get_rank(), dist.get_world_size()
+        share = batch_share(self.cfg.train.global_batch(world), rank=rank, world=world)
+        rng = np.random.default_rng([self.cfg.train.seed, epoch])  # one global order, the same on every worker
+        mine = strided(rng.permutation(len(self.train)), rank=rank, world=world)
+        steps = agreed_steps(len(mine), share.rows)
+
+        def batches() -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+            for step in range(steps):
+                rows = mine[step * share.rows : (step + 1) * share.rows]
+                weight = torch.zeros(share.shape)
+                weight[: len(rows)] = 1.0
+                yield np.concatenate([rows, np.zeros(share.shape - len(rows), np.int64)]), weight  # padding: row 0
+
+        return share, steps, batches()
 
     def item_matrix(self, dmp, model) -> torch.Tensor:
         """Every item's vector [I, dim] (collective: every worker computes all of them)."""

@@ -32,7 +32,7 @@ from distrec.data.partition import Partition, agreed_steps
 from distrec.eval.rating import RatingAccumulator, item_bias_baseline
 from distrec.models.spec import ModelContext, ModelSpec
 from distrec.storage import join, write_text
-from distrec.train.batches import EpochTotals, rating_batches
+from distrec.train.batches import EpochBatches, EpochTotals, epoch_batches, rating_batches
 from distrec.train.config import TrainConfig
 from distrec.train.ranking_task import RankingTask
 
@@ -95,18 +95,19 @@ class RatingTask:
         )
 
     def train_epoch(self, dmp, model, opt: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
-        data: Interactions = self.parts["train"]
-        batch_size = self.cfg.train.batch_size
-        steps = agreed_steps(len(data), batch_size)
-        rng = np.random.default_rng([self.cfg.train.seed, epoch, dist.get_rank()])  # reproducible on resume
-        totals = EpochTotals()
-        with progress_bar(total=steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
-            for batch in rating_batches(data, batch_size=batch_size, steps=steps, rng=rng):
+        batches = self.batches(epoch)
+        totals = EpochTotals(batches.share)
+        with progress_bar(total=batches.steps, desc=f"epoch {epoch + 1}", unit="steps", enabled=dist.get_rank() == 0) as bar:
+            for batch in batches:
                 on = batch.to(dmp.device)  # the model's device (a GPU with ray.use_gpu)
-                loss = dmp(*_inputs(model, on), on.rating, on.weight)
-                totals.step(loss, opt, batch, batch_size)
+                loss = dmp(*_inputs(model, on), on.rating, on.weight)  # the mean over the batch's rows
+                totals.step(loss, opt, rows=batches.share.shape, real=batch.real_rows)
                 bar.update(1)
         return totals.metrics()
+
+    def batches(self, epoch: int) -> EpochBatches:
+        """This worker's training batches of ``epoch`` (collective)."""
+        return epoch_batches(self.parts["train"], self.cfg.train, epoch)
 
     def evaluate(self, dmp, model, part: str) -> dict[str, float]:
         device = dmp.device

@@ -117,3 +117,28 @@ def test_quick_serve_suite(tmp_path, session_ray_env, monkeypatch):
             assert stats["requests"] == 24 and stats["rps"] > 0 and 0 < stats["p50_ms"] <= stats["p99_ms"]
         assert http["ratio"] > 0 and 0 <= local["extra"]["recall@10"] <= 1
     assert names["netflix-items/in-process"]["extra"]["items"] > 1000  # (items never rated are dropped)
+
+
+@pytest.mark.slow
+def test_quick_checkpoint_suite(tmp_path, monkeypatch):
+    """The checkpoint suite on tiny MF tables: saved on 2 and 1 gloo workers, restored on 2, and
+    resharded 2 → 1 and 1 → 2, through the project's checkpoint code."""
+    users, items, dim = 3000, 500, 8
+    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, checkpoint_mf=(users, items, dim))
+    monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--suite", "checkpoint", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    names = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(names) == {"save-2workers", "save-1worker", "restore-2to2", "restore-2to1-resharded", "restore-1to2-resharded"}
+    tables = (users + items) * dim * 4 / 2**20  # the factor tables' weights alone, in MB
+    for r in names.values():
+        assert r["rate"] > 0 and r["peak_rss_mb"] > 0 and r["extra"]["build_s"] > 0
+    for name, saved_by, workers in (("restore-2to2", 2, 2), ("restore-2to1-resharded", 2, 1), ("restore-1to2-resharded", 1, 2)):
+        extra = names[name]["extra"]
+        assert (extra["saved_by"], extra["workers"]) == (saved_by, workers), name
+    for w, name in ((2, "save-2workers"), (1, "save-1worker")):  # a restore reads what a save wrote
+        written = names[name]["extra"]["mb"]
+        assert written > tables and written == pytest.approx(names[name]["rate"] * names[name]["median_s"])
+        assert names[f"restore-{w}to{3 - w}-resharded"]["extra"]["mb"] == pytest.approx(written, rel=0.01)
+        assert names[name]["extra"]["write_s"] + names[name]["extra"]["gather_s"] <= names[name]["median_s"] * 1.001
+    assert names["restore-2to1-resharded"]["ratio"] > 0 and names["restore-1to2-resharded"]["ratio"] > 0

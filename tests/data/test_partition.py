@@ -9,7 +9,7 @@ import pytest
 import torch.distributed as dist
 
 from distrec.data.dataset import InteractionDataset
-from distrec.data.partition import Partition, agreed_steps, strided
+from distrec.data.partition import Partition, agreed_steps, batch_share, strided
 from tests.helpers import run_ranks, tiny_synthetic
 
 
@@ -68,3 +68,18 @@ def test_strided_shares_cover_every_unit_once(world):
     shares = [list(strided(units, rank=r, world=world)) for r in range(world)]
     assert sorted(sum(shares, [])) == units
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 7])
+@pytest.mark.parametrize("global_rows", [7, 100, 257, 8192])
+def test_a_global_batch_splits_into_parts_that_add_up_and_differ_by_at_most_one(global_rows, world):
+    shares = [batch_share(global_rows, rank=r, world=world) for r in range(world)]
+    assert sum(s.rows for s in shares) == global_rows
+    assert max(s.rows for s in shares) - min(s.rows for s in shares) <= 1
+    assert all(s.shape == max(t.rows for t in shares) and s.global_rows == global_rows for s in shares)
+    assert [s.rows for s in shares] == sorted((s.rows for s in shares), reverse=True)  # the larger parts first
+
+
+def test_a_global_batch_smaller_than_the_world_is_refused():
+    with pytest.raises(ValueError, match="a global batch of 2 rows cannot give each of 3 workers a row"):
+        batch_share(2, rank=0, world=3)

@@ -13,11 +13,10 @@ same checkpoint restored on W:
   ``METRIC_TOL`` (the evaluation sums in another order on another number of workers), and on W
   they equal what the saving run reported for that epoch.
 
-Continuing on W′ is not compared with continuing on W: today the global batch is
-``train.batch_size × world`` and each worker reads its own slice of the data, so the next epoch
-on another number of workers is another computation (making the global batch the configured
-quantity is separate work). Once it is, "the first resumed epoch on W′ equals the first resumed
-epoch on W" becomes a comparison of two ``train_worker`` runs resumed from the same checkpoint.
+Continuing on W′ is not compared with continuing on W: each worker shuffles its own slice of
+the data, so the next epoch on another number of workers draws other batches, even with the same
+``train.global_batch_size``; that the same global batch trains alike on 1 and 2 workers, and
+that every row is read once per epoch across such resizes, is tests/train/test_global_batch.py.
 """
 
 from __future__ import annotations
