@@ -20,7 +20,7 @@ from distrec.config import NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.errors import UserError
 from distrec.eval.ranking import RankingConfig
-from distrec.models.registry import TRAINED, config_union
+from distrec.models.registry import TRAINED, config_union, model_spec
 from distrec.runtime.config import RayConfig
 from distrec.tracking import TrackingConfig
 
@@ -137,11 +137,18 @@ class TrainConfig:
             raise ValueError(f"train.early_stopping_metric={watch} is better when higher: set train.early_stopping_mode=max")
         if getattr(self.model, "device", None) == "cuda" and not self.ray.use_gpu:
             raise ValueError("model.device=cuda needs ray.use_gpu=true (a worker without a GPU sees none)")
-        if self.ray.elastic and self.model.name == "als":
-            raise ValueError(
-                "ray.num_workers: [min, max] (elastic) needs a checkpoint that restores on another number of workers; "
-                "ALS's holds each worker's own factor rows. Give ALS a fixed ray.num_workers"
-            )
+        if self.ray.elastic:
+            loop = model_spec(self.model).loop
+            if loop == "als":
+                raise ValueError(
+                    "ray.num_workers: [min, max] (elastic) needs a checkpoint that restores on another number of "
+                    "workers; ALS's holds each worker's own factor rows. Give ALS a fixed ray.num_workers"
+                )
+            if loop == "tables" and self.train.global_batch_size is None:
+                raise ValueError(
+                    "ray.num_workers: [min, max] (elastic) changes the number of workers, and train.batch_size is per "
+                    "worker: set train.global_batch_size (rows a step over all workers) so a resize keeps the batch"
+                )
         if getattr(self.model, "bias_in_factor_row", False) and self.optim.sparse == "rowwise_adagrad":
             raise ValueError(
                 "model.bias_in_factor_row=true needs an element-wise optimizer (optim.sparse=sgd or adagrad): "
