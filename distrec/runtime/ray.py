@@ -70,7 +70,7 @@ def connect_ray(address: str | None) -> None:
         )
         _check_reachable(address, hint)
         try:
-            with _single_machine(address.rpartition(":")[0] in _LOOPBACK_HOSTS):
+            with _single_machine(address):
                 ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). {hint}") from None
@@ -120,12 +120,12 @@ def start_local_ray(num_cpus: int | None = None) -> None:
 
 
 @contextmanager
-def _single_machine(switch: bool = True) -> Iterator[None]:
-    """Ray's single-machine mode in this process around a ``ray.init``: in multi-node mode, the
-    default on Linux, Ray swaps 127.0.0.1 for the machine's network address, where an embedded
-    Ray or a cluster on this machine's loopback (``make ray-up``, ``make cluster-local``) does
-    not listen. ``switch=False``: leave the mode alone (a cluster at another address)."""
-    if not switch:
+def _single_machine(address: str | None = None) -> Iterator[None]:
+    """Ray's single-machine mode in this process around a ``ray.init`` of an embedded Ray, or
+    of a cluster at ``address`` on this machine's loopback (``make ray-up``, ``make
+    cluster-local``): in multi-node mode, the default on Linux, Ray swaps 127.0.0.1 for the
+    machine's network address, where they do not listen. Any other address: the mode as it is."""
+    if address is not None and address.rpartition(":")[0] not in _LOOPBACK_HOSTS:
         yield
         return
     cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False

@@ -69,7 +69,13 @@ def test_joining_a_loopback_address_switches_off_multi_node_mode_for_the_call():
     from distrec.runtime.ray import _single_machine
 
     before = ray_constants.ENABLE_RAY_CLUSTER
-    for switch, inside in ((True, False), (False, before)):
-        with _single_machine(switch):
-            assert ray_constants.ENABLE_RAY_CLUSTER is inside
+    for address, inside in (
+        (None, False),
+        ("127.0.0.1:6379", False),
+        ("localhost:6379", False),
+        ("10.0.0.5:6379", before),
+        ("auto", before),
+    ):
+        with _single_machine(address):
+            assert ray_constants.ENABLE_RAY_CLUSTER is inside, address
         assert ray_constants.ENABLE_RAY_CLUSTER is before
