@@ -11,11 +11,14 @@ RAY_HOST ?= 127.0.0.1
 RAY_PORT ?= 6379
 RAY_DASHBOARD_PORT ?= 8265
 RAY_HEAD ?= $(OUT)/ray-head.json
+# `make cluster-local`: the head (schedules nothing, as on a real cluster) and NODES-1 worker nodes of NODE_CPUS CPUs
+NODES ?= 3
+NODE_CPUS ?= 1
 RAY := RAY_AUTH_MODE=token PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/ray
 HEAD := $(PY) jobs/ray_head.py --record $(RAY_HEAD)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-fast fuzz demo lint prepare train tune submit ray-up ray-down cluster-up cluster-down bench clean
+.PHONY: help setup test test-fast fuzz demo lint prepare train tune submit ray-up ray-down cluster-local cluster-local-down cluster-up cluster-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,7 +98,14 @@ ray-up: setup ## a local Ray head: token auth, on 127.0.0.1 only (RAY_HOST=0.0.0
 ray-down: ## stop the head `make ray-up` recorded, and only it (other Ray instances keep running)
 	$(HEAD) down
 
-submit: setup ## make submit CONFIG=configs/mf/ml-100k.yaml [ARGS=...]: the training job through the Jobs API of the `make ray-up` head
+cluster-local: setup ## a local multi-node cluster: token-auth head + NODES-1 worker nodes (NODE_CPUS each) on 127.0.0.1, recorded in RAY_HEAD
+	@$(RAY) get-auth-token --generate >/dev/null
+	$(HEAD) up --nodes $(NODES) --node-cpus $(NODE_CPUS) --num-cpus 0 --port $(RAY_PORT) --dashboard-port $(RAY_DASHBOARD_PORT)
+
+cluster-local-down: ## stop the cluster `make cluster-local` recorded (its head and worker nodes), and only it
+	$(HEAD) down
+
+submit: setup ## make submit CONFIG=configs/mf/ml-100k.yaml [ARGS=...]: the training job through the Jobs API of the `make ray-up` / `make cluster-local` head
 	$(HEAD) submit -- python jobs/train.py --config $(CONFIG) $(ARGS)
 
 cluster-up: setup ## bring up the AWS cluster of cluster/aws.yaml

@@ -3,7 +3,8 @@
 Each entry gives the job's config class, its driver (``run``: what ``jobs/<name>.py`` runs), the
 check that can fail before anything starts (a sweep runs it once, before any trial), the dotted
 keys of the locations other processes read (made absolute by ``absolute``: Ray workers and
-Tune trials run in other working directories), whether its per-epoch reports carry the metrics a
+Tune trials run in other working directories; on a cluster of several nodes they must be shared
+storage, runtime/cluster.py), whether its per-epoch reports carry the metrics a
 sweep optimises, and, for a job that runs on Ray Train workers, its per-worker function (what
 runtime/worker.py runs on each worker).
 
@@ -69,17 +70,30 @@ class Job:
         """Make the job's ``paths`` in ``cfg`` absolute, in place."""
         absolute_paths(cfg, self.paths)
 
+    def locations(self, cfg: Any) -> dict[str, str]:
+        """The job's ``paths`` in ``cfg``, by dotted key (those set)."""
+        return {key: getattr(section, leaf) for key, section, leaf in _sections(cfg, self.paths)}
+
 
 def absolute_paths(cfg: Any, keys: Sequence[str]) -> None:
     """Each location at a dotted key of ``cfg`` made absolute in place (URIs stay as they are); a
     key under a section set to null (``ray: null``) is skipped."""
     from distrec.storage import absolute  # the storage layer: only when paths are resolved
 
+    for _, section, leaf in _sections(cfg, keys):
+        setattr(section, leaf, absolute(getattr(section, leaf)))
+
+
+def _sections(cfg: Any, keys: Sequence[str]) -> list[tuple[str, Any, str]]:
+    """(key, the section holding it, its last name) for each dotted key of ``cfg`` that is set:
+    a key whose value is null, or under a section set to null (``ray: null``), is left out."""
+    found = []
     for key in keys:
         *parents, leaf = key.split(".")
         section = functools.reduce(lambda node, name: getattr(node, name) if node is not None else None, parents, cfg)
         if section is not None and getattr(section, leaf) is not None:
-            setattr(section, leaf, absolute(getattr(section, leaf)))
+            found.append((key, section, leaf))
+    return found
 
 
 def open_data(cfg: Any) -> Any:

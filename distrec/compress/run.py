@@ -60,8 +60,8 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     clock = Stopwatch()
     get_job("compress").absolute(cfg)
     dims = check_sources(cfg)
+    run_job_workers("compress", cfg, callbacks=callbacks)  # first: it may refuse the paths, and nothing is written
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
-    run_job_workers("compress", cfg, callbacks=callbacks)
     train_s = clock.seconds()
     metrics: dict[str, Any] = {
         **{f"{t}_dim": d for t, d in dims.items()},

@@ -3,6 +3,8 @@
 - ``config.py``: the ``ray`` config section and the run name derived from ``output_dir``;
 - ``ray.py``: connect to a cluster or start an embedded local Ray, check its resources, run a
   job's workers (``run_job_workers``) and map their failures (``fail_fast.py``);
+- ``cluster.py``: the connected cluster's nodes, the refusal of local paths on more than one
+  node (unless declared shared), and which node each worker ran on;
 - ``worker.py``: the one Ray Train entry point, which runs a job's per-worker function by name
   (distrec/jobs.py);
 - ``session.py``: where a worker reports and checkpoints (Ray Train, or a folder);

@@ -6,13 +6,15 @@ Light on purpose (no Ray import): the job configs import it when they load.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
-from dataclasses import dataclass
-from typing import Annotated, Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 from distrec.config import Bound, Positive
 
-__all__ = ["RayConfig", "run_name"]
+__all__ = ["RayConfig", "run_name", "check_shared_folders"]
 
 
 @dataclass
@@ -32,6 +34,27 @@ class RayConfig:
     name: str | None = None  # run name; re-running with the same name resumes. None = derived from output_dir
     checkpoints_to_keep: Positive[int] = 2
     collective_timeout_s: Positive[int] = 600  # a worker stuck this long in a collective fails the attempt (then retried)
+    # where the workers go (Ray's placement-group strategy): PACK fills a node first, SPREAD spreads
+    # them over the nodes, STRICT_SPREAD gives each a node of its own, STRICT_PACK puts all on one
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    # local folders every node mounts at the same path (NFS): on a cluster of more than one node, a
+    # local path (data, storage_path, output_dir) outside them is refused (runtime/cluster.py)
+    shared_paths: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_shared_folders(self.shared_paths, "ray.shared_paths")
+
+
+def check_shared_folders(folders: Sequence[str], key: str) -> None:
+    """Declared shared folders are absolute local paths (ValueError naming ``key`` otherwise):
+    a URI is shared by nature and needs no declaring."""
+    for folder in folders:
+        path = folder.removeprefix("file://")
+        if "://" in path or not os.path.isabs(os.path.expanduser(path)):
+            raise ValueError(
+                f"{key}: {folder!r} is not an absolute local folder. List the folders every node of the cluster "
+                f"mounts at the same path (e.g. [/mnt/nfs]; [/] declares every local path shared); URIs need no declaring"
+            )
 
     def __post_init__(self) -> None:
         if self.elastic and self.min_workers > self.max_workers:

@@ -19,7 +19,7 @@ one world size meets the next.
 
 Tracking: ``open_tracker`` (rank 0 logs to the configured backends), ``log_epoch`` (an epoch's
 metrics to the tracker and rank 0's console) and ``finish_run`` (the final metrics with the
-run's resources, metrics.json and history.json).
+run's resources and nodes, metrics.json and history.json).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from distrec.resources import Stopwatch, peak_rss_mb
+from distrec.runtime.cluster import worker_nodes
 from distrec.runtime.config import run_name
 from distrec.runtime.reshard import resume_message
 from distrec.runtime.session import Session
@@ -142,11 +143,18 @@ def log_epoch(metrics: dict[str, Any], epochs: int, tracker: Tracker) -> None:
 def finish_run(
     final: dict[str, Any], history: list[dict], *, output_dir: str, clock: Stopwatch, tracker: Tracker, **extra: Any
 ) -> dict[str, Any]:
-    """Add the run's resources (and ``extra``) to the final metrics; rank 0 tracks them and writes
-    ``metrics.json`` and ``history.json`` into ``output_dir``. Collective."""
+    """Add the run's resources and nodes (and ``extra``) to the final metrics; rank 0 tracks them
+    and writes ``metrics.json`` and ``history.json`` into ``output_dir``. Collective.
+    ``worker_nodes``: each rank's Ray node id, where the run's last attempt actually ran."""
     rss = torch.tensor([peak_rss_mb()], dtype=torch.float64)
     dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-    final.update(num_workers=dist.get_world_size(), peak_rss_mb_per_worker=float(rss), wall_s=clock.seconds(), **extra)
+    final.update(
+        num_workers=dist.get_world_size(),
+        worker_nodes=worker_nodes(),
+        peak_rss_mb_per_worker=float(rss),
+        wall_s=clock.seconds(),
+        **extra,
+    )
     last = history[-1] if history else {}
     tracker.log_metrics({k: v for k, v in final.items() if k not in last}, step=len(history))  # test metrics, wall time
     if _rank() == 0:

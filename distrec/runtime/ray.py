@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -30,6 +31,8 @@ from ray.train.v2.api.callback import UserCallback
 from distrec.config import to_dict
 from distrec.console import console_for_workers
 from distrec.errors import UserError
+from distrec.jobs import get_job
+from distrec.runtime.cluster import alive_nodes, check_shared_paths
 from distrec.runtime.config import RayConfig, run_name
 from distrec.runtime.fail_fast import FailFast, worker_error
 from distrec.runtime.worker import ray_worker
@@ -52,6 +55,7 @@ _WORKER_ENV = {"MALLOC_ARENA_MAX": "1"}
 # BPMF on ML-100K, 150 sweeps: the process 323 s -> 38 s). The driver's value reaches the
 # controller (Train propagates it), so a user's own setting wins.
 _CONTROLLER_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 def connect_ray(address: str | None) -> None:
@@ -66,7 +70,8 @@ def connect_ray(address: str | None) -> None:
         )
         _check_reachable(address, hint)
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            with _single_machine(address):
+                ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}). {hint}") from None
         return
@@ -97,22 +102,37 @@ def start_local_ray(num_cpus: int | None = None) -> None:
         own["GLOO_SOCKET_IFNAME"] = loopback
     saved = {k: os.environ.get(k) for k in own}
     os.environ.update(own)  # inherited by the raylet and so by every Ray worker process
-    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
     try:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            dashboard_host="127.0.0.1",
-            dashboard_port=_free_port(),
-            logging_level=logging.WARNING,
-        )
+        with _single_machine():
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                dashboard_host="127.0.0.1",
+                dashboard_port=_free_port(),
+                logging_level=logging.WARNING,
+            )
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def _single_machine(address: str | None = None) -> Iterator[None]:
+    """Ray's single-machine mode in this process around a ``ray.init`` of an embedded Ray, or
+    of a cluster at ``address`` on this machine's loopback (``make ray-up``, ``make
+    cluster-local``): in multi-node mode, the default on Linux, Ray swaps 127.0.0.1 for the
+    machine's network address, where they do not listen. Any other address: the mode as it is."""
+    if address is not None and address.rpartition(":")[0] not in _LOOPBACK_HOSTS:
+        yield
+        return
+    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
 
 
 def _free_port() -> int:
@@ -135,8 +155,9 @@ def _check_reachable(address: str, hint: str) -> None:
 
 
 def check_resources(cfg: RayConfig) -> None:
-    """The cluster has the GPUs and CPUs ``cfg`` asks for (an elastic run: its minimum), or a
-    UserError saying what to lower."""
+    """The cluster has the GPUs and CPUs ``cfg`` asks for (an elastic run: its minimum), and nodes
+    that can hold its placement strategy, or a UserError saying what to lower (not a run that
+    waits for nodes forever)."""
     resources = ray.cluster_resources()
     workers = cfg.min_workers
     if cfg.use_gpu and resources.get("GPU", 0) < workers:
@@ -149,6 +170,32 @@ def check_resources(cfg: RayConfig) -> None:
         raise UserError(
             f"{workers} worker(s) × {cfg.cpus_per_worker:g} CPU need {need:g} CPUs; the cluster has "
             f"{resources.get('CPU', 0):g}. Lower ray.num_workers or ray.cpus_per_worker"
+        )
+    _check_placement(cfg)
+
+
+def _check_placement(cfg: RayConfig) -> None:
+    """STRICT_SPREAD needs ``num_workers`` (elastic: the minimum) nodes with a worker's resources
+    each, STRICT_PACK one node with all of them."""
+    strategy = cfg.placement_strategy
+    if strategy not in ("STRICT_SPREAD", "STRICT_PACK"):
+        return
+    workers = cfg.min_workers
+    need = {"CPU": cfg.cpus_per_worker, **({"GPU": 1.0} if cfg.use_gpu else {})}
+    nodes = [n.get("Resources", {}) for n in alive_nodes()]
+    if strategy == "STRICT_SPREAD":
+        fit = sum(all(r.get(k, 0) >= v for k, v in need.items()) for r in nodes)
+        if fit < workers:
+            raise UserError(
+                f"ray.placement_strategy=STRICT_SPREAD puts each of the {workers} workers on a node of its own, "
+                f"but {fit} of the cluster's {len(nodes)} nodes can hold a worker ({need}). Lower ray.num_workers, "
+                f"add nodes, or use ray.placement_strategy=SPREAD or PACK"
+            )
+    elif not any(all(r.get(k, 0) >= v * workers for k, v in need.items()) for r in nodes):
+        raise UserError(
+            f"ray.placement_strategy=STRICT_PACK puts all {workers} workers on one node, but no node of the "
+            f"cluster holds {workers} × {need}. Lower ray.num_workers or ray.cpus_per_worker, or use "
+            f"ray.placement_strategy=PACK"
         )
 
 
@@ -186,6 +233,7 @@ def run_workers(
             elastic_resize_monitor_interval_s=cfg.resize_interval_s,
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+            placement_strategy=cfg.placement_strategy,
         ),
         run_config=RunConfig(
             name=name,
@@ -208,7 +256,11 @@ def run_workers(
 
 def run_job_workers(job: str, cfg: Any, *, callbacks: Sequence[UserCallback] = ()) -> None:
     """Job ``job``'s per-worker function (its ``worker`` in distrec/jobs.py) on the workers of
-    ``cfg.ray``, in the run named by ``run_name(cfg)``; ``cfg`` is the job's config."""
+    ``cfg.ray``, in the run named by ``run_name(cfg)``; ``cfg`` is the job's config. On a
+    cluster of several nodes, the job's locations (its ``paths``) must be shared storage: a local
+    one outside ``ray.shared_paths`` stops it here, before any worker starts (runtime/cluster.py)."""
+    connect_ray(cfg.ray.address)
+    check_shared_paths(get_job(job).locations(cfg), shared=cfg.ray.shared_paths, declare="ray.shared_paths")
     run_workers(ray_worker, {"job": job, "config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
 
 

@@ -12,6 +12,7 @@ to search it.
     num_samples: 8
     scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
     output_dir: runs/tune/mf-ml-1m
+    shared_paths: []                     # on a multi-node cluster: local folders every node mounts (NFS)
     tracking: {mlflow_uri: file:///abs/mlruns, experiment: mf-ml-1m}   # one MLflow run per trial
 """
 
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.jobs import JOBS
+from distrec.runtime.config import check_shared_folders
 from distrec.tracking import TrackingConfig
 
 __all__ = ["SpaceConfig", "SchedulerConfig", "SweepConfig", "SPACE_KINDS"]
@@ -87,9 +89,13 @@ class SweepConfig:
     search_alg: Literal["random", "optuna"] = "random"  # grid axes are always enumerated
     seed: NonNegative[int] = 0
     ray_address: str | None = None  # None: $RAY_ADDRESS if set, else an embedded local Ray
+    # local folders every node mounts at the same path (NFS): on a cluster of more than one node, a
+    # local output_dir or input path outside them is refused (runtime/cluster.py); trials accept them too
+    shared_paths: list[str] = field(default_factory=list)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # mlflow_uri: Tune's MLflow logger
 
     def __post_init__(self) -> None:
+        check_shared_folders(self.shared_paths, "shared_paths")
         if not self.search:
             raise ValueError("search: give at least one dotted key to search, e.g. optim.sparse_lr: {loguniform: [0.01, 0.3]}")
         fixed = {o.partition("=")[0] for o in self.overrides}

@@ -21,6 +21,7 @@ from ray import tune
 from distrec.config import ConfigError, load_config, nest, to_dict, to_yaml
 from distrec.errors import UserError
 from distrec.jobs import get_job
+from distrec.runtime.cluster import check_shared_paths
 from distrec.runtime.ray import connect_ray
 from distrec.storage import absolute, filesystem, join, write_text
 from distrec.tracking import allow_file_store, check_tracking, mlflow_key
@@ -46,9 +47,9 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             f"{cfg.output_dir} already holds a sweep: continue it with `python jobs/tune.py --resume {cfg.output_dir}`, "
             "or choose another output_dir"
         )
+    _connect(cfg, base)
     write_text(join(cfg.output_dir, "sweep.yaml"), to_yaml(cfg))
     write_text(join(cfg.output_dir, "base.yaml"), to_yaml(base))
-    connect_ray(cfg.ray_address)
     tuner = tune.Tuner(
         _trainable(cfg, to_dict(base)),
         param_space={key: _space(space) for key, space in cfg.search.items()},
@@ -80,7 +81,7 @@ def resume(path: str) -> dict[str, Any]:
         raise UserError(f"{path}: no sweep here ({e}); expected sweep.yaml and {EXPERIMENT}/ written by jobs/tune.py") from None
     base = get_job(cfg.job).load(join(out, "base.yaml"))
     check_experiment(out, EXPERIMENT)  # before Tune unpickles anything (the restored Tuner keeps recording)
-    connect_ray(cfg.ray_address)
+    _connect(cfg, base)
     tuner = tune.Tuner.restore(
         join(out, EXPERIMENT), trainable=_trainable(cfg, to_dict(base)), resume_unfinished=True, resume_errored=True
     )
@@ -105,7 +106,21 @@ def base_config(cfg: SweepConfig) -> Any:
     base.output_dir = cfg.output_dir
     if on_ray_train(base):
         base.ray.storage_path = join(cfg.output_dir, "ray")
+        base.ray.shared_paths = _shared_paths(cfg, base)  # each trial's Train run accepts what the sweep does
     return base
+
+
+def _connect(cfg: SweepConfig, base: Any) -> None:
+    """Join the sweep's Ray. Trials run on any node: on a cluster of several nodes their
+    locations must be shared storage (runtime/cluster.py), checked before the first trial."""
+    connect_ray(cfg.ray_address)
+    check_shared_paths(get_job(cfg.job).locations(base), shared=_shared_paths(cfg, base), declare="shared_paths")
+
+
+def _shared_paths(cfg: SweepConfig, base: Any) -> list[str]:
+    """The folders declared shared: the sweep's ``shared_paths`` and a Ray Train base config's own."""
+    own = base.ray.shared_paths if on_ray_train(base) else []
+    return [*own, *(p for p in cfg.shared_paths if p not in own)]
 
 
 def _trainable(cfg: SweepConfig, base: dict[str, Any]):

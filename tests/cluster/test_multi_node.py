@@ -1,0 +1,197 @@
+"""Training on a real multi-node Ray cluster (`make cluster-local NODES=3`, tests/cluster/conftest.py):
+workers on different nodes with data, checkpoints and outputs on S3 (moto over HTTP), the same
+metrics as on one node; local paths refused before any worker starts unless declared shared;
+`make submit` against the cluster; nodes lost and added; `make cluster-local-down` stopping it
+and nothing else.
+
+The tests share one cluster, in file order: the last one stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from distrec.config import from_dict
+from distrec.errors import UserError
+from distrec.jobs import get_job
+from distrec.runtime.config import RayConfig
+from distrec.runtime.ray import check_resources
+from distrec.storage import join, read_text
+from tests.cluster.conftest import REPO, make
+from tests.faults import wait_for
+from tests.helpers import tiny_synthetic, training_seed
+
+pytestmark = pytest.mark.slow
+
+MODELS = {
+    "mf": {"model": {"name": "mf", "dim": 8, "init_std": 0.1, "l2": 0.05}},
+    "mf_bpr": {"model": {"name": "mf_bpr", "dim": 8, "init_std": 0.1, "l2": 0.0001}, "ranking": {"eval": {"ks": [10]}}},
+}
+# Both runs read the same rows in the same order (each rank its own slice, shuffled by
+# (seed, epoch, rank)) and take the same steps: two nodes change only where the processes run
+# and the network their gloo collectives cross. The tolerance allows only for another order of
+# floating-point sums in a reduction.
+SAME_RUN = {"rtol": 1e-6, "atol": 1e-9}
+
+
+def _config(model: str, data: str, out: str, storage: str, epochs: int = 2, **ray) -> dict:
+    return {
+        "data": {"path": data},
+        **MODELS[model],
+        "train": {"epochs": epochs, "batch_size": 512, "seed": training_seed()},
+        "ray": {"num_workers": 2, "storage_path": storage, **ray},
+        "output_dir": out,
+    }
+
+
+@pytest.fixture(scope="module")
+def s3_data(s3_server) -> str:
+    uri = f"s3://distrec-test/{uuid.uuid4().hex[:12]}/data"
+    tiny_synthetic(uri, users=200, items=100, ratings=4000, rows_per_shard=2000)
+    return uri
+
+
+def _listening(pids: list[int]) -> set[str]:
+    """The addresses the processes under ``pids`` (and their descendants) listen on."""
+    import psutil
+    import ray  # noqa: F401  (puts its vendored packages, psutil among them, on sys.path)
+
+    addresses = set()
+    for pid in pids:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                addresses |= {c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+    return addresses
+
+
+def test_cluster_local_has_a_head_and_two_worker_nodes_on_loopback(local_cluster):
+    info = local_cluster.info
+    assert info["address"].startswith("127.0.0.1:")
+    workers = info["workers"]
+    assert [(w["resource"], w["num_cpus"]) for w in workers] == [("node_1", 1), ("node_2", 1)]
+    assert local_cluster.alive() == {"node_0": info["node_id"], **local_cluster.worker_nodes}  # three raylets
+    assert len({info["node_id"], *local_cluster.worker_nodes.values()}) == 3
+    assert len({info["temp_dir"], *(w["temp_dir"] for w in workers)}) == 3  # each its own disk space
+    listening = _listening([info["pid"], *(w["pid"] for w in workers)])
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+
+
+def _metrics(run: dict) -> dict[str, float]:
+    return {k: v for k, v in run.items() if k.startswith(("test_", "val_", "train_loss")) and isinstance(v, float)}
+
+
+def _history(output_dir: str) -> list[dict[str, float]]:
+    return [_metrics(h) for h in json.loads(read_text(join(output_dir, "history.json")))]
+
+
+@pytest.mark.parametrize("model", ["mf", "mf_bpr"])
+def test_two_nodes_train_from_s3_as_one_node_does(local_cluster, local_ray, s3_data, tmp_path, model):
+    """Data, checkpoints and outputs on S3; one worker on each worker node. MF goes through
+    `make submit` (the Jobs API of the cluster's head), MF-BPR through a driver joining by
+    address, with ray.placement_strategy=STRICT_SPREAD. The same config on the embedded
+    single-node Ray gives the same metrics, every epoch."""
+    root = f"s3://distrec-test/{uuid.uuid4().hex[:12]}"
+    spread = {"placement_strategy": "STRICT_SPREAD"} if model == "mf_bpr" else {}
+    config = tmp_path / "job.yaml"
+    epochs = 2 if model == "mf" else 1
+    config.write_text(json.dumps(_config(model, s3_data, f"{root}/two-nodes", f"{root}/ray", epochs=epochs, **spread)))
+    if model == "mf":
+        run = make("submit", env=local_cluster.env, RAY_HEAD=local_cluster.record, CONFIG=config, ARGS="--quiet")
+    else:
+        run = local_cluster.job("train.py", "--config", str(config), "--quiet")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    on_two = json.loads(read_text(f"{root}/two-nodes/metrics.json"))
+    assert on_two["num_workers"] == 2 and on_two["epochs"] == epochs
+    nodes = on_two["worker_nodes"]
+    assert len(set(nodes)) == 2 and set(nodes) == set(local_cluster.worker_nodes.values())  # rank 0 and 1 apart
+    assert json.loads(read_text(f"{root}/two-nodes/embeddings/item/_manifest.json"))
+
+    job = get_job("train")
+    one = job.run(from_dict(job.config, _config(model, s3_data, f"{root}/one-node", f"{root}/ray-one", epochs), source="test"))
+    assert len(set(one["worker_nodes"])) == 1 and not set(one["worker_nodes"]) & set(nodes)  # the embedded Ray's node
+    torch.testing.assert_close(_metrics(on_two), _metrics(one), **SAME_RUN)
+    torch.testing.assert_close(_history(f"{root}/two-nodes"), _history(f"{root}/one-node"), **SAME_RUN)
+
+
+def test_local_paths_are_refused_before_any_worker_starts_unless_declared_shared(local_cluster, tmp_path):
+    shared = tmp_path / "shared"
+    data, out, storage = shared / "data", shared / "out", shared / "ray"
+    tiny_synthetic(str(data), users=200, items=100, ratings=4000, rows_per_shard=2000)
+    paths = [f"data.path={data}", f"output_dir={out}", f"ray.storage_path={storage}"]
+    refused = local_cluster.job("train.py", "--config", str(REPO / "configs/mf/demo.yaml"), *paths)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    error = refused.stderr
+    assert "Traceback" not in error
+    for key, path in (("data.path", data), ("ray.storage_path", storage), ("output_dir", out)):
+        assert f"{key}={path}" in error, error
+    assert "3 nodes" in error and "cannot read this machine's disk" in error, error
+    assert "s3://" in error and f"ray.shared_paths=[{shared}]" in error, error
+    assert not out.exists() and not storage.exists()  # nothing started, nothing left behind
+    # a sweep, whose trials run on any node, before its first trial (the sweep's own setting named)
+    sweep = shared / "sweep"
+    refused = local_cluster.job(
+        "tune.py", "--config", str(REPO / "configs/tune/ease-ml-1m.yaml"), f"data.path={data}", f"output_dir={sweep}",
+        address_key="ray_address",
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"data.path={data}, output_dir={sweep}: not shared storage" in refused.stderr, refused.stderr
+    assert f"shared_paths=[{shared}]" in refused.stderr and not sweep.exists(), refused.stderr
+
+    # The cluster's nodes all see this machine's disk, as NFS-mounted nodes see theirs.
+    accepted = local_cluster.job(
+        "train.py", "--config", str(REPO / "configs/mf/demo.yaml"), "--quiet", *paths, "train.epochs=1",
+        f"ray.shared_paths=[{shared}]",
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    ran_on = json.loads((out / "metrics.json").read_text())["worker_nodes"]
+    assert sorted(ran_on) == sorted(local_cluster.worker_nodes.values())
+
+
+def test_a_placement_the_nodes_cannot_hold_is_refused(local_ray):
+    """On the embedded Ray (one node of 2 CPUs): refused at once instead of waiting for nodes.
+    (STRICT_PACK's refusal needs a cluster with CPUs enough but no node to hold them all.)"""
+    check_resources(RayConfig(num_workers=2, placement_strategy="STRICT_PACK"))
+    with pytest.raises(
+        UserError, match="STRICT_SPREAD puts each of the 2 workers on a node of its own, but 1 of the cluster's 1 nodes"
+    ):
+        check_resources(RayConfig(num_workers=2, placement_strategy="STRICT_SPREAD"))
+
+
+def test_nodes_lost_and_added_then_cluster_local_down_stops_them_and_nothing_else(local_cluster, local_ray):
+    """Last: it stops the module's cluster. The embedded Ray of this process keeps running."""
+    import ray
+
+    lost = local_cluster.kill_node(2)
+    assert not Path(lost["temp_dir"]).exists() and not _processes_under([lost["temp_dir"]])
+    wait_for(lambda: set(local_cluster.alive()) == {"node_0", "node_1"}, timeout=120, what="the head to mark node_2 dead")
+    added = local_cluster.add_node()
+    assert added["resource"] == "node_3" and local_cluster.alive()["node_3"] == added["node_id"]
+    assert set(local_cluster.worker_nodes) == {"node_1", "node_3"}
+
+    info = local_cluster.info
+    folders = [info["temp_dir"], *(w["temp_dir"] for w in info["workers"])]
+    down = make("cluster-local-down", env=local_cluster.env, RAY_HEAD=local_cluster.record)
+    assert down.returncode == 0 and "and its 2 worker node(s)" in down.stdout, down.stdout + down.stderr
+    assert not local_cluster.record.exists()
+    assert not any(Path(f).exists() for f in folders)
+    assert not _processes_under(folders)
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1
+
+
+def _processes_under(folders: list[str]) -> list[int]:
+    import psutil
+    import ray  # noqa: F401  (psutil)
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(f in part for f in folders for part in p.info["cmdline"] or ()):
+            found.append(p.info["pid"])
+    return found
