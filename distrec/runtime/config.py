@@ -43,20 +43,6 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         check_shared_folders(self.shared_paths, "ray.shared_paths")
-
-
-def check_shared_folders(folders: Sequence[str], key: str) -> None:
-    """Declared shared folders are absolute local paths (ValueError naming ``key`` otherwise):
-    a URI is shared by nature and needs no declaring."""
-    for folder in folders:
-        path = folder.removeprefix("file://")
-        if "://" in path or not os.path.isabs(os.path.expanduser(path)):
-            raise ValueError(
-                f"{key}: {folder!r} is not an absolute local folder. List the folders every node of the cluster "
-                f"mounts at the same path (e.g. [/mnt/nfs]; [/] declares every local path shared); URIs need no declaring"
-            )
-
-    def __post_init__(self) -> None:
         if self.elastic and self.min_workers > self.max_workers:
             raise ValueError(f"ray.num_workers: [min, max] with min <= max, got {list(self.num_workers)}")
 
@@ -71,6 +57,18 @@ def check_shared_folders(folders: Sequence[str], key: str) -> None:
     @property
     def max_workers(self) -> int:
         return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
+
+
+def check_shared_folders(folders: Sequence[str], key: str) -> None:
+    """Declared shared folders are absolute local paths (ValueError naming ``key`` otherwise):
+    a URI is shared by nature and needs no declaring."""
+    for folder in folders:
+        path = folder.removeprefix("file://")
+        if "://" in path or not os.path.isabs(os.path.expanduser(path)):
+            raise ValueError(
+                f"{key}: {folder!r} is not an absolute local folder. List the folders every node of the cluster "
+                f"mounts at the same path (e.g. [/mnt/nfs]; [/] declares every local path shared); URIs need no declaring"
+            )
 
 
 def run_name(cfg: Any) -> str:
