@@ -75,6 +75,20 @@ class LocalCluster:
         with patch.dict(os.environ, self.env):
             return local_head.add_node(record=str(self.record), num_cpus=num_cpus)
 
+    def refresh_elastic_view(self) -> None:
+        """Ray Train's elastic decisions see the nodes through Ray's AutoscalingCoordinator actor,
+        which reads them every 20 s; ask it to read them now (what its next tick would do), so a
+        test's run needn't outlast that wait to see an added node."""
+        ask = (
+            "import sys, ray; from distrec.runtime.ray import connect_ray; connect_ray(sys.argv[1]); "
+            "c = ray.get_actor('AutoscalingCoordinator', namespace='AutoscalingCoordinator'); "
+            "ray.get(c.get_reserved_resources.remote('distrec-test', recompute=True))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", ask, self.address], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
     def job(self, script: str, *args: str, address_key: str = "ray.address", timeout: float = 600) -> subprocess.CompletedProcess:
         """``python jobs/<script> ... ray.address=<this cluster>``: a driver joining from outside
         (a sweep's key is ``ray_address``)."""
