@@ -89,8 +89,8 @@ def start_head(
     held = running_head(record)
     if held:
         raise UserError(
-            f"a head started by `make ray-up` is already running (pid {held['pid']}, Jobs API {held['dashboard']}, "
-            f"recorded in {record}); stop it first with `make ray-down`"
+            f"a head started by `make ray-up` or `make cluster-local` is already running (pid {held['pid']}, Jobs API "
+            f"{held['dashboard']}, recorded in {record}); stop it first with `make ray-down` or `make cluster-local-down`"
         )
     for what, bind_host, number in (
         ("GCS", LOOPBACK if host not in _ALL_INTERFACES else host, port),
