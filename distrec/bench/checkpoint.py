@@ -55,10 +55,12 @@ def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queu
 
 
 def _on_ranks(fn: Callable, world: int, *args: Any) -> list[Any]:
-    """``fn(*args)`` on ``world`` gloo ranks, each a spawned process; their results in rank order."""
+    """``fn(*args)`` on ``world`` gloo ranks, each a process of its own; their results in rank order."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
+    # every case starts new processes; the fork server imports torch and TorchRec once for all
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torchrec", "distrec.train.worker"])
     queue = ctx.SimpleQueue()
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue)) for r in range(world)]
