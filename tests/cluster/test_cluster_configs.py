@@ -1,6 +1,6 @@
 """The deployment configs under cluster/ keep a cluster locked down: token authentication on every
 node, the token from a secret (never in the repo), the dashboard/Jobs API private, S3 through roles.
-(tests/cluster/test_submit.py shows a real head refusing a submission without the token.)"""
+(tests/cluster/test_multi_node.py shows a real head refusing requests without the token.)"""
 
 from __future__ import annotations
 
