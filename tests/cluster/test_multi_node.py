@@ -200,7 +200,7 @@ def test_a_placement_the_nodes_cannot_hold_is_refused(local_ray):
 ELASTIC_EPOCHS = 170
 # The elastic run reads other batches than the uninterrupted one after each resize (each worker
 # shuffles its own share), so they agree as two seeds of one config do, not bit for bit: measured
-# within 0.0005 of each other in val and test RMSE over five runs.
+# within 0.0005 of each other in val and test RMSE over six runs.
 ELASTIC_RMSE = 0.01
 
 
