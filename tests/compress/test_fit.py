@@ -36,16 +36,22 @@ def _config(run: str, out: str) -> CompressConfig:
     )
 
 
-@pytest.mark.slow
-def test_resumed_run_matches_an_uninterrupted_one(tiny_dataset, tmp_path):
+def _interrupted(tiny_dataset: str, tmp_path: Path) -> tuple[CompressConfig, CompressConfig, str]:
+    """A whole run on 2 workers, and a second run of the same config whose only checkpoint is the
+    first's after epoch 2 (as if it had been cut there): both configs and that checkpoint folder."""
     run = str(tmp_path / "run")
     write_run(run, tiny_dataset)
     full, resumed = _config(run, str(tmp_path / "full")), _config(run, str(tmp_path / "resumed"))
     ckpt_full, ckpt_resumed = tmp_path / "ckpt-full", tmp_path / "ckpt-resumed"
     run_ranks(_fit, 2, full, str(ckpt_full))
-    # the interrupted run: only the checkpoint after epoch 2 survived
     shutil.copytree(ckpt_full / "checkpoint_00002", ckpt_resumed / "checkpoint_00002")
-    progress = run_ranks(_fit, 2, resumed, str(ckpt_resumed))[0]
+    return full, resumed, str(ckpt_resumed)
+
+
+@pytest.mark.slow
+def test_resumed_run_matches_an_uninterrupted_one(tiny_dataset, tmp_path):
+    full, resumed, checkpoints = _interrupted(tiny_dataset, tmp_path)
+    progress = run_ranks(_fit, 2, resumed, checkpoints)[0]
     assert progress["resumes"] == 1 and progress["finished"] == ["user-8x"]
     assert [h["model_epoch"] for h in progress["history"]["user-8x"]] == [1, 2, 3, 4]
     a, b = read_codes(compressed_uri(full, "user", 8)), read_codes(compressed_uri(resumed, "user", 8))
@@ -62,13 +68,8 @@ def test_a_run_saved_by_two_workers_resumes_on_one(tiny_dataset, tmp_path):
     """An elastic run that lost a worker: the compressor is replicated and each worker's rows are
     a slice of the table taken at (re)start, so the checkpoint of 2 workers goes on with 1 and
     every row is still encoded once."""
-    run = str(tmp_path / "run")
-    write_run(run, tiny_dataset)
-    full, resumed = _config(run, str(tmp_path / "full")), _config(run, str(tmp_path / "resumed"))
-    ckpt_full, ckpt_resumed = tmp_path / "ckpt-full", tmp_path / "ckpt-resumed"
-    run_ranks(_fit, 2, full, str(ckpt_full))
-    shutil.copytree(ckpt_full / "checkpoint_00002", ckpt_resumed / "checkpoint_00002")
-    progress = run_ranks(_fit, 1, resumed, str(ckpt_resumed))[0]
+    full, resumed, checkpoints = _interrupted(tiny_dataset, tmp_path)
+    progress = run_ranks(_fit, 1, resumed, checkpoints)[0]
     assert (progress["resumes"], progress["resizes"], progress["world"]) == (1, 1, 1)
     assert [h["model_epoch"] for h in progress["history"]["user-8x"]] == [1, 2, 3, 4]
     a, b = read_codes(compressed_uri(full, "user", 8)), read_codes(compressed_uri(resumed, "user", 8))
