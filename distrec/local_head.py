@@ -25,7 +25,6 @@ listens on the loopback interface only.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from distrec.errors import UserError
+from distrec.loopback import free_port, gloo_on_loopback
 
 __all__ = [
     "start_head",
@@ -103,7 +103,7 @@ def start_head(
         _ray(), "start", "--head", "--block", "--disable-usage-stats",
         "--port", str(port), "--temp-dir", temp_dir,
         "--include-dashboard", "true", "--dashboard-host", LOOPBACK, "--dashboard-port", str(dashboard_port),
-        "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
     ]  # fmt: skip
     if host not in _ALL_INTERFACES:
         cmd += ["--node-ip-address", host]
@@ -277,7 +277,7 @@ def _start_node(index: int, *, port: int, num_cpus: int) -> dict[str, Any]:
         sys.executable, "-c", "from distrec.local_head import loopback_ray_start; loopback_ray_start()",
         "start", "--block", "--disable-usage-stats", "--address", f"{LOOPBACK}:{port}", "--node-ip-address", LOOPBACK,
         "--temp-dir", temp_dir, "--num-cpus", str(num_cpus), "--resources", json.dumps({resource: 1}),
-        "--dashboard-agent-listen-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(free_port()),
     ]  # fmt: skip
     with open(node_log, "w") as out:
         node = subprocess.Popen(
@@ -429,12 +429,6 @@ def _check_free(what: str, host: str, port: int) -> None:
             ) from None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 def _ray() -> str:
     return str(Path(sys.executable).parent / "ray")
 
@@ -448,14 +442,8 @@ def _env(*, loopback_port: int | None = None) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     if loopback_port is not None:
-        env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_ADDRESS=f"{LOOPBACK}:{loopback_port}", **_loopback_interface())
+        env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_ADDRESS=f"{LOOPBACK}:{loopback_port}", **gloo_on_loopback())
     return env
-
-
-@functools.cache
-def _loopback_interface() -> dict[str, str]:
-    name = next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)
-    return {"GLOO_SOCKET_IFNAME": name} if name else {}
 
 
 def _tail(path: str, lines: int = 20) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ import torch.multiprocessing as mp
 
 from distrec import kernels
 from distrec.data.prepare import PrepareConfig, prepare_dataset
+from distrec.loopback import free_port
 from distrec.storage import StoredDirectory, filesystem, join, read_text
 
 if TYPE_CHECKING:
@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 needs_kernels = pytest.mark.skipif(
     not kernels.library_path().exists(), reason="distrec's CPU kernels are not built (make setup builds them)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Rank processes fork from a server that imported these once per test session: a spawned rank

@@ -17,21 +17,16 @@ checkpoints the restore cases read are built once into the work directory, outsi
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
+from distrec.loopback import free_port
+
 __all__ = ["checkpoint_input", "save_case", "restore_case"]
 
 NETFLIX_MF = (480_189, 17_770, 64)  # users, items, dim
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, queue) -> None:
@@ -62,7 +57,7 @@ def _on_ranks(fn: Callable, world: int, *args: Any) -> list[Any]:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "torchrec", "distrec.train.worker"])
     queue = ctx.SimpleQueue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args, queue)) for r in range(world)]
     for p in procs:
         p.start()

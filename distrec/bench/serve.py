@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,17 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from distrec.loopback import free_port
+
 __all__ = ["build_mf_run", "serve_in_process", "serve_over_http", "serve_table"]
 
 HISTORY = 30  # best-rated items of a sampled user sent as a new user's liked items
 SAMPLE_USERS = 1000  # users the requests cycle through (and recall is measured over)
 K = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -57,7 +52,7 @@ def _train_one_rank(data: str, out: str) -> None:
     from distrec.train.worker import train_worker
 
     set_quiet(True)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     dist.init_process_group("gloo", rank=0, world_size=1)
     cfg = from_dict(TrainConfig, {
         "data": {"path": data}, "output_dir": out,
@@ -173,7 +168,7 @@ def serve_over_http(run: str, requests: int, concurrencies: tuple[int, ...]) -> 
 
     set_quiet(True)
     users, bodies = _sample(load_recommender(run))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     try:
         start_service(run, port=port, index="exact", name="exact", route_prefix="/exact", cpus_per_replica=1)

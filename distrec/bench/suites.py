@@ -35,14 +35,16 @@ class Shapes:
     closed_form_like: str = "ml-1m"  # closed-form data when the real ML-1M split is not at hand
     eval_like: str = "ml-25m"  # eval data (its test users are ranked against every item)
     eval_users: int = 20_000  # test users ranked per eval run (a seeded sample)
-    serve_like: str = "ml-1m"  # serve: the MF run's data, and one with Netflix's item table:
+    serve_like: str | None = "ml-1m"  # serve: the MF run's data (None: not run), and one with Netflix's item table:
     serve_netflix: tuple[int, int, int] = (50_000, 17_770, 5_000_000)  # users, items, ratings
     serve_requests: int = 2000  # per endpoint and concurrency
     checkpoint_mf: tuple[int, int, int] = (480_189, 17_770, 64)  # checkpoint: MF users, items, dim (Netflix's)
+    node_loss_like: str | None = None  # checkpoint: the elastic MF run that loses a node (None: not run)
+    node_loss_epochs: int = 8
 
     @classmethod
     def full(cls) -> Shapes:
-        return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 3)
+        return cls(25_000_095, 100_480_507, "ml-25m", None, 1024, 3, 3, node_loss_like="ml-1m")
 
     @classmethod
     def quick(cls) -> Shapes:
@@ -469,10 +471,9 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         from distrec.bench import serve
 
         users, items, ratings = shapes.serve_netflix
-        for name, data in (
-            (shapes.serve_like, synthetic_dataset(work, shapes.serve_like)),
-            ("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings})),
-        ):
+        datasets = [(shapes.serve_like, synthetic_dataset(work, shapes.serve_like))] if shapes.serve_like else []
+        datasets.append(("netflix-items", synthetic_dataset(work, None, {"users": users, "items": items, "ratings": ratings})))
+        for name, data in datasets:
             run = once(f"{data}-mf-run", lambda tmp, data=data: serve.build_mf_run(data, tmp))
             n = shapes.serve_requests
             out += [Case("serve", f"{name}/in-process", serve.serve_in_process, (run, n), unit="requests", repeats=1,
@@ -493,7 +494,12 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
             Case("checkpoint", "restore-1to2-resharded", ck.restore_case, (saved[1], shape, 2), unit="MB",
                  baseline="restore-2to2", repeats=r, warmup=False),
         ]  # fmt: skip
-        # the elastic run's node-loss cost (from the kill to training again) is to join this suite here
+        if shapes.node_loss_like:  # what losing a node costs an elastic run: from the kill to training again
+            from distrec.bench.elastic import node_loss_case
+
+            data = synthetic_dataset(work, shapes.node_loss_like)
+            out.append(Case("checkpoint", "node-loss-2to1", node_loss_case, (data, shapes.node_loss_epochs), unit="losses",
+                            repeats=1, warmup=False))  # fmt: skip
     if "netflix-scale" in suites:
         data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
         out.append(Case("netflix-scale", "mf-epoch-2workers", train_distrec, (data, 2), unit="samples", repeats=1, warmup=False))

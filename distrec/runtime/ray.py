@@ -32,6 +32,7 @@ from distrec.config import to_dict
 from distrec.console import console_for_workers
 from distrec.errors import UserError
 from distrec.jobs import get_job
+from distrec.loopback import free_port, gloo_on_loopback
 from distrec.runtime.cluster import alive_nodes, check_shared_paths
 from distrec.runtime.config import RayConfig, run_name
 from distrec.runtime.fail_fast import FailFast, worker_error
@@ -95,11 +96,9 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     """
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    port = _free_port()
+    port = free_port()
     own = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    loopback = next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)
-    if loopback:
-        own["GLOO_SOCKET_IFNAME"] = loopback
+    own.update(gloo_on_loopback())
     saved = {k: os.environ.get(k) for k in own}
     os.environ.update(own)  # inherited by the raylet and so by every Ray worker process
     try:
@@ -108,7 +107,7 @@ def start_local_ray(num_cpus: int | None = None) -> None:
                 address="local",
                 num_cpus=num_cpus,
                 dashboard_host="127.0.0.1",
-                dashboard_port=_free_port(),
+                dashboard_port=free_port(),
                 logging_level=logging.WARNING,
             )
     finally:
@@ -133,12 +132,6 @@ def _single_machine(address: str | None = None) -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check_reachable(address: str, hint: str) -> None:

@@ -84,7 +84,8 @@ def start_service(
 def serve_until_stopped(run: str, *, on_ready: Callable[[dict[str, Any]], None], **options: Any) -> dict[str, Any]:
     """``start_service(run, **options)``, ``on_ready(info)``, then serve until Ctrl-C or SIGTERM
     and take the applications down; returns ``info``. SIGTERM is handled as Ctrl-C from the
-    moment Ray is up (Ray's own handler would abort the driver)."""
+    moment Ray is up (Ray's own handler would abort the driver). Ray is disconnected before the
+    return: its forwarded worker logs would otherwise land after the job's JSON summary line."""
     check_run(run, index=options.get("index", "exact"))  # refused before Ray starts
     address = options.pop("address", None)
     if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will run here: is the port free?
@@ -101,6 +102,7 @@ def serve_until_stopped(run: str, *, on_ready: Callable[[dict[str, Any]], None],
         return info
     finally:
         stop_service()
+        ray.shutdown()
 
 
 def stop_service() -> None:

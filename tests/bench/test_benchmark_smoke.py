@@ -26,7 +26,11 @@ def test_quick_prepare_and_storage_suites(tmp_path, s3_server, monkeypatch):
 
 
 @pytest.mark.slow
-def test_quick_train_suite_with_ray(tmp_path):
+def test_quick_train_suite_with_ray(tmp_path, session_ray_env, monkeypatch):
+    """The train-mf cases on a tiny dataset; the Ray cases' drivers join the session's Ray (as
+    the serve suite's HTTP case does) instead of starting an embedded one each."""
+    for key, value in session_ray_env.items():
+        monkeypatch.setenv(key, value)
     data = suites.synthetic_dataset(str(tmp_path), None, {"users": 300, "items": 100, "ratings": 8000})
     todo = [
         Case("train-mf", "plain", suites.train_plain_torch, (data, 512), unit="samples", repeats=1, warmup=False),
@@ -95,28 +99,26 @@ def test_a_case_peak_rss_is_its_own_not_the_driver_s():
 
 @pytest.mark.slow
 def test_quick_serve_suite(tmp_path, session_ray_env, monkeypatch):
-    """MF runs trained on two tiny datasets, served over HTTP on 127.0.0.1 under the bounded load,
-    next to the in-process baseline; the latency table and HNSW recall come out. The HTTP cases
-    deploy on the session's Ray (and take Serve down again), not on an embedded one each."""
+    """An MF run trained on a tiny dataset with many items, served over HTTP on 127.0.0.1 under the
+    bounded load, next to the in-process baseline; the latency table and HNSW recall come out. The
+    HTTP case deploys on the session's Ray (and takes Serve down again), not on an embedded one.
+    (The full suite serves a second run, ML-1M-shaped, through the same cases.)"""
     for key, value in session_ray_env.items():
         monkeypatch.setenv(key, value)
-    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, serve_like="ml-100k", serve_netflix=(400, 1500, 12_000),
+    tiny = suites.Shapes(20_000, 30_000, "ml-100k", None, 2, 1, 1, serve_like=None, serve_netflix=(400, 1500, 12_000),
                          serve_requests=24)  # fmt: skip
     monkeypatch.setattr(suites.Shapes, "quick", classmethod(lambda cls: tiny))
     out = tmp_path / "bench.json"
     assert main(["--quick", "--suite", "serve", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
     names = {r["name"]: r for r in json.loads(out.read_text())["results"]}
-    assert set(names) == {"ml-100k/in-process", "ml-100k/http", "netflix-items/in-process", "netflix-items/http"}
-    for data in ("ml-100k", "netflix-items"):
-        http, local = names[f"{data}/http"], names[f"{data}/in-process"]
-        assert set(http["extra"]["latency"]) == {
-            f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)
-        }
-        assert set(local["extra"]["latency"]) == {"in-process exact", "in-process hnsw", "in-process fold-in"}
-        for stats in [*http["extra"]["latency"].values(), *local["extra"]["latency"].values()]:
-            assert stats["requests"] == 24 and stats["rps"] > 0 and 0 < stats["p50_ms"] <= stats["p99_ms"]
-        assert http["ratio"] > 0 and 0 <= local["extra"]["recall@10"] <= 1
-    assert names["netflix-items/in-process"]["extra"]["items"] > 1000  # (items never rated are dropped)
+    assert set(names) == {"netflix-items/in-process", "netflix-items/http"}
+    http, local = names["netflix-items/http"], names["netflix-items/in-process"]
+    assert set(http["extra"]["latency"]) == {f"{e} c={c}" for e in ("GET exact", "GET hnsw", "POST fold-in") for c in (1, 8, 32)}
+    assert set(local["extra"]["latency"]) == {"in-process exact", "in-process hnsw", "in-process fold-in"}
+    for stats in [*http["extra"]["latency"].values(), *local["extra"]["latency"].values()]:
+        assert stats["requests"] == 24 and stats["rps"] > 0 and 0 < stats["p50_ms"] <= stats["p99_ms"]
+    assert http["ratio"] > 0 and 0 <= local["extra"]["recall@10"] <= 1
+    assert local["extra"]["items"] > 1000  # (items never rated are dropped)
 
 
 @pytest.mark.slow

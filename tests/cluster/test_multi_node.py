@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from distrec.bench.elastic import watch_node_loss
 from distrec.config import from_dict
 from distrec.errors import UserError
 from distrec.runtime.config import RayConfig
@@ -222,28 +222,19 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_and_grows_back(loca
     # the first restart after the loss may still count node_2 (Ray's view is up to 20 s old) and
     # wait this long for 2 workers before it goes on with 1 (Ray's default: 60 s)
     env = {**local_cluster.env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10"}
-    driver = subprocess.Popen(
+
+    def add() -> None:
+        local_cluster.add_node()
+        local_cluster.refresh_elastic_view()
+
+    run = watch_node_loss(
         [sys.executable, "jobs/train.py", "--config", str(config), f"ray.address={local_cluster.address}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines, events, start = [], [], time.monotonic()
-    try:
-        for line in driver.stdout:  # type: ignore[union-attr]
-            lines.append(f"{time.monotonic() - start:6.1f} {line}")
-            if not events and "epoch 2/" in line:
-                lost = local_cluster.kill_node(2)  # a worker node, in epoch 3 or so: one of the two workers
-                events.append("lost")
-            elif events == ["lost"] and "(saved by 2 workers, now 1: tables resharded)" in line:
-                local_cluster.add_node()
-                local_cluster.refresh_elastic_view()
-                events.append("added")
-            elif events == ["lost", "added"] and "(saved by 1 worker, now 2: tables resharded)" in line:
-                events.append("grown")
-        assert driver.wait(timeout=600) == 0, "".join(lines[-80:])
-    finally:
-        driver.kill()
-    print("".join(line for line in lines if "epoch " in line or "resumed" in line))
-    assert events == ["lost", "added", "grown"], "".join(lines[-80:])
+        env=env, cwd=str(REPO), lose=lambda: local_cluster.kill_node(2), add=add,
+    )  # fmt: skip  # node_2 lost after epoch 2: one of the two workers
+    assert run.returncode == 0, run.tail()
+    print("".join(line for line in run.lines if "epoch " in line or "resumed" in line), run.times)
+    assert run.events == ["lost", "resumed", "added", "grown"], run.tail()
+    lost = run.lost
     assert not Path(lost["temp_dir"]).exists() and not _processes_under([lost["temp_dir"]])
     assert set(local_cluster.alive()) == {"node_0", "node_1", "node_3"}
 

@@ -16,13 +16,12 @@ import pytest
 
 from distrec.config import load_config
 from distrec.train.config import TrainConfig
-from distrec.train.run import train as fit
 from tests.helpers import tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-LEARNING_RATES = [0.05, 0.002, 0.001, 0.0005]  # the first is good, the others clearly worse
+LEARNING_RATES = [0.05, 0.002, 0.0005]  # the first is good, the others clearly worse
 
 
 def _tune(*args: str, ray_env: dict[str, str], **popen) -> subprocess.Popen:
@@ -90,8 +89,6 @@ def test_asha_sweep_killed_then_resumed(tmp_path, session_ray_env):
         assert matplotlib.image.imread(out / png).shape[0] > 100
     assert "metric_per_epoch.png" in (out / "report.html").read_text()
 
-    # best_config.yaml is a train config as is (one epoch to keep the test short)
-    best = load_config(TrainConfig, out / "best_config.yaml", ["train.epochs=1"])
-    assert best.optim.sparse_lr == LEARNING_RATES[0]
-    metrics = fit(best)
-    assert metrics["test_rmse"] < 2.0 and Path(best.output_dir, "metrics.json").exists()
+    # best_config.yaml is a train config as is: it loads and validates as one
+    best = load_config(TrainConfig, out / "best_config.yaml")
+    assert best.optim.sparse_lr == LEARNING_RATES[0] and best.train.epochs == 3
