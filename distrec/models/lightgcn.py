@@ -35,13 +35,12 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection
 
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.bipartite import Graph, build_graph, propagate
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
+from distrec.models.tables import TableSpec, embedding_collection, gaussian_rows, lookup, padded_width
 
 __all__ = ["LightGCNConfig", "LightGCN", "SPECS"]
 
@@ -69,7 +68,7 @@ class LightGCN(nn.Module):
         self.tables = [TableSpec("user", num_users, width, init), TableSpec("item", num_items, width, init)]
         self.keys = [t.name for t in self.tables]
         self.export_groups = {"user": ("user",), "item": ("item",)}
-        self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
+        self.sparse = embedding_collection(self.tables, device)
         self.graph: Graph = build_graph(*pairs, num_users=num_users, num_items=num_items)
         self._every_row = {"user": torch.arange(num_users), "item": torch.arange(num_items)}
 

@@ -16,16 +16,18 @@ each bias in column ``dim`` of its factor row instead: two lookups per rating ra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import NonNegative, Positive
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.models.tables import TableSpec, ids_to_kjt, padded_width, table_config
+from distrec.models.tables import TableSpec, embedding_collection, ids_to_kjt, padded_width
+
+if TYPE_CHECKING:
+    from torchrec import KeyedJaggedTensor
 
 __all__ = ["MFConfig", "BiasedMF", "SPECS"]
 
@@ -107,7 +109,7 @@ class BiasedMF(nn.Module):
         else:
             self.export_groups = {"user": ("user",), "item": ("item",)}
             self.bias_of = {"user": ("user", cfg.dim), "item": ("item", cfg.dim)}
-        self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
+        self.sparse = embedding_collection(self.tables, device)
         self.mean = nn.Parameter(torch.tensor([float(global_mean)], device=device if device.type != "meta" else "cpu"))
 
     def features(self, user: torch.Tensor, item: torch.Tensor) -> KeyedJaggedTensor:

@@ -22,12 +22,11 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection
 
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
+from distrec.models.tables import TableSpec, embedding_collection, gaussian_rows, lookup, padded_width
 
 __all__ = ["MFBPRConfig", "MFBPR", "SPECS"]
 
@@ -53,7 +52,7 @@ class MFBPR(nn.Module):
         ]
         self.keys = [t.name for t in self.tables]
         self.export_groups = {"user": ("user",), "item": ("item",)}
-        self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
+        self.sparse = embedding_collection(self.tables, device)
 
     def forward(self, user: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores [B, C] of ``items`` [B, C] for ``user`` [B], and the L2 penalty per row [B]."""

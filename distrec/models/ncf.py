@@ -38,17 +38,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.data.histories import RatingHistories
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.models.tables import TableSpec, padded_width, table_config
+from distrec.models.tables import TableSpec, embedding_collection, kjt, padded_width
+
+if TYPE_CHECKING:
+    from torchrec import KeyedJaggedTensor
 
 __all__ = ["NCFConfig", "NCF", "SPECS"]
 
@@ -124,7 +126,7 @@ class NCF(nn.Module):
             # zeros: a user never trained on (held out) adds nothing to its profile
             self.tables += [TableSpec("user", num_users, width, zeros), TableSpec("user_bias", num_users, 4, zeros)]
             self.export_groups["user"] = ("user", "user_bias")
-        self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
+        self.sparse = embedding_collection(self.tables, device)
 
         dense = torch.device("cpu") if device.type == "meta" else device
         self.mean = nn.Parameter(torch.tensor([float(global_mean)], device=dense))
@@ -175,8 +177,7 @@ class NCF(nn.Module):
             lengths.append(
                 torch.cat([torch.ones(len(keys), dtype=torch.int32), torch.zeros(stride - len(keys), dtype=torch.int32)])
             )
-        kjt = KeyedJaggedTensor(keys=[t.name for t in self.tables], values=torch.cat(ids), lengths=torch.cat(lengths))
-        return kjt, inputs
+        return kjt([t.name for t in self.tables], torch.cat(ids), torch.cat(lengths)), inputs
 
     # -- model ---------------------------------------------------------------------------
     def forward(

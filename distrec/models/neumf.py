@@ -27,12 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec import EmbeddingBagCollection
 
 from distrec.config import NonNegative, Positive
 from distrec.eval.ranking import Scorer
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.models.tables import TableSpec, gaussian_rows, lookup, padded_width, table_config
+from distrec.models.tables import TableSpec, embedding_collection, gaussian_rows, lookup, padded_width
 
 __all__ = ["NeuMFConfig", "NeuMF", "PAIR_BUDGET", "SPECS"]
 
@@ -70,7 +69,7 @@ class NeuMF(nn.Module):
         ]
         self.keys = [t.name for t in self.tables]
         self.export_groups = {"user": ("gmf_user", "mlp_user"), "item": ("gmf_item", "mlp_item")}
-        self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
+        self.sparse = embedding_collection(self.tables, device)
         dense = device if device.type != "meta" else torch.device("cpu")  # DMP leaves dense modules as built
         widths = [2 * cfg.mlp_dim, *cfg.layers]
         self.tower = nn.ModuleList(nn.Linear(a, b, device=dense) for a, b in zip(widths, widths[1:]))

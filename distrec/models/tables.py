@@ -3,6 +3,10 @@
 Initial values depend only on ``(seed, table, row)``, never on how the table is sharded, so a
 run on 1 worker and on 4 workers, table-wise or column-wise, starts from the same weights, and
 a test can compare a sharded model with its unsharded twin row for row.
+
+TorchRec is imported where a table is built or looked up, not when this module loads: a job's
+driver and each Tune trial load the model registry to validate a config, and TorchRec's import
+(fbgemm's libraries) cost each of them 1.7 s.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
-from torchrec.modules.embedding_configs import PoolingType
 
-__all__ = ["TableSpec", "table_config", "init_rows", "ids_to_kjt", "lookup", "gaussian_rows", "padded_width", "INIT_BLOCK"]
+if TYPE_CHECKING:
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+
+__all__ = ["TableSpec", "table_config", "embedding_collection", "kjt", "init_rows", "ids_to_kjt", "lookup", "gaussian_rows",
+           "padded_width", "INIT_BLOCK"]  # fmt: skip
 
 INIT_BLOCK = 4096  # rows drawn from one seeded generator
 
@@ -51,6 +58,9 @@ def gaussian_rows(dim: int, std: float) -> Callable[[torch.Generator, int, int],
 
 
 def table_config(spec: TableSpec) -> EmbeddingBagConfig:
+    from torchrec import EmbeddingBagConfig
+    from torchrec.modules.embedding_configs import PoolingType
+
     if spec.width % 4:
         raise ValueError(f"table {spec.name}: width {spec.width} is not a multiple of 4 (see padded_width)")
     return EmbeddingBagConfig(
@@ -60,6 +70,20 @@ def table_config(spec: TableSpec) -> EmbeddingBagConfig:
         feature_names=list(spec.features or (spec.name,)),
         pooling=PoolingType.SUM,
     )
+
+
+def embedding_collection(specs: list[TableSpec], device: torch.device) -> EmbeddingBagCollection:
+    """A model's tables as one unsharded collection (on ``meta`` until the planner shards it)."""
+    from torchrec import EmbeddingBagCollection
+
+    return EmbeddingBagCollection(tables=[table_config(t) for t in specs], device=device)
+
+
+def kjt(keys: list[str], values: torch.Tensor, lengths: torch.Tensor) -> KeyedJaggedTensor:
+    """The ids of ``keys`` (``lengths`` per key and bag, key-major) as TorchRec's input."""
+    from torchrec import KeyedJaggedTensor
+
+    return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
 
 
 def init_rows(spec: TableSpec, seed: int, start: int, stop: int) -> torch.Tensor:
@@ -81,7 +105,7 @@ def ids_to_kjt(features: dict[str, torch.Tensor]) -> KeyedJaggedTensor:
     keys = list(features)
     values = torch.cat([features[k] for k in keys])
     lengths = torch.ones(values.numel(), dtype=torch.int32, device=values.device)
-    return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
+    return kjt(keys, values, lengths)
 
 
 def lookup(sparse, keys: list[str], ids: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -98,5 +122,5 @@ def lookup(sparse, keys: list[str], ids: dict[str, torch.Tensor]) -> dict[str, t
     lengths = torch.zeros(len(keys), bags, dtype=torch.int32)
     for j, k in enumerate(keys):
         lengths[j, : len(ids.get(k, empty))] = 1
-    pooled = sparse(KeyedJaggedTensor(keys=keys, values=values, lengths=lengths.reshape(-1)))
+    pooled = sparse(kjt(keys, values, lengths.reshape(-1)))
     return {k: pooled[k][: len(v)] for k, v in ids.items()}

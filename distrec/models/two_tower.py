@@ -22,18 +22,20 @@ an empty bag is padding). TorchRec runs all of them in one lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from distrec.config import Bound, NonNegative, Positive
 from distrec.features.text import TextEncoderConfig
 from distrec.models.spec import ModelContext, ModelSpec
-from distrec.models.tables import TableSpec, padded_width, table_config
+from distrec.models.tables import TableSpec, embedding_collection, kjt, padded_width
+
+if TYPE_CHECKING:
+    from torchrec import KeyedJaggedTensor
 
 __all__ = ["TwoTowerConfig", "TwoTower", "in_batch_softmax_loss", "RATING_BUCKETS", "SPECS"]
 
@@ -99,7 +101,7 @@ class TwoTower(nn.Module):
         self.hist_keys = [f"hist{j}" for j in range(cfg.history)]
         self.tables = [TableSpec("item", num_items, self.width, normal, features=("item", *self.hist_keys))]
         self.export_groups: dict[str, tuple[str, ...]] = {}  # the towers' outputs are exported, not the table
-        self.sparse = EmbeddingBagCollection(tables=[table_config(t) for t in self.tables], device=device)
+        self.sparse = embedding_collection(self.tables, device)
         # Content features stay a plain tensor, not a buffer: DDP would broadcast a buffer every step.
         self.item_features = torch.as_tensor(item_features, dtype=torch.float32)  # [I, F]
         n_in = self.width + self.item_features.shape[1]
@@ -118,7 +120,7 @@ class TwoTower(nn.Module):
         cols = [item] + [history[:, j] for j in range(history.shape[1])]
         lengths = torch.cat([(c >= 0).to(torch.int32) for c in cols])
         values = torch.cat([c[c >= 0] for c in cols])
-        return KeyedJaggedTensor(keys=["item", *self.hist_keys], values=values, lengths=lengths)
+        return kjt(["item", *self.hist_keys], values, lengths)
 
     def _project(self, layer: nn.Linear, ids: torch.Tensor, id_vectors: torch.Tensor) -> torch.Tensor:
         """``layer`` applied to [ID vector ‖ content features] of items ``ids`` [...] (−1: any).

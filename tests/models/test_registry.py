@@ -43,3 +43,16 @@ def test_a_closed_form_fit_does_not_import_torchrec():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_a_training_driver_loads_every_model_config_without_importing_torchrec():
+    """The driver validates the config and starts the workers; only they build tables."""
+    code = (
+        "import sys; from distrec.config import from_dict; from distrec.models.registry import TRAINED, specs; "
+        "from distrec.train.config import TrainConfig; import distrec.runtime.ray, jobs.train; "
+        "[from_dict(TrainConfig, {'data': {'path': 'd'}, 'model': {'name': s.name}, 'output_dir': 'o'}) "
+        "for s in specs(TRAINED)]; print('torchrec' in sys.modules, len(specs(TRAINED)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", str(len(specs(TRAINED)))]
