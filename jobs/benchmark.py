@@ -16,7 +16,8 @@ closed-form; the multi-Gumbel sampler's C++ kernel vs its torch ops), serve (job
 HTTP API under a bounded load at concurrency 1, 8 and 32: exact and HNSW top-k and new users
 folded in, on MF runs with ML-1M's and Netflix's item tables, vs the same calls in process; HNSW
 recall@10), checkpoint (saving and restoring Netflix-shaped MF tables with row-wise Adagrad
-state on gloo ranks, on the same number of workers and resharded 2 → 1 and 1 → 2), peers
+state on gloo ranks, on the same number of workers and resharded 2 → 1 and 1 → 2; and what a
+node loss costs an elastic MF run on a 3-node local cluster, from the kill to training again), peers
 (distrec's ALS beside implicit, Spark MLlib and myfm on real splits from ../shared/datasets; the
 peers need `make bench-peers-setup` first).
 
