@@ -46,6 +46,7 @@ from distrec.loopback import free_port, gloo_on_loopback
 
 __all__ = [
     "start_head",
+    "processes_under",
     "stop_head",
     "add_node",
     "kill_node",
@@ -192,7 +193,7 @@ def kill_node(*, record: str, resource: str) -> dict[str, Any]:
     if node is None:
         raise UserError(f"{record} records no worker node {resource!r}")
     group = int(node["pid"])
-    kills = [(os.killpg, group)] + [(os.kill, pid) for pid in _processes_under(node["temp_dir"])]  # + any outside its group
+    kills = [(os.killpg, group)] + [(os.kill, pid) for pid in processes_under(node["temp_dir"])]  # + any outside its group
     for kill, pid in kills:
         try:
             kill(pid, signal.SIGKILL)
@@ -310,7 +311,7 @@ def _wait_for_nodes(nodes: list[dict[str, Any]], dashboard: str) -> dict[str, st
     raise UserError(f"worker node(s) {missing} did not join the head within {_START_TIMEOUT_S} s:\n{logs}")
 
 
-def _processes_under(temp_dir: str) -> list[int]:
+def processes_under(temp_dir: str) -> list[int]:
     """The processes whose command line names ``temp_dir`` (a node's: its raylet, workers, agents)."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from distrec import local_head
 from distrec.bench.elastic import watch_node_loss
 from distrec.config import from_dict
 from distrec.errors import UserError
@@ -235,7 +236,7 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_and_grows_back(loca
     print("".join(line for line in run.lines if "epoch " in line or "resumed" in line), run.times)
     assert run.events == ["lost", "resumed", "added", "grown"], run.tail()
     lost = run.lost
-    assert not Path(lost["temp_dir"]).exists() and not _processes_under([lost["temp_dir"]])
+    assert not Path(lost["temp_dir"]).exists() and not local_head.processes_under(lost["temp_dir"])
     assert set(local_cluster.alive()) == {"node_0", "node_1", "node_3"}
 
     history = json.loads(read_text(f"{root}/elastic/history.json"))
@@ -272,16 +273,5 @@ def test_cluster_local_down_stops_its_nodes_and_nothing_else(local_cluster, loca
     assert down.returncode == 0 and "and its 2 worker node(s)" in down.stdout, down.stdout + down.stderr
     assert not local_cluster.record.exists()
     assert not any(Path(f).exists() for f in folders)
-    assert not _processes_under(folders)
+    assert not any(local_head.processes_under(f) for f in folders)
     assert ray.get(ray.remote(lambda: 1).remote()) == 1
-
-
-def _processes_under(folders: list[str]) -> list[int]:
-    import psutil
-    import ray  # noqa: F401  (psutil)
-
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(f in part for f in folders for part in p.info["cmdline"] or ()):
-            found.append(p.info["pid"])
-    return found
