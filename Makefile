@@ -40,8 +40,11 @@ $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 KERNEL_TESTS := tests/models tests/eval tests/features tests/fit tests/compress tests/distill
 HAS_AVX2 := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes)
 
+# The suite's pytest-xdist workers (tests/conftest.py: Ray's tests stay on one of them, in order)
+TEST_WORKERS ?= 2
+
 test: setup lint ## make lint, the whole test suite, then the float-kernel tests again on AVX2 kernels
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 ifeq ($(HAS_AVX2),yes)
 	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m "not slow" $(KERNEL_TESTS)
 else

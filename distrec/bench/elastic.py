@@ -33,10 +33,12 @@ from distrec.loopback import free_port
 
 __all__ = ["ElasticRun", "watch_node_loss", "node_loss_case"]
 
-SHRUNK = "(saved by 2 workers, now 1: tables resharded)"
-GROWN = "(saved by 1 worker, now 2: tables resharded)"
-_EPOCH = re.compile(r"\bepoch (\d+)/\d+ ")
-_RESUMED = re.compile(r"resumed from epoch (\d+) ")
+# Every elastic job's lines (distrec/runtime/epochs.py): training's and the compressor's epochs,
+# Distill-CF's steps, and the resume of each, whatever its resize changed
+SHRUNK = "(saved by 2 workers, now 1: "
+GROWN = "(saved by 1 worker, now 2: "
+_PROGRESS = re.compile(r"\b(?:epoch|step) (\d+)/\d+ ")
+_RESUMED = re.compile(r"resumed from (.+?) \(saved by ")
 
 
 @dataclass
@@ -46,8 +48,8 @@ class ElasticRun:
     returncode: int
     lines: list[str]  # each line the driver printed, after its time
     times: dict[str, float] = field(default_factory=dict)  # lost, resumed, trained (the next epoch), added, grown
-    lost_after_epoch: int = 0  # the last epoch printed before the node was lost
-    resumed_from: int = 0  # the epoch of the checkpoint the run resumed from on 1 worker
+    lost_after: int = 0  # the last epoch (or step) printed before the node was lost
+    resumed_from: str = ""  # where the run resumed on 1 worker, as it said (e.g. "epoch 3")
     lost: dict[str, Any] = field(default_factory=dict)  # the lost node's record entry
 
     @property
@@ -65,26 +67,26 @@ def watch_node_loss(
     cwd: str,
     lose: Callable[[], dict[str, Any]],
     add: Callable[[], None] | None = None,
-    lose_after_epoch: int = 2,
+    lose_after: int = 2,
     timeout_s: float = 600,
 ) -> ElasticRun:
-    """Run the elastic training driver ``command`` to its end: once it prints epoch
-    ``lose_after_epoch``, ``lose()`` a worker node; once it resumes on 1 worker, ``add()`` one
-    (if given), after which it should grow back to 2."""
+    """Run the driver ``command`` of an elastic job (train, compress, distill) to its end: once it
+    prints epoch (or step) ``lose_after``, ``lose()`` a worker node; once it resumes on 1 worker,
+    ``add()`` one (if given), after which it should grow back to 2."""
     driver = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run, start = ElasticRun(returncode=-1, lines=[]), time.monotonic()
     try:
         for line in driver.stdout:  # type: ignore[union-attr]
             now = time.monotonic() - start
             run.lines.append(f"{now:6.1f} {line}")
-            epoch = _EPOCH.search(line)
-            if "lost" not in run.times and epoch and int(epoch.group(1)) >= lose_after_epoch:
-                run.lost_after_epoch = int(epoch.group(1))
+            epoch = _PROGRESS.search(line)
+            if "lost" not in run.times and epoch and int(epoch.group(1)) >= lose_after:
+                run.lost_after = int(epoch.group(1))
                 run.lost = lose()
                 run.times["lost"] = time.monotonic() - start
             elif "lost" in run.times and "resumed" not in run.times and SHRUNK in line:
                 run.times["resumed"] = now
-                run.resumed_from = int(_RESUMED.search(line).group(1))  # type: ignore[union-attr]
+                run.resumed_from = _RESUMED.search(line).group(1)  # type: ignore[union-attr]
                 if add is not None:
                     add()
                     run.times["added"] = time.monotonic() - start
@@ -134,5 +136,5 @@ def _node_loss(work: str, data: str, epochs: int) -> dict[str, Any]:
     metrics = json.loads((Path(work) / "out" / "metrics.json").read_text())
     lost = run.times["lost"]
     return {"seconds": run.times["trained"] - lost, "units": 1, "resumed_s": run.times["resumed"] - lost,
-            "lost_after_epoch": run.lost_after_epoch, "resumed_from": run.resumed_from, "epochs": epochs,
+            "lost_after_epoch": run.lost_after, "resumed_from": run.resumed_from, "epochs": epochs,
             "resumes": metrics["resumes"], "val_rmse": metrics["val_rmse"]}  # fmt: skip

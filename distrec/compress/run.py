@@ -60,12 +60,15 @@ def run_compress(cfg: CompressConfig, callbacks: Sequence[UserCallback] = ()) ->
     clock = Stopwatch()
     get_job("compress").absolute(cfg)
     dims = check_sources(cfg)
-    run_job_workers("compress", cfg, callbacks=callbacks)  # first: it may refuse the paths, and nothing is written
+    # first: it may refuse the paths, and nothing is written
+    state = run_job_workers("compress", cfg, callbacks=callbacks)
     write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
     train_s = clock.seconds()
     metrics: dict[str, Any] = {
         **{f"{t}_dim": d for t, d in dims.items()},
-        "num_workers": cfg.ray.num_workers,
+        "num_workers": state["world"],  # an elastic run's size at its end
+        "resumes": state["resumes"],
+        "resizes": state.get("resizes", 0),
         "train_wall_s": train_s,
     }
     metrics.update(evaluate(cfg))

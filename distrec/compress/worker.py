@@ -62,7 +62,9 @@ def model_key(table: str, ratio: int) -> str:
 
 
 def compress_worker(cfg: CompressConfig, session: Session) -> dict[str, Any]:
-    """One worker's whole run; returns the training history (identical on every worker). Rank 0
+    """One worker's whole run; returns its state (identical on every worker): the training
+    history (each epoch with the number of workers that ran it), ``resumes``, ``resizes`` and
+    ``world`` (the workers of the attempt that finished). Rank 0
     logs the config and each model's per-epoch metrics (``<table>-<ratio>x/loss``, step = its
     epoch) to the tracking backends the config asks for."""
     with open_tracker(cfg) as tracker:
@@ -122,6 +124,7 @@ def _compress(cfg: CompressConfig, session: Session, tracker: Tracker) -> dict[s
             with progress_bar(total=cfg.fit.epochs - start, desc=key, unit="epochs", enabled=rank == 0) as bar:
                 for epoch in range(start, cfg.fit.epochs):
                     metrics = {"model": key, "model_epoch": epoch + 1, **_train_epoch(ddp, model, opt, train, cfg, key, epoch)}
+                    metrics["world"] = world  # an elastic run's size, epoch by epoch
                     history.append(metrics)
                     tracker.log_metrics({f"{key}/{k}": v for k, v in metrics.items() if k != "model_epoch"}, step=epoch + 1)
                     state.update(current=key, epoch=epoch + 1, epochs_total=state["epochs_total"] + 1)

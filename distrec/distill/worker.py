@@ -216,6 +216,8 @@ def distill(cfg: DistillConfig, *, rank: int = 0, world: int = 1, session: Sessi
                 state["distill_s"] += clock.seconds()
                 clock = Stopwatch()
                 run.checkpoint({"epoch": step, **{k: v for k, v in state["curve"][-1].items() if k != "step"}})
+                if rank == 0:  # progress on the console, as training's epochs and the compressor's
+                    print(f"step {step}/{cfg.steps} loss={record['loss']:.4f} best {key}={state['best'][key]:.4f}", flush=True)
             if state["stopped"]:
                 break
     _settle(pending)

@@ -193,20 +193,21 @@ def _check_placement(cfg: RayConfig) -> None:
 
 
 def run_workers(
-    entry: Callable[[dict[str, Any]], None],
+    entry: Callable[[dict[str, Any]], Any],
     payload: dict[str, Any],
     *,
     cfg: RayConfig,
     name: str,
     callbacks: Sequence[UserCallback] = (),
-) -> None:
+) -> Any:
     """``entry(payload)`` on ``cfg.num_workers`` Ray Train workers (a gloo or NCCL process group
     each; [min, max]: as many as the cluster holds, the group restarted at another size from the
     last checkpoint when a node is lost or one joins), checkpoints in ``cfg.storage_path``/``name``;
     a re-run with the same name resumes. A worker's UserError, ConfigError or DataError ends the
     run at once and is raised here as it is; any other failure is retried ``cfg.max_failures``
     times, then raised as a UserError with the worker's own message. ``callbacks`` see every
-    report and every failed attempt (a Tune sweep forwards them to its trial)."""
+    report and every failed attempt (a Tune sweep forwards them to its trial). Returns what
+    ``entry`` returned on rank 0 of the attempt that finished."""
     connect_ray(cfg.address)
     check_resources(cfg)
     for key, value in _CONTROLLER_ENV.items():
@@ -239,7 +240,7 @@ def run_workers(
         ),
     )
     try:
-        trainer.fit()
+        return trainer.fit().return_value
     except ray.train.TrainingFailedError as e:
         own = worker_error(e)
         if own is not None:
@@ -247,14 +248,15 @@ def run_workers(
         raise UserError(f"training failed: {_root_cause(e)}") from e
 
 
-def run_job_workers(job: str, cfg: Any, *, callbacks: Sequence[UserCallback] = ()) -> None:
+def run_job_workers(job: str, cfg: Any, *, callbacks: Sequence[UserCallback] = ()) -> Any:
     """Job ``job``'s per-worker function (its ``worker`` in distrec/jobs.py) on the workers of
     ``cfg.ray``, in the run named by ``run_name(cfg)``; ``cfg`` is the job's config. On a
     cluster of several nodes, the job's locations (its ``paths``) must be shared storage: a local
-    one outside ``ray.shared_paths`` stops it here, before any worker starts (runtime/cluster.py)."""
+    one outside ``ray.shared_paths`` stops it here, before any worker starts (runtime/cluster.py).
+    Returns rank 0's return value."""
     connect_ray(cfg.ray.address)
     check_shared_paths(get_job(job).locations(cfg), shared=cfg.ray.shared_paths, declare="ray.shared_paths")
-    run_workers(ray_worker, {"job": job, "config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
+    return run_workers(ray_worker, {"job": job, "config": to_dict(cfg)}, cfg=cfg.ray, name=run_name(cfg), callbacks=callbacks)
 
 
 def _root_cause(error: BaseException) -> str:

@@ -23,7 +23,10 @@ import torch
 
 from distrec import local_head
 from distrec.bench.elastic import watch_node_loss
+from distrec.compress.codes import read_codes
 from distrec.config import from_dict
+from distrec.distill.output import read_synthetic
+from distrec.distill.worker import SYNTHETIC_DIR
 from distrec.errors import UserError
 from distrec.runtime.config import RayConfig
 from distrec.runtime.ray import check_resources
@@ -33,6 +36,7 @@ from distrec.storage.embeddings import read_embeddings
 from distrec.train.config import TrainConfig
 from distrec.train.worker import train_worker
 from tests.cluster.conftest import REPO, make
+from tests.compress.conftest import write_run
 from tests.helpers import free_port, run_ranks, tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
@@ -256,6 +260,65 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_and_grows_back(loca
     print({k: (elastic[k], whole[k]) for k in ("val_rmse", "test_rmse")})
     for key in ("val_rmse", "test_rmse"):
         assert abs(elastic[key] - whole[key]) < ELASTIC_RMSE, (key, elastic[key], whole[key])
+
+
+# The compressor's and Distill-CF's elastic runs: a checkpoint an epoch (step), enough of them
+# that the run is still going when the node's loss lands (~0.1 s each here); the config key of
+# the seed, and the split the job reads.
+OTHER_JOBS = {
+    "compress": (["--config", str(REPO / "configs/compress/ml-100k.yaml"), "source.tables=[user]", "ratios=[8]",
+                  "model.hidden=[16]", "model.token_dim=8", "fit.epochs=60", "fit.batch_size=32",
+                  "fit.checkpoint_every=1"], "fit.seed", "random:0.8/0.1/0.1"),
+    "distill": (["--config", str(REPO / "configs/distill/ml-1m.yaml"), "budget=8", "samples_per_user=10", "steps=60",
+                 "patience=1000", "validate_every=30", "checkpoint_every=1", "batch_users=32", "eval.ks=[5,20]",
+                 "select=hr@20", "eval.auc_negatives=0", "model.lambdas=[1,5]"], "seed", "user-ratio:0.8/0.1/0.1"),
+}  # fmt: skip
+OTHER_JOB_STEPS = 60
+
+
+@pytest.mark.parametrize("job", sorted(OTHER_JOBS))
+def test_the_compressor_and_distill_cf_lose_a_node_and_go_on_with_one_worker(local_cluster, job, tmp_path):
+    """The other elastic jobs on `ray.num_workers: [1, 2]`, their inputs, checkpoints and outputs in
+    a folder declared shared: a worker node lost after their third checkpoint, they resume from
+    the last one on the worker left (the compressor's rows, Distill-CF's target users shared out
+    anew) and finish with every epoch (step) once and their outputs whole. A node joins afterwards:
+    the tests after this one start from two worker nodes again."""
+    args, seed, split = OTHER_JOBS[job]
+    shared = tmp_path / "nfs"
+    data, run, out = shared / "data", shared / "run", shared / "out"
+    tiny_synthetic(str(data), users=300, items=200, ratings=12_000, split=split)
+    if job == "compress":
+        write_run(str(run), str(data))
+    inputs = [f"source.run={run}"] if job == "compress" else [f"data.path={data}"]
+    ray = ["ray.num_workers=[1,2]", "ray.max_failures=2", f"ray.storage_path={shared / 'ray'}", f"ray.shared_paths=[{shared}]"]
+    command = [sys.executable, f"jobs/{job}.py", *args, *inputs, *ray, f"output_dir={out}", f"{seed}={training_seed()}"]
+    lose = int(max(local_cluster.worker_nodes).removeprefix("node_"))
+    env = {**local_cluster.env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10"}  # as in the elastic test above
+    elastic = watch_node_loss(
+        [*command, f"ray.address={local_cluster.address}"], env=env, cwd=str(REPO), lose_after=3,
+        lose=lambda: local_cluster.kill_node(lose),
+    )  # fmt: skip
+    local_cluster.add_node()
+    assert elastic.returncode == 0, elastic.tail()
+    assert elastic.events == ["lost", "resumed"], elastic.tail()
+    print(elastic.resumed_from, elastic.times)
+    metrics = json.loads((out / "metrics.json").read_text())
+    printed = [line.split(maxsplit=1)[1] for line in elastic.lines if line.split(maxsplit=1)[1].startswith("{")]
+    assert json.loads(printed[-1]) == metrics  # the job's summary line
+    assert (metrics["resumes"], metrics["resizes"], metrics["num_workers"]) == (1, 1, 1), metrics
+    if job == "compress":
+        history = json.loads((out / "history.json").read_text())["user-8x"]
+        assert [h["model_epoch"] for h in history] == list(range(1, OTHER_JOB_STEPS + 1))  # every epoch once
+        worlds = [h["world"] for h in history]
+        assert worlds[0] == 2 and worlds[-1] == 1 and worlds == sorted(worlds, reverse=True), worlds
+        codes = read_codes(str(out / "compressed" / "user-8x"))  # every shard checked against its sha256
+        users = read_embeddings(str(run / "embeddings" / "user"))
+        assert np.array_equal(np.sort(codes.index), users.index)  # every row once: the 2 workers' shares, then 1's
+    else:
+        curve = json.loads((out / "curve.json").read_text())
+        assert metrics["steps"] == OTHER_JOB_STEPS and [c["step"] for c in curve] == list(range(OTHER_JOB_STEPS + 1))
+        synthetic, _ = read_synthetic(str(out / SYNTHETIC_DIR), verify="sha256")
+        assert synthetic.shape == (8, 200) and np.isfinite(metrics["test_ndcg@5"])
 
 
 def _uninterrupted(cfg: dict, checkpoints: str) -> dict:
