@@ -120,7 +120,7 @@ def _node_loss(work: str, data: str, epochs: int) -> dict[str, Any]:
             "data": {"path": data}, "model": {"name": "mf", "dim": 64},
             "train": {"epochs": epochs, "global_batch_size": 8192, "seed": 0},
             "ray": {"num_workers": [1, 2], "storage_path": f"{work}/ray", "max_failures": 2,
-                    "shared_paths": [work, os.path.dirname(data)]},  # every node is this machine
+                    "shared_paths": [work, os.path.dirname(os.path.abspath(data))]},  # every node is this machine
             "output_dir": f"{work}/out",
         }))  # fmt: skip
         repo = str(Path(__file__).resolve().parents[2])
