@@ -40,13 +40,14 @@ $(STAMP): requirements/common.txt requirements/cpu.txt pyproject.toml
 KERNEL_TESTS := tests/models tests/eval tests/features tests/fit tests/compress tests/distill
 HAS_AVX2 := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes)
 
-# The suite's pytest-xdist workers (tests/conftest.py: Ray's tests stay on one of them, in order)
+# The suite's pytest-xdist workers: each takes whole modules (a module's fixtures are made once,
+# e.g. the multi-node cluster), the largest first, the next whenever it is free
 TEST_WORKERS ?= 2
 
 test: setup lint ## make lint, the whole test suite, then the float-kernel tests again on AVX2 kernels
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
 ifeq ($(HAS_AVX2),yes)
-	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m "not slow" $(KERNEL_TESTS)
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(KERNEL_TESTS)
 else
 	@echo "no AVX2 on this CPU: the fast tests' second run, on AVX2 kernels, is skipped"
 endif

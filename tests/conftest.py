@@ -13,34 +13,11 @@ import pytest
 os.environ.setdefault("DISTREC_QUIET", "1")
 
 
-# `make test` runs the suite on 2 pytest-xdist workers (`--dist loadgroup`) in three groups,
-# each run in file order on one worker. xdist hands out the largest (most tests) first:
-#   others   most tests, then the cluster's group on the same worker;
-#   ray      the tests that use a Ray (the session's embedded Ray through the fixtures below, or
-#            one their job starts), on the other worker;
-#   cluster  the multi-node cluster's tests (tests/cluster: its own raylets, in order).
-# Much of a Ray test is waiting on its processes' start-up, which the other worker fills.
-_RAY_FIXTURES = {"local_ray", "session_ray_env", "no_ray"}
-_OWN_RAY = {"test_serve_job.py"}  # jobs run as subprocesses that start an embedded Ray of their own
-
-
-def _xdist_group(item) -> str:
-    if "cluster" in item.path.parts:
-        return "cluster"
-    if _RAY_FIXTURES & set(item.fixturenames) or item.path.name in _OWN_RAY:
-        return "ray"
-    return "others"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` compare CPU and CUDA results; where torch sees no GPU they are
-    collected (so they must import cleanly) and skipped with the reason. Ray's tests are grouped
-    for pytest-xdist (above)."""
+    collected (so they must import cleanly) and skipped with the reason."""
     import torch
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(

@@ -84,6 +84,25 @@ def run_ranks(fn: Callable, world: int, *args: Any, backend: str = "gloo") -> li
     return [results[r] for r in range(world)]
 
 
+def _job_rank(job: str, cfg: Any, checkpoints: str) -> dict:
+    from distrec.jobs import get_job
+    from distrec.runtime.session import LocalSession
+
+    session = LocalSession(checkpoints)
+    result = get_job(job).worker(cfg, session)
+    result["reports"] = session.reports
+    return result
+
+
+def job_on_ranks(job: str, cfg: Any, checkpoints: str, world: int = 2) -> dict:
+    """Job ``job``'s per-worker function (distrec/jobs.py; training's: its model's loop) on
+    ``world`` gloo ranks, as Ray Train runs it on its workers (a ``LocalSession`` keeps the
+    checkpoints in ``checkpoints``): rank 0's result, the reports it made under ``"reports"``.
+    Ray's own part is the same for every model and job and has tests of its own
+    (tests/train/test_ray.py); a model's test needn't pay a Ray run's start-up."""
+    return run_ranks(_job_rank, world, job, cfg, checkpoints)[0]
+
+
 def training_seed(default: int = 0) -> int:
     """The seed a training test trains with: ``DISTREC_TEST_SEED`` when set (run the training
     tests at several seeds to find assertions that hold for one seed only), else ``default``."""

@@ -1,6 +1,7 @@
-"""Experiment tracking: the config section's checks, and real runs (training, then the compressor
-on its embeddings) through a real local Ray logging to an MLflow file store and TensorBoard event
-files, read back with MLflow's client and a plain TFRecord reader; Tune's MLflow logger."""
+"""Experiment tracking: the config section's checks, and real runs (training's worker function,
+then the compressor on its embeddings through a real local Ray) logging to an MLflow file store
+and TensorBoard event files, read back with MLflow's client and a plain TFRecord reader; Tune's
+MLflow logger."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from distrec.errors import UserError
 from distrec.tracking import TrackingConfig, check_tracking, flatten, mlflow_client, mlflow_key, mlflow_store
 from distrec.train.config import TrainConfig
 from distrec.tune.config import SweepConfig
-from tests.helpers import tiny_synthetic
+from tests.helpers import job_on_ranks, tiny_synthetic
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow-skinny not installed (make setup)")
 
@@ -112,16 +113,19 @@ def _run(client, experiment: str, name: str):
 @needs_mlflow
 @pytest.mark.slow
 def test_training_then_compressor_log_to_mlflow_and_tensorboard(local_ray, tmp_path):
+    """Training logs from its rank 0 (here the job's worker function on a gloo rank, as Ray Train
+    runs it: tests/helpers.py), the compressor from its driver, through a real Ray run."""
     from distrec.compress.config import CompressConfig
     from distrec.compress.run import run_compress
     from distrec.runtime.config import run_name
-    from distrec.train.run import train as fit
+    from distrec.train.run import check_config
 
     data = str(tmp_path / "data")
     tiny_synthetic(data, users=120, items=80, ratings=4000)
     store = (tmp_path / "mlruns").as_uri()
     cfg = _train_config(data, tmp_path, tensorboard=True, mlflow_uri=store, experiment="tiny")
-    metrics = fit(cfg)
+    check_config(cfg)  # what the driver checks first
+    metrics = job_on_ranks("train", cfg, str(tmp_path / "ckpt"), world=1)
 
     client = mlflow_client(store)
     run = _run(client, "tiny", run_name(cfg))

@@ -38,7 +38,7 @@ from distrec.runtime.config import RayConfig, run_name
 from distrec.runtime.fail_fast import FailFast, worker_error
 from distrec.runtime.worker import ray_worker
 
-__all__ = ["connect_ray", "start_local_ray", "check_resources", "run_workers", "run_job_workers"]
+__all__ = ["connect_ray", "start_local_ray", "check_resources", "run_workers", "run_job_workers", "worker_env"]
 
 
 # Environment the workers need from the driver (object-store endpoint, quiet mode, S3 retries);
@@ -192,6 +192,16 @@ def _check_placement(cfg: RayConfig) -> None:
         )
 
 
+def worker_env() -> dict[str, str]:
+    """The environment the driver gives its workers: the S3 endpoint and quiet switch it has,
+    one malloc arena unless it sets its own, and what its console is."""
+    return {
+        **_WORKER_ENV,
+        **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ},
+        **console_for_workers(),
+    }
+
+
 def run_workers(
     entry: Callable[[dict[str, Any]], Any],
     payload: dict[str, Any],
@@ -212,11 +222,6 @@ def run_workers(
     check_resources(cfg)
     for key, value in _CONTROLLER_ENV.items():
         os.environ.setdefault(key, value)
-    env = {
-        **_WORKER_ENV,
-        **{k: os.environ[k] for k in (*_FORWARDED_ENV, *_WORKER_ENV) if k in os.environ},
-        **console_for_workers(),
-    }
     trainer = TorchTrainer(
         entry,
         train_loop_config=payload,
@@ -234,7 +239,7 @@ def run_workers(
             storage_path=cfg.storage_path,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-            worker_runtime_env={"env_vars": env},
+            worker_runtime_env={"env_vars": worker_env()},
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=[*callbacks, FailFast()],
         ),

@@ -329,7 +329,7 @@ def test_the_issue_repro_through_jobs_train(tmp_path, session_ray_env):
     command = [
         sys.executable, "jobs/train.py", "--config", "configs/mf/demo.yaml", "--quiet", f"data.path={data}",
         f"output_dir={tmp_path / 'out'}", f"ray.storage_path={tmp_path / 'ray'}", "ray.name=pwn", "ray.max_failures=0",
-        "train.epochs=1", "train.early_stopping_metric=null", "model.dim=8",
+        "ray.num_workers=1", "train.epochs=1", "train.early_stopping_metric=null", "model.dim=8",
     ]  # fmt: skip
     env = python_env(**session_ray_env)
     first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)

@@ -17,7 +17,7 @@ from distrec.models.glocal_k import GLocalK, GLocalKConfig
 from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.dense_worker import item_rows, objective, train_dense_worker, wrap
-from tests.helpers import run_ranks, tiny_synthetic, training_seed
+from tests.helpers import job_on_ranks, run_ranks, tiny_synthetic, training_seed
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,23 @@ def test_two_workers_lose_loss_sparsify_and_resume(dataset, tmp_path):
 
     metrics = json.load(open(os.path.join(tmp_path, "a", "metrics.json")))
     assert metrics["test_rmse"] == pytest.approx(straight["test_rmse"])
+
+
+def test_the_job_s_worker_picks_the_dense_loop_and_splits_the_items(dataset, tmp_path):
+    """Through the training job's worker function (what Ray Train runs): worker.py hands GLocal-K
+    to the dense loop, the plan gives each of the 2 workers its block of items, the loss falls."""
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "data": {"path": dataset},
+            "model": {"name": "glocal_k", "hidden": 16, "pretrain_epochs": 2, "pretrain_iters": 3, "finetune_iters": 3},
+            "train": {"epochs": 3, "seed": training_seed()},
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
+    metrics = job_on_ranks("train", cfg, str(tmp_path / "ckpt"))
+    history = json.load(open(tmp_path / "out" / "history.json"))
+    assert [h["stage"] for h in history] == ["pretrain", "pretrain", "finetune"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["num_workers"] == 2 and metrics["test_count"] > 0
+    assert "rank 1: items" in (tmp_path / "out" / "plan.txt").read_text()

@@ -36,6 +36,7 @@ def _command(data: str, root) -> list[str]:
         f"output_dir={root / 'out'}",
         f"ray.storage_path={root / 'ray'}",
         f"ray.name={NAME}",
+        "ray.num_workers=1",  # the driver is what this is about: a second worker adds only its start-up
         f"train.epochs={EPOCHS}",
         "train.early_stopping_metric=null",
         "train.batch_size=512",

@@ -1,5 +1,5 @@
-"""NCF with attention over content profiles, trained for real: on 2 gloo ranks with users held
-out of training (cold start), and through a 2-worker Ray Train run with TorchRec sharding."""
+"""NCF with attention over content profiles, trained for real on 2 gloo ranks with TorchRec
+sharding: with users held out of training (cold start), and as a whole run (its report)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import pytest
 
 from distrec.config import from_dict
 from distrec.data.prepare import PrepareConfig, prepare_dataset
-from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.run import train as fit
-from distrec.train.worker import train_worker
-from tests.helpers import check_report, run_ranks, training_seed
+from distrec.train.report import write_train_report
+from tests.helpers import check_report, job_on_ranks, training_seed
 
 pytestmark = pytest.mark.slow
 
@@ -85,16 +83,9 @@ def _config(data: str, tmp_path: Path, split: str, **train) -> TrainConfig:
     )
 
 
-def _train(cfg: TrainConfig, ckpt: str) -> dict:
-    session = LocalSession(ckpt)
-    result = train_worker(cfg, session)
-    result["reports"] = session.reports
-    return result
-
-
 def test_held_out_users_are_scored_from_their_profiles_better_than_item_biases(dataset, tmp_path):
     cfg = _config(dataset, tmp_path, "u1_holdout")
-    result = run_ranks(_train, 2, cfg, str(tmp_path / "ckpt"))[0]
+    result = job_on_ranks("train", cfg, str(tmp_path / "ckpt"))
     losses = [r["train_loss"] for r in result["reports"]]
     assert losses[-1] < losses[0], losses
     assert result["test_cold_count"] > 50 and result["test_warm_count"] > 50
@@ -108,9 +99,12 @@ def test_held_out_users_are_scored_from_their_profiles_better_than_item_biases(d
     assert attention["target"]["item"] not in [h["item"] for h in attention["history"]]
 
 
-def test_two_ray_workers_with_torchrec_tables_reduce_the_loss(local_ray, dataset, tmp_path):
+def test_two_workers_with_torchrec_tables_reduce_the_loss_and_report(dataset, tmp_path):
+    """The run's outputs as the job leaves them: the workers' history, plan and metrics, then the
+    driver's report (distrec/train/run.py) from them."""
     cfg = _config(dataset, tmp_path, "u1", epochs=3)
-    metrics = fit(cfg)
+    metrics = job_on_ranks("train", cfg, str(tmp_path / "ckpt"))
+    write_train_report(cfg, metrics)
     history = json.load(open(tmp_path / "out" / "history.json"))
     assert history[-1]["train_loss"] < history[0]["train_loss"], history
     assert metrics["num_workers"] == 2 and np.isfinite(metrics["test_rmse"])

@@ -1,5 +1,5 @@
 """Two-tower retrieval in the trainer: histories, 2 gloo ranks with TorchRec sharding (loss
-falls, exported vectors re-read rank exactly as the model does), and a 2-worker Ray run."""
+falls, exported vectors re-read rank exactly as the model does), and the job's whole run."""
 
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from distrec.models.registry import build_model
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.config import TrainConfig
 from distrec.train.retrieval import RetrievalTask, sequences, windows
-from distrec.train.run import train as fit
 from distrec.train.sharding import shard_model
 from distrec.train.worker import _dense_optimizer
-from tests.helpers import run_ranks, tiny_synthetic, tiny_text_encoder, training_seed
+from tests.helpers import job_on_ranks, run_ranks, tiny_synthetic, tiny_text_encoder, training_seed
 
 K = 20
 
@@ -124,10 +123,12 @@ def test_two_ranks_loss_falls_and_exported_vectors_rank_identically(dataset, enc
 
 
 @pytest.mark.slow
-def test_two_ray_workers_train_and_exported_vectors_give_the_test_metrics(local_ray, dataset, encoder, tmp_path):
+def test_a_whole_run_on_two_workers_exports_vectors_that_give_its_test_metrics(dataset, encoder, tmp_path):
+    """The job's worker function (early stopping on validation, the test pass, the export) on 2
+    gloo ranks, as Ray Train runs it on 2 workers."""
     out = str(tmp_path / "out")
     cfg = _config(dataset, out, encoder, epochs=2, early_stopping_metric=f"val_recall@{K}", early_stopping_mode="max")
-    metrics = fit(cfg)
+    metrics = job_on_ranks("train", cfg, str(tmp_path / "ckpt"))
     history = json.load(open(os.path.join(out, "history.json")))
     assert len(history) >= 2 and history[-1]["train_loss"] < history[0]["train_loss"]
     assert metrics["num_workers"] == 2 and 0 <= metrics[f"test_recall@{K}"] <= 1 and f"test_pop_recall@{K}" in metrics
