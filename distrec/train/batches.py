@@ -34,7 +34,7 @@ from distrec.resources import Stopwatch
 if TYPE_CHECKING:
     from distrec.train.config import TrainLoopConfig
 
-__all__ = ["Batch", "rating_batches", "EpochBatches", "epoch_batches", "EpochTotals"]
+__all__ = ["Batch", "block_order", "rating_batches", "EpochBatches", "epoch_batches", "EpochTotals"]
 
 
 @dataclass
@@ -55,14 +55,41 @@ class Batch:
         )
 
 
+def block_order(user: np.ndarray, item: np.ndarray, rng: np.random.Generator, blocks: int) -> np.ndarray:
+    """FPSG's block order of rows (``train.order: blocks``): users and items cut into ``blocks``
+    equal id ranges each, the ``blocks²`` (user range, item range) blocks in a random order, the
+    rows of each block shuffled. A stretch of steps then reads and writes the embedding rows of
+    one block, ~1/blocks of each table, which stay in cache where the whole table does not."""
+    n = len(user)
+    if n == 0:
+        return np.arange(0)
+    cell = (user.astype(np.int64) * blocks // (int(user.max()) + 1)) * blocks
+    cell += item.astype(np.int64) * blocks // (int(item.max()) + 1)
+    rank = rng.permutation(blocks * blocks).astype(np.uint16)[cell]  # each block's place in the epoch
+    shuffled = rng.permutation(n)
+    return shuffled[np.argsort(rank[shuffled], kind="stable")]  # a radix sort of 16-bit keys
+
+
 def rating_batches(
-    data: Interactions, *, batch_size: int, steps: int, rng: np.random.Generator | None, rows: int | None = None
+    data: Interactions,
+    *,
+    batch_size: int,
+    steps: int,
+    rng: np.random.Generator | None,
+    rows: int | None = None,
+    blocks: int | None = None,
 ) -> Iterator[Batch]:
     """``steps`` batches of exactly ``batch_size`` rows, the next ``rows`` (default: all of them)
-    rows of ``data`` in each, the rest padding; shuffled when ``rng`` is given."""
+    rows of ``data`` in each, the rest padding; shuffled when ``rng`` is given, in
+    ``block_order`` when ``blocks`` is given too."""
     rows = batch_size if rows is None else rows
     n = len(data)
-    order = rng.permutation(n) if rng is not None else np.arange(n)
+    if rng is None:
+        order = np.arange(n)
+    elif blocks is None:
+        order = rng.permutation(n)
+    else:
+        order = block_order(data.user, data.item, rng, blocks)
     user = torch.from_numpy(data.user)
     item = torch.from_numpy(data.item)
     rating = torch.from_numpy(data.rating)
@@ -89,9 +116,12 @@ class EpochBatches:
     share: BatchShare
     steps: int
     rng: np.random.Generator
+    blocks: int | None = None  # train.order: blocks (block_order)
 
     def __iter__(self) -> Iterator[Batch]:
-        return rating_batches(self.data, batch_size=self.share.shape, rows=self.share.rows, steps=self.steps, rng=self.rng)
+        return rating_batches(
+            self.data, batch_size=self.share.shape, rows=self.share.rows, steps=self.steps, rng=self.rng, blocks=self.blocks
+        )
 
 
 def epoch_batches(data: Interactions, train: TrainLoopConfig, epoch: int) -> EpochBatches:
@@ -100,7 +130,8 @@ def epoch_batches(data: Interactions, train: TrainLoopConfig, epoch: int) -> Epo
     rank, world = dist.get_rank(), dist.get_world_size()
     share = batch_share(train.global_batch(world), rank=rank, world=world)
     rng = np.random.default_rng([train.seed, epoch, rank])
-    return EpochBatches(data=data, share=share, steps=agreed_steps(len(data), share.rows), rng=rng)
+    blocks = train.order_blocks if train.order == "blocks" else None
+    return EpochBatches(data=data, share=share, steps=agreed_steps(len(data), share.rows), rng=rng, blocks=blocks)
 
 
 class EpochTotals:

@@ -14,9 +14,9 @@ output_dir: URI
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from distrec.config import NonNegative, Positive
+from distrec.config import Bound, NonNegative, Positive
 from distrec.data.dataset import DataConfig
 from distrec.errors import UserError
 from distrec.eval.ranking import RankingConfig
@@ -63,6 +63,12 @@ class TrainLoopConfig:
     patience: Positive[int] = 3
     restore_best: bool = True  # test and export the best validation epoch, not the last
     export_embeddings: bool = True
+    # the order of an epoch's training rows on a worker (distrec/train/batches.py): "shuffle", any
+    # row anywhere; "blocks", FPSG's block order: users and items cut into ``order_blocks`` id
+    # ranges each, the (user range, item range) blocks in a random order, the rows shuffled within
+    # each, so a stretch of steps reads and writes the embedding rows of one block
+    order: Literal["shuffle", "blocks"] = "shuffle"
+    order_blocks: Annotated[int, Bound(ge=2, le=255)] = 8
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.global_batch_size is not None:
