@@ -252,10 +252,8 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_and_grows_back(loca
     assert (elastic["resumes"], elastic["resizes"], elastic["num_workers"]) == (2, 2, 2), elastic
     assert set(elastic["worker_nodes"]) == {local_cluster.worker_nodes["node_1"], local_cluster.worker_nodes["node_3"]}
 
-    # the reference on 1 worker: a global batch is one update whatever the number of workers
-    # (tests/train/test_global_batch.py), and one rank process is one fewer on a saturated machine
-    cfg["ray"] = {"num_workers": 1}
-    whole = run_ranks(_uninterrupted, 1, {**cfg, "output_dir": str(tmp_path / "whole")}, str(tmp_path / "whole-ckpt"))[0]
+    cfg["ray"] = {"num_workers": 2}
+    whole = run_ranks(_uninterrupted, 2, {**cfg, "output_dir": str(tmp_path / "whole")}, str(tmp_path / "whole-ckpt"))[0]
     for table in ("user", "item"):  # every row, each part checked against its manifest's sha256
         exported = read_embeddings(f"{root}/elastic/embeddings/{table}", verify="sha256")
         assert np.array_equal(exported.index, read_embeddings(str(tmp_path / "whole" / "embeddings" / table)).index)
