@@ -10,12 +10,10 @@ from PIL import Image
 
 from distrec.config import from_dict
 from distrec.recommend import load_recommender
-from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
 from distrec.train.report import write_train_report
-from distrec.train.worker import train_worker
 from jobs.recommend import main as recommend
-from tests.helpers import run_ranks, tiny_synthetic
+from tests.helpers import job_on_ranks, tiny_synthetic
 
 
 def _cfg(data: str, out: str) -> TrainConfig:
@@ -30,15 +28,11 @@ def _cfg(data: str, out: str) -> TrainConfig:
     )
 
 
-def _train(data: str, out: str, ckpt: str) -> dict:
-    return train_worker(_cfg(data, out), LocalSession(ckpt))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     tiny_synthetic(str(root / "data"))
-    metrics = run_ranks(_train, 1, str(root / "data"), str(root / "out"), str(root / "ckpt"))[0]
+    metrics = job_on_ranks("train", _cfg(str(root / "data"), str(root / "out")), str(root / "ckpt"), world=1)
     return root, metrics
 
 

@@ -155,6 +155,13 @@ class TrainConfig:
                     "ray.num_workers: [min, max] (elastic) changes the number of workers, and train.batch_size is per "
                     "worker: set train.global_batch_size (rows a step over all workers) so a resize keeps the batch"
                 )
+        if self.train.order == "blocks":
+            spec = model_spec(self.model)
+            if spec.loop != "tables" or spec.task == "retrieval":
+                raise ValueError(
+                    f"train.order=blocks orders an epoch's (user, item) rows, which model.name={self.model.name} does "
+                    "not train on (its loop reads whole users or histories): remove train.order"
+                )
         if getattr(self.model, "bias_in_factor_row", False) and self.optim.sparse == "rowwise_adagrad":
             raise ValueError(
                 "model.bias_in_factor_row=true needs an element-wise optimizer (optim.sparse=sgd or adagrad): "

@@ -30,14 +30,12 @@ from distrec.distill.worker import SYNTHETIC_DIR
 from distrec.errors import UserError
 from distrec.runtime.config import RayConfig
 from distrec.runtime.ray import check_resources
-from distrec.runtime.session import LocalSession
 from distrec.storage import join, read_text
 from distrec.storage.embeddings import read_embeddings
 from distrec.train.config import TrainConfig
-from distrec.train.worker import train_worker
 from tests.cluster.conftest import REPO, make
 from tests.compress.conftest import write_run
-from tests.helpers import free_port, run_ranks, tiny_synthetic, training_seed
+from tests.helpers import free_port, job_on_ranks, tiny_synthetic, training_seed
 
 pytestmark = pytest.mark.slow
 
@@ -147,9 +145,7 @@ def test_two_nodes_train_a_top_k_model_from_s3_as_one_node_does(local_cluster, s
     assert len(set(nodes)) == 2 and set(nodes) == set(local_cluster.worker_nodes.values())  # rank 0 and 1 apart
     assert json.loads(read_text(f"{root}/two-nodes/embeddings/item/_manifest.json"))
 
-    one = run_ranks(
-        _uninterrupted, 2, _config("mf_bpr", s3_data, f"{root}/one-node", f"{root}/ray-one", 1), str(tmp_path / "one")
-    )[0]
+    one = _on_one_machine(_config("mf_bpr", s3_data, f"{root}/one-node", f"{root}/ray-one", 1), str(tmp_path / "one"))
     torch.testing.assert_close(_metrics(on_two), _metrics(one), **SAME_RUN)
     torch.testing.assert_close(_history(f"{root}/two-nodes"), _history(f"{root}/one-node"), **SAME_RUN)
 
@@ -253,7 +249,7 @@ def test_an_elastic_run_loses_a_node_goes_on_with_one_worker_and_grows_back(loca
     assert set(elastic["worker_nodes"]) == {local_cluster.worker_nodes["node_1"], local_cluster.worker_nodes["node_3"]}
 
     cfg["ray"] = {"num_workers": 2}
-    whole = run_ranks(_uninterrupted, 2, {**cfg, "output_dir": str(tmp_path / "whole")}, str(tmp_path / "whole-ckpt"))[0]
+    whole = _on_one_machine({**cfg, "output_dir": str(tmp_path / "whole")}, str(tmp_path / "whole-ckpt"))
     for table in ("user", "item"):  # every row, each part checked against its manifest's sha256
         exported = read_embeddings(f"{root}/elastic/embeddings/{table}", verify="sha256")
         assert np.array_equal(exported.index, read_embeddings(str(tmp_path / "whole" / "embeddings" / table)).index)
@@ -324,9 +320,9 @@ def test_the_compressor_and_distill_cf_lose_a_node_and_go_on_with_one_worker(loc
         assert synthetic.shape == (8, 200) and np.isfinite(metrics["test_ndcg@5"])
 
 
-def _uninterrupted(cfg: dict, checkpoints: str) -> dict:
-    """On a gloo rank: a config's run on one machine, through the training function Ray Train runs."""
-    return train_worker(from_dict(TrainConfig, cfg, source="uninterrupted"), LocalSession(checkpoints))
+def _on_one_machine(cfg: dict, checkpoints: str) -> dict:
+    """A config's run on 2 gloo ranks of this process's machine, through the training function Ray Train runs."""
+    return job_on_ranks("train", from_dict(TrainConfig, cfg, source="uninterrupted"), checkpoints)
 
 
 def test_cluster_local_down_stops_its_nodes_and_nothing_else(local_cluster, local_ray):

@@ -7,18 +7,9 @@ from __future__ import annotations
 import pytest
 
 from distrec.config import from_dict
-from distrec.runtime.session import LocalSession
 from distrec.train.config import TrainConfig
-from distrec.train.worker import train_worker
 from jobs.fit import main as fit
-from tests.helpers import run_ranks, tiny_synthetic
-
-
-def _train(data: str, out: str, ckpt: str) -> dict:
-    cfg = from_dict(TrainConfig, {"data": {"path": data}, "model": {"name": "mf", "dim": 8, "init_std": 0.1},
-                                  "train": {"epochs": 10, "batch_size": 512, "restore_best": False},
-                                  "output_dir": out})  # fmt: skip
-    return train_worker(cfg, LocalSession(ckpt))
+from tests.helpers import job_on_ranks, tiny_synthetic
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +17,10 @@ def serve_runs(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("serve-runs")
     runs = {name: str(root / name) for name in ("data", "mf", "ease", "infae")}
     tiny_synthetic(runs["data"], split="user-ratio:0.9/0.05/0.05")
-    run_ranks(_train, 1, runs["data"], runs["mf"], str(root / "ckpt"))
+    mf = from_dict(TrainConfig, {"data": {"path": runs["data"]}, "model": {"name": "mf", "dim": 8, "init_std": 0.1},
+                                 "train": {"epochs": 10, "batch_size": 512, "restore_best": False},
+                                 "output_dir": runs["mf"]})  # fmt: skip
+    job_on_ranks("train", mf, str(root / "ckpt"), world=1)
     common = ["--quiet", f"data.path={runs['data']}", "eval.ks=[5,20]", "select=ndcg@20"]
     assert fit([*common, f"output_dir={runs['ease']}", "model.name=ease", "model.lambdas=[30,300]"]) == 0
     assert fit([*common, f"output_dir={runs['infae']}", "model.name=infae", "model.lambdas=[1,20]"]) == 0

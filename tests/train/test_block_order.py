@@ -47,6 +47,12 @@ def test_order_blocks_out_of_range_is_refused_naming_the_key():
         from_dict(TrainConfig, {"data": {"path": "x"}, "model": {"name": "mf"}, "output_dir": "o", "train": {"order": "tiles"}})
 
 
+@pytest.mark.parametrize("model", ["als", "glocal_k", "two_tower"])
+def test_block_order_is_refused_for_a_model_that_trains_on_no_rating_rows(model):
+    with pytest.raises(ConfigError, match="train.order=blocks"):
+        from_dict(TrainConfig, {"data": {"path": "x"}, "model": {"name": model}, "output_dir": "o", "train": {"order": "blocks"}})
+
+
 def test_mf_trained_in_block_order_on_two_workers_loses_loss(tmp_path):
     data = str(tmp_path / "data")
     tiny_synthetic(data, ratings=8000)

@@ -21,7 +21,7 @@ from distrec.train.config import OptimConfig, ShardingConfig, TrainConfig
 from distrec.train.export import export_tables
 from distrec.train.sharding import shard_model
 from distrec.train.worker import train_worker
-from tests.helpers import run_ranks, tiny_synthetic, training_seed, untrained_metrics
+from tests.helpers import job_on_ranks, run_ranks, tiny_synthetic, training_seed, untrained_metrics
 
 
 @pytest.fixture(scope="module")
@@ -140,20 +140,10 @@ def test_resume_from_checkpoint_gives_the_same_next_epoch(dataset, tmp_path):
 
 
 def test_early_stopping_restores_the_best_epoch(dataset, tmp_path):
-    def run():
-        return run_ranks(_train_early, 2, dataset, str(tmp_path / "run"), str(tmp_path / "ckpt"))[0]
-
-    result = run()
-    assert result["epochs"] < 30  # stopped early
-    assert result["best_epoch"] == result["epochs"] - 2  # patience 2
-    assert result["restored_best"] is True
-
-
-def _train_early(data: str, out: str, ckpt: str) -> dict:
     # a learning rate this high overfits within a few epochs on the tiny set
     cfg = _config(
-        data,
-        out,
+        dataset,
+        str(tmp_path / "run"),
         train__epochs=30,
         train__early_stopping_metric="val_rmse",
         train__patience=2,
@@ -161,4 +151,7 @@ def _train_early(data: str, out: str, ckpt: str) -> dict:
         model__dim=32,
         optim__sparse_lr=0.5,
     )
-    return train_worker(cfg, LocalSession(ckpt))
+    result = job_on_ranks("train", cfg, str(tmp_path / "ckpt"))
+    assert result["epochs"] < 30  # stopped early
+    assert result["best_epoch"] == result["epochs"] - 2  # patience 2
+    assert result["restored_best"] is True
