@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["peak_rss_mb", "reset_peak_rss", "available_memory_bytes", "Stopwatch"]
+__all__ = ["peak_rss_mb", "reset_peak_rss", "available_memory_bytes", "Stopwatch", "timed"]
 
 
 def peak_rss_mb(children: bool = False) -> float:
@@ -56,3 +58,13 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+@contextmanager
+def timed(totals: dict[str, float], key: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``totals[key]`` (a run's phases: where its time goes)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        totals[key] = totals.get(key, 0.0) + time.perf_counter() - start

@@ -33,7 +33,9 @@ import argparse
 import sys
 import time
 
+from distrec.bench.fixed_costs import fixed_costs_line
 from distrec.bench.harness import markdown_table, run_cases, to_json
+from distrec.bench.limits import limits_table, relate_to_limits
 from distrec.bench.peers import peers_table
 from distrec.bench.suites import SUITES, Shapes, cases
 from distrec.storage import write_text
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"running {len(todo)} cases", flush=True)
     results = run_cases(todo)
     wall = time.perf_counter() - start
+    relate_to_limits(results)
     print(markdown_table(results))
+    print(limits_table(results))
+    print(fixed_costs_line(results))
     if "serve" in suites:
         from distrec.bench.serve import serve_table
 

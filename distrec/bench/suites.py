@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from distrec.bench.als import als_scale
+from distrec.bench.fixed_costs import FIXED_COSTS, mf_fixed_costs
 from distrec.bench.harness import Case
 from distrec.bench.inputs import closed_form_dataset, ml25m_source, netflix_source, once, synthetic_dataset
-from distrec.bench.peers import peer_cases
+from distrec.bench.limits import LIMITS, machine_limits
+from distrec.bench.peers import peer_cases, shared_dataset
 
 __all__ = ["Shapes", "cases"]
 
@@ -41,6 +43,8 @@ class Shapes:
     checkpoint_mf: tuple[int, int, int] = (480_189, 17_770, 64)  # checkpoint: MF users, items, dim (Netflix's)
     node_loss_like: str | None = None  # checkpoint: the elastic MF run that loses a node (None: not run)
     node_loss_epochs: int = 8
+    fixed_costs_like: str = "ml-1m"  # train-mf's fixed-costs run: the real ML-1M 90/10 split when at hand, else synthetic
+    fixed_costs_epochs: int = 10
 
     @classmethod
     def full(cls) -> Shapes:
@@ -51,7 +55,7 @@ class Shapes:
         return cls(200_000, 400_000, "ml-100k", {"users": 5000, "items": 800, "ratings": 200_000}, 16, 1, 2,
                    closed_form_like="ml-100k", eval_like="ml-100k", eval_users=500,
                    serve_like="ml-100k", serve_netflix=(2000, 3000, 60_000), serve_requests=100,
-                   checkpoint_mf=(5000, 800, 16))  # fmt: skip
+                   checkpoint_mf=(5000, 800, 16), fixed_costs_like="ml-100k", fixed_costs_epochs=2)  # fmt: skip
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -399,6 +403,7 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
         data = synthetic_dataset(work, shapes.synthetic_like)
         two = min(r, 2)
         out += [
+            Case("train-mf", LIMITS, machine_limits, (data,), unit="rows", repeats=1, warmup=False),
             Case("train-mf", "plain-pytorch-sgd", train_plain_torch, (data,), unit="samples", repeats=two, warmup=False),
             Case("train-mf", "plain-pytorch-adagrad", train_plain_torch, (data, BATCH, "adagrad"), unit="samples",
                  repeats=two, warmup=False),
@@ -411,6 +416,10 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
             Case("train-mf", "time-to-target-2workers", time_to_target, (data, 2, shapes.epochs_to_target),
                  unit="runs", repeats=1, warmup=False),
         ]  # fmt: skip
+        like = shapes.fixed_costs_like
+        ml1m = (shared_dataset(work, "ml-1m-90-10") if like == "ml-1m" else None) or synthetic_dataset(work, like)
+        out.append(Case("train-mf", FIXED_COSTS, mf_fixed_costs, (ml1m, shapes.fixed_costs_epochs), unit="runs", repeats=1,
+                        warmup=False))  # fmt: skip
     if "closed-form" in suites:
         data, what = closed_form_dataset(work, shapes.closed_form_like)
         print(f"closed-form data: {what}", flush=True)
@@ -502,6 +511,7 @@ def cases(suites: list[str], work: str, shapes: Shapes) -> list[Case]:
                             repeats=1, warmup=False))  # fmt: skip
     if "netflix-scale" in suites:
         data = synthetic_dataset(work, None if shapes.netflix_like else "netflix", shapes.netflix_like)
+        out.append(Case("netflix-scale", LIMITS, machine_limits, (data,), unit="rows", repeats=1, warmup=False))
         out.append(Case("netflix-scale", "mf-epoch-2workers", train_distrec, (data, 2), unit="samples", repeats=1, warmup=False))
         out.append(Case("netflix-scale", "als-sweep-2workers", als_scale, (data, 2, 10), unit="ratings", repeats=1, warmup=False))
     if "peers" in suites:  # real data only (../shared/datasets), peers from .venv-peers: see peers.py

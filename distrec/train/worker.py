@@ -21,7 +21,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from distrec.config import to_yaml
 from distrec.models.registry import model_spec
-from distrec.resources import Stopwatch
+from distrec.resources import Stopwatch, timed
 from distrec.runtime.checkpoint import load_checkpoint, save_checkpoint
 from distrec.runtime.epochs import Resumable, early_stop, finish_run, log_epoch, open_tracker
 from distrec.runtime.session import Session
@@ -105,16 +105,20 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
     state = run.resume(lambda: {"epoch": 0, "history": [], "best": None, "best_epoch": None, "bad_epochs": 0, "resumes": 0})
     best_weights = None
     watch = cfg.train.early_stopping_metric
+    # where this attempt's time outside the epochs' training steps goes (the fixed costs)
+    phases = {"setup_s": clock.seconds(), "eval_s": 0.0, "checkpoint_s": 0.0}
 
     # -- epochs ---------------------------------------------------------------------------
     for epoch in run.epochs(cfg.train.epochs):
         metrics: dict[str, Any] = {"epoch": epoch + 1}
         metrics.update(task.train_epoch(dmp, model, opt, epoch))
-        metrics.update(task.evaluate(dmp, model, "val"))
+        with timed(phases, "eval_s"):
+            metrics.update(task.evaluate(dmp, model, "val"))
         improved, stop = early_stop(cfg.train, metrics, state, epoch)
         if improved:
             best_weights = _snapshot(dmp, model) if cfg.train.restore_best else None
-        run.end_epoch(metrics)
+        with timed(phases, "checkpoint_s"):
+            run.end_epoch(metrics)
         log_epoch(metrics, cfg.train.epochs, tracker)
         if stop:
             if rank == 0:
@@ -138,18 +142,19 @@ def _train(cfg: TrainConfig, session: Session, tracker: Tracker) -> dict[str, An
         **(state["history"][-1] if state["history"] else {}),
     }
     final.pop("epoch", None)
-    final.update(task.evaluate(dmp, model, "test"))
-    if hasattr(task, "explain"):
-        task.explain(dmp, model, cfg.output_dir)  # e.g. attention weights of one user, for the report
-    if cfg.train.export_embeddings:
-        meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
-        if hasattr(task, "export"):  # the task's vectors (e.g. two towers' outputs), not table rows
-            final["embeddings"] = task.export(dmp, model, output_dir=cfg.output_dir, meta=meta)
-        else:
-            final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
+    with timed(phases, "finish_s"):
+        final.update(task.evaluate(dmp, model, "test"))
+        if hasattr(task, "explain"):
+            task.explain(dmp, model, cfg.output_dir)  # e.g. attention weights of one user, for the report
+        if cfg.train.export_embeddings:
+            meta = {"model": cfg.model.name, "dataset": cfg.data.path, "split": split, **model.export_meta()}
+            if hasattr(task, "export"):  # the task's vectors (e.g. two towers' outputs), not table rows
+                final["embeddings"] = task.export(dmp, model, output_dir=cfg.output_dir, meta=meta)
+            else:
+                final["embeddings"] = export_tables(dmp, model, output_dir=cfg.output_dir, dataset=dataset, meta=meta)
     noise_floor = dataset.meta.get("noise_floor_rmse")
     return finish_run(
-        final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor
+        final, state["history"], output_dir=cfg.output_dir, clock=clock, tracker=tracker, noise_floor_rmse=noise_floor, **phases
     )
 
 

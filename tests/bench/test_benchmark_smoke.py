@@ -7,7 +7,9 @@ import json
 import pytest
 
 from distrec.bench import suites
+from distrec.bench.fixed_costs import FIXED_COSTS, fixed_costs_line, mf_fixed_costs
 from distrec.bench.harness import Case, run_cases
+from distrec.bench.limits import LIMITS, limits_table, machine_limits, relate_to_limits
 from jobs.benchmark import main
 
 
@@ -33,15 +35,34 @@ def test_quick_train_suite_with_ray(tmp_path, session_ray_env, monkeypatch):
         monkeypatch.setenv(key, value)
     data = suites.synthetic_dataset(str(tmp_path), None, {"users": 300, "items": 100, "ratings": 8000})
     todo = [
+        Case("train-mf", LIMITS, machine_limits, (data,), unit="rows", repeats=1, warmup=False),
         Case("train-mf", "plain", suites.train_plain_torch, (data, 512), unit="samples", repeats=1, warmup=False),
         Case("train-mf", "torchrec", suites.train_distrec, (data, 1), unit="samples", baseline="plain", repeats=1, warmup=False),
         Case("train-mf", "to-target", suites.time_to_target, (data, 1, 2), unit="runs", repeats=1, warmup=False),
+        Case("train-mf", FIXED_COSTS, mf_fixed_costs, (data, 1), unit="runs", repeats=1, warmup=False),
     ]
-    plain, torchrec, target = run_cases(todo, log=lambda _: None)
+    results = run_cases(todo, log=lambda _: None)
+    limits, plain, torchrec, target, fixed = results
     assert plain.rate > 0 and torchrec.rate > 0 and torchrec.ratio == pytest.approx(torchrec.rate / plain.rate)
+    # the machine's limits measured in the run, each MF case's updates/s a fraction of them
+    assert limits.extra["table_rows"] >= 300 and limits.extra["dim"] == 64 and limits.extra["update_bytes"] == 1024
+    assert min(limits.extra[k] for k in ("copy_gb_s", "gather_rows_s", "scatter_rows_s")) > 0
+    relate_to_limits(results)
+    for case in (plain, torchrec):
+        assert case.extra["of_random_limit"] == pytest.approx(case.rate / limits.extra["random_updates_s"])
+        assert case.extra["of_streaming_limit"] == pytest.approx(case.rate * 1024 / (limits.extra["copy_gb_s"] * 1e9))
+    assert "of_random_limit" not in target.extra  # counted in runs, not updates
+    table = limits_table(results)
+    assert "copy" in table and "| plain |" in table and "| torchrec |" in table
     for case in (torchrec, target):  # the column covers the workers
         assert case.peak_rss_mb >= case.extra["peak_rss_mb_per_worker"] > 0
     assert target.extra["best_val_rmse"] > 0 and target.extra["target_val_rmse"] > 0
+    # jobs/train.py as a user runs it: the process's time less its epochs', the rest by phase
+    e = fixed.extra
+    assert e["epochs"] == 1 and fixed.median == pytest.approx(e["process_s"] - e["epochs_s"])
+    phases = [e[k] for k in ("driver_s", "setup_s", "eval_s", "checkpoint_s", "finish_s")]
+    assert min(phases) >= 0 and sum(phases) + e["epochs_s"] <= e["process_s"] * 1.001
+    assert "1 epoch as a user runs it" in fixed_costs_line(results)
 
 
 def test_quick_distill_steps(tmp_path):
