@@ -6,7 +6,9 @@
 
 Suites: prepare (ML-25M ratings.csv and Netflix text → Parquet, vs pandas.read_csv), train-mf
 (biased MF with TorchRec tables on 1 and 2 Ray workers vs a plain PyTorch loop; time to a target
-validation RMSE), closed-form (EASE and ∞-AE fit + λ search + test on the ∞-AE paper's ML-1M
+validation RMSE; the machine's copy bandwidth and random row rates, each MF case's updates/s as a
+fraction of them; jobs/train.py on ML-1M for 10 epochs with its fixed costs by phase),
+closed-form (EASE and ∞-AE fit + λ search + test on the ∞-AE paper's ML-1M
 split when ../shared/datasets/ml-1m-infae exists, else synthetic ML-1M-shaped data; EASE vs
 Steck's dense numpy reference), eval (full-ranking top-k users/s at ML-25M shape vs bare scoring
 + masking + top-k), storage (reading a shard set from S3 on a moto server vs local disk),
