@@ -61,16 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     results = run_cases(todo)
     wall = time.perf_counter() - start
     relate_to_limits(results)
-    print(markdown_table(results))
-    print(limits_table(results))
-    print(fixed_costs_line(results))
+    tables = [markdown_table(results), limits_table(results), fixed_costs_line(results)]
     if "serve" in suites:
         from distrec.bench.serve import serve_table
 
-        print(serve_table(results))
-    peers = peers_table(results)
-    if peers:
-        print(peers)
+        tables.append(serve_table(results))
+    tables.append(peers_table(results))
+    print("\n".join(t for t in tables if t))  # a suite's own table or line only where it ran
     print(f"{wall / 60:.1f} min in all, building the inputs included")
     write_text(args.out, to_json(results, {"suites": suites, "quick": args.quick, "shapes": shapes.__dict__, "wall_s": wall}))
     print(f"wrote {args.out}")
